@@ -1,0 +1,25 @@
+"""Shared test setup: never touch the network, keep torch small and deterministic."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # must precede any huggingface_hub import
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The read-only benchmark data beside the checkout; slow tests skip if it is absent."""
+    if not SHARED.exists():
+        pytest.skip("../shared/data is not present")
+    return SHARED
