@@ -1,0 +1,71 @@
+"""Functional uniform fake quantization (min-max, round-to-nearest) built on torch's fused kernels.
+
+Straight-through estimator: the fused ``torch.fake_quantize_*`` ops pass the gradient unchanged
+inside the quantization range and zero it where values clamp ("clipped STE"). Weight ranges are the
+weights' own min/max, so nothing clamps and weights get the plain identity STE. For activations the
+``identity`` variant (the authors' code) passes gradients everywhere via ``x + (q(x) - x).detach()``.
+Quantizer math always runs in float32 (the fused kernels require it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+_EPS = torch.finfo(torch.float32).eps
+
+
+def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
+    """Integer range of a ``bits``-bit quantizer: [0, 2^b-1] asymmetric, [-2^(b-1), 2^(b-1)-1] symmetric."""
+    if symmetric:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+@torch.no_grad()
+def minmax_qparams(
+    min_val: torch.Tensor, max_val: torch.Tensor, bits: int, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale (float32) and zero point (int32) mapping [min, max] (widened to include 0) onto the grid."""
+    qmin, qmax = qrange(bits, symmetric)
+    min_val = torch.clamp(min_val.float(), max=0.0)
+    max_val = torch.clamp(max_val.float(), min=0.0)
+    if symmetric:
+        amax = torch.maximum(-min_val, max_val)
+        scale = torch.clamp(amax / qmax, min=_EPS)
+        zero_point = torch.zeros_like(scale, dtype=torch.int32)
+    else:
+        scale = torch.clamp((max_val - min_val) / (qmax - qmin), min=_EPS)
+        zero_point = torch.clamp(qmin - torch.round(min_val / scale), qmin, qmax).to(torch.int32)
+    return scale, zero_point
+
+
+def fake_quantize_weight(weight: torch.Tensor, bits: int, symmetric: bool, per_channel: bool) -> torch.Tensor:
+    """Quantize-dequantize a weight with min-max ranges recomputed from its current values.
+
+    Per-channel ranges are taken over every dimension but the first (output channels / features).
+    """
+    w = weight.float()
+    qmin, qmax = qrange(bits, symmetric)
+    if per_channel:
+        flat = w.detach().reshape(w.shape[0], -1)
+        scale, zp = minmax_qparams(flat.amin(dim=1), flat.amax(dim=1), bits, symmetric)
+        out = torch.fake_quantize_per_channel_affine(w, scale, zp, 0, qmin, qmax)
+    else:
+        scale, zp = minmax_qparams(w.detach().amin(), w.detach().amax(), bits, symmetric)
+        out = torch.fake_quantize_per_tensor_affine(w, scale.reshape(()), zp.reshape(()), qmin, qmax)
+    return out.to(weight.dtype)
+
+
+def fake_quantize_tensor(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int, symmetric: bool, ste: str
+) -> torch.Tensor:
+    """Per-tensor fake quantization of an activation with given qparams and STE variant."""
+    qmin, qmax = qrange(bits, symmetric)
+    xf = x.float()
+    if ste == "identity":
+        with torch.no_grad():
+            q = torch.fake_quantize_per_tensor_affine(xf, scale, zero_point, qmin, qmax)
+        out = xf + (q - xf).detach()
+    else:
+        out = torch.fake_quantize_per_tensor_affine(xf, scale, zero_point, qmin, qmax)
+    return out.to(x.dtype)

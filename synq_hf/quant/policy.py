@@ -1,0 +1,50 @@
+"""``LayerPolicy``: which modules get quantized and with how many bits, derived from a ``SynQConfig``."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from ..config import SynQConfig
+from .quantizers import ActQuantizer, WeightQuantizer
+
+
+class LayerPolicy:
+    """Answers "quantize module NAME? with which quantizers?" for one model and config.
+
+    ``first``/``last`` name the model's first layer and classifier, which get ``first_layer_bits``
+    / ``last_layer_bits`` when set. ``include`` / ``exclude`` globs match module names.
+    """
+
+    def __init__(self, config: SynQConfig, *, first: str | None, last: str | None, symmetric_weights: bool) -> None:
+        self.config, self.first, self.last = config, first, last
+        self.symmetric_weights = symmetric_weights
+
+    def enabled(self, name: str) -> bool:
+        """Whether module ``name`` should be quantized (include/exclude globs)."""
+        if self.config.include and not any(fnmatchcase(name, p) for p in self.config.include):
+            return False
+        return not any(fnmatchcase(name, p) for p in self.config.exclude)
+
+    def _override(self, name: str) -> int | None:
+        if name == self.first and self.config.first_layer_bits is not None:
+            return self.config.first_layer_bits
+        if name == self.last and self.config.last_layer_bits is not None:
+            return self.config.last_layer_bits
+        return None
+
+    def w_bits(self, name: str) -> int:
+        return self._override(name) or self.config.w_bits
+
+    def a_bits(self, name: str) -> int:
+        return self._override(name) or self.config.a_bits
+
+    def weight_quantizer(self, name: str) -> WeightQuantizer:
+        per_channel = self.config.weight_granularity == "per_channel"
+        return WeightQuantizer(self.w_bits(name), self.symmetric_weights, per_channel)
+
+    def act_quantizer(self, name: str, bits: int | None = None) -> ActQuantizer:
+        """An activation quantizer for the tensor called ``name`` (bits from the owning layer's policy)."""
+        c = self.config
+        q = ActQuantizer(bits or self.a_bits(name), c.act_symmetric, c.ema_momentum, c.ste, c.learnable_act_scale)
+        q.name = name
+        return q
