@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
 from .errors import ConfigError
 
 CONFIG_VERSION = 1
@@ -32,8 +34,15 @@ def _f(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any:
 
 
 @dataclass
-class SynQConfig:
-    """Configuration of SynQ zero-shot quantization: quantizer, calibration, synthesis and fine-tuning."""
+class SynQConfig(QuantizationConfigMixin):
+    """Configuration of SynQ zero-shot quantization: quantizer, calibration, synthesis and fine-tuning.
+
+    It is also the ``quantization_config`` of transformers models (``quant_method="synq"``), so
+    ``AutoModelForImageClassification.from_pretrained(id, quantization_config=SynQConfig(...))`` works
+    once ``synq_hf`` is imported.
+    """
+
+    quant_method: str = _f("synq", "Quantization method name used by transformers (always 'synq').")
 
     # -- quantizer ---------------------------------------------------------------------------------
     w_bits: int = _f(4, "Bit-width of weights (2-8).")
@@ -130,6 +139,8 @@ class SynQConfig:
     # -- validation -------------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first field whose value is not allowed, and what is."""
+        if self.quant_method != "synq":
+            raise ConfigError(f"quant_method={self.quant_method!r} is not allowed; it is always 'synq'")
         for name in ("w_bits", "a_bits"):
             _check_bits(name, getattr(self, name))
         for name in ("first_layer_bits", "last_layer_bits"):
@@ -218,12 +229,15 @@ class SynQConfig:
         return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SynQConfig:
-        """Build from a dict written by any synq_hf version; older schema versions are migrated."""
+    def from_dict(cls, data: dict[str, Any], return_unused_kwargs: bool = False, **kwargs: Any) -> SynQConfig:
+        """Build from a dict written by any synq_hf version; older schema versions are migrated.
+
+        ``return_unused_kwargs``/``kwargs`` follow transformers' ``QuantizationConfigMixin.from_dict``.
+        """
         if not isinstance(data, dict):
             raise ConfigError(f"a SynQConfig must be built from a dict, got {type(data).__name__}")
         data = dict(data)
-        data.pop("quant_method", None)  # written by the transformers integration
+        data.pop("quant_method", None)
         version = data.pop("version", CONFIG_VERSION)
         if not isinstance(version, int) or version < 1 or version > CONFIG_VERSION:
             raise ConfigError(
@@ -233,9 +247,26 @@ class SynQConfig:
         for v in range(version, CONFIG_VERSION):
             data = _MIGRATIONS[v](data)
         _check_known(data)
-        return cls(**data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        data.update({k: v for k, v in kwargs.items() if k in known})
+        config = cls(**data)
+        if return_unused_kwargs:
+            return config, {k: v for k, v in kwargs.items() if k not in known}  # type: ignore[return-value]
+        return config
 
-    def to_json_string(self) -> str:
+    def to_diff_dict(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def update(self, **kwargs: Any) -> dict[str, Any]:
+        """Set known fields in place (validated); return the unknown ones, like transformers' configs."""
+        known = {f.name for f in dataclasses.fields(self)}
+        for k, v in kwargs.items():
+            if k in known:
+                setattr(self, k, v)
+        self.validate()
+        return {k: v for k, v in kwargs.items() if k not in known}
+
+    def to_json_string(self, use_diff: bool = True) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def to_json_file(self, path: str | os.PathLike) -> None:

@@ -55,8 +55,9 @@ class ActQuantizer(nn.Module):
         self.register_buffer("max_val", torch.zeros(()))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
         if learnable:
-            self.scale = nn.Parameter(torch.ones(()))
-            self.zero_point = nn.Parameter(torch.zeros(()))
+            # shape (1,): torch's learnable per-tensor kernel indexes scale[0] (0-dim tensors fail)
+            self.scale = nn.Parameter(torch.ones(1))
+            self.zero_point = nn.Parameter(torch.zeros(1))
         self.mode: Mode = "quantize"
         self.name = ""  # filled by quantize_model for error messages
         self._is_calibrated = False  # host-side mirror of ``calibrated``: no device sync per forward
@@ -96,7 +97,11 @@ class ActQuantizer(nn.Module):
             self.zero_point.copy_(zp.float())
 
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scale and zero point currently used in ``quantize`` mode."""
+        """Scale and zero point currently used in ``quantize`` mode (the learned ones when learnable)."""
+        if self.learnable:
+            qmin, qmax = qrange(self.bits, self.symmetric)
+            zp = torch.clamp(torch.round(self.zero_point.detach()), qmin, qmax).to(torch.int32)
+            return self.scale.detach().reshape(()), zp.reshape(())
         return minmax_qparams(self.min_val, self.max_val, self.bits, self.symmetric)
 
     # -- forward ----------------------------------------------------------------------------------
@@ -106,6 +111,9 @@ class ActQuantizer(nn.Module):
         if self.mode == "calibrate":
             self.observe(x)
             return x
+        if not self._is_calibrated:
+            # The mirror is only a cache: loaders that copy buffers directly (transformers) bypass it.
+            self._is_calibrated = bool(self.calibrated)
         if not self._is_calibrated:
             raise SynQError(
                 f"activation quantizer {self.name or ''} has no range: calibrate the model "
@@ -118,7 +126,7 @@ class ActQuantizer(nn.Module):
                 x.float(), self.scale, self.zero_point, qmin, qmax, grad_factor
             )
             return out.to(x.dtype)
-        scale, zp = self.qparams()
+        scale, zp = minmax_qparams(self.min_val, self.max_val, self.bits, self.symmetric)
         return fake_quantize_tensor(x, scale, zp, self.bits, self.symmetric, self.ste)
 
     def extra_repr(self) -> str:

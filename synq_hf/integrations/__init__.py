@@ -1,0 +1,1 @@
+"""Integrations with other libraries (registered on ``import synq_hf``)."""

@@ -1,0 +1,368 @@
+"""``SynQQuantizer``: the one object users drive — load a teacher, synthesize, quantize, evaluate, save, push.
+
+Each step works alone and records what it did (timings, settings, measured accuracies), so the
+saved folder's model card and ``results.json`` describe exactly the run that produced them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .config import SynQConfig
+from .errors import DataError, SynQError
+from .model_info import LoadedModel
+from .quant import calibrate, iter_batches, quantize_model
+
+RESULTS_NAME = "results.json"
+Which = Literal["synq", "ptq", "float"]
+
+
+class SynQQuantizer:
+    """Zero-shot quantization of one teacher classifier (SynQ, ICLR 2025).
+
+    >>> q = SynQQuantizer.from_pretrained("local-dir:teachers/cifar10-resnet20", w_bits=4, a_bits=4)  # doctest: +SKIP
+    >>> q.synthesize(); q.quantize(); q.evaluate("cifar10-test.parquet"); q.save_pretrained("out")  # doctest: +SKIP
+
+    ``config`` holds every knob; fields left ``None`` get the paper's value for the teacher's family
+    and input size (``SynQConfig.resolve``). The quantized model is kept as ``.model``.
+    """
+
+    def __init__(
+        self, teacher: LoadedModel, config: SynQConfig | None = None, *, device: str | torch.device | None = None
+    ) -> None:
+        if teacher.is_quantized:
+            raise SynQError(f"{teacher.model_id!r} is already quantized; start from the float model")
+        self.teacher = teacher
+        self.config = (config or SynQConfig()).resolve(family=teacher.family, input_size=teacher.input_size)
+        self.device = torch.device(device) if device is not None else _default_device()
+        self.teacher.model.to(self.device).eval()
+        self.synthetic: Any | None = None
+        self.model: nn.Module | None = None
+        self.ptq_model: nn.Module | None = None
+        self.method: str | None = None
+        self.results: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.training: dict[str, Any] = {}
+        self.recipe: str | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str,
+        config: SynQConfig | None = None,
+        *,
+        trust_remote_code: bool = False,
+        device: str | torch.device | None = None,
+        **config_overrides: Any,
+    ) -> SynQQuantizer:
+        """Load the float teacher (timm name, ``timm/<arch>``, ``hf-hub:``, transformers id, folder).
+
+        Keyword arguments that are ``SynQConfig`` fields override ``config`` (e.g. ``w_bits=4``).
+        """
+        from .hub import load_model
+
+        config = (config or SynQConfig()).replace(**config_overrides) if config_overrides else config
+        return cls(load_model(model_id, trust_remote_code=trust_remote_code), config, device=device)
+
+    # -- step 1: synthetic data -------------------------------------------------------------------
+    def synthesize(
+        self,
+        num_images: int | None = None,
+        iterations: int | None = None,
+        seed: int | None = None,
+        *,
+        progress: bool = True,
+    ) -> Any:
+        """Generate the synthetic training set from the teacher (a ``datasets.Dataset``; also ``.synthetic``)."""
+        from .synthesis import synthesize
+
+        start = time.perf_counter()
+        self.synthetic = synthesize(
+            self.teacher.model,
+            self.config,
+            data_config=self.teacher.data_config,
+            family=self.teacher.family,
+            class_names=self.teacher.class_names,
+            teacher_id=self.teacher.model_id,
+            num_images=num_images,
+            iterations=iterations,
+            seed=seed,
+            device=self.device,
+            progress=progress,
+        )
+        self.timings["synthesis_s"] = time.perf_counter() - start
+        return self.synthetic
+
+    # -- step 2: quantization ---------------------------------------------------------------------
+    def ptq(self, calibration: Any | None = None, *, progress: bool = True) -> nn.Module:
+        """Min-max PTQ baseline (no fine-tuning), calibrated on ``calibration`` or the synthetic set.
+
+        ``calibration`` is a tensor of normalized images, a dataset with ``pixel_values`` or ``None``
+        (use ``.synthetic``, synthesizing it first if needed). Returns the model (also ``.ptq_model``).
+        """
+        images = self._calibration_images(calibration, progress=progress)
+        student = quantize_model(copy.deepcopy(self.teacher.model), self.config)
+        batches = iter_batches(images, self.config.calibration_batch_size)
+        total = -(-len(images) // self.config.calibration_batch_size)
+        self.ptq_model = calibrate(student, batches, device=self.device, progress=progress, total=total)
+        if self.model is None:
+            self.model, self.method = self.ptq_model, "ptq"
+        return self.ptq_model
+
+    def quantize(
+        self,
+        synthetic: Any | None = None,
+        max_steps: int | None = None,
+        training_args: Any | None = None,
+        *,
+        output_dir: str | os.PathLike | None = None,
+        resume_from_checkpoint: str | bool | None = None,
+        progress: bool = True,
+    ) -> nn.Module:
+        """SynQ: calibrate a fake-quantized copy on synthetic data, then fine-tune it against the teacher.
+
+        ``synthetic`` defaults to ``.synthetic`` (synthesized now if absent); ``max_steps`` caps
+        fine-tuning; ``training_args`` is a ``TrainingArguments`` or a dict of overrides. Checkpoints
+        go to ``output_dir`` (a temporary folder when omitted). Returns the model (also ``.model``).
+        """
+        from .training import finetune
+
+        if synthetic is not None:
+            self.synthetic = synthetic
+        elif self.synthetic is None:
+            self.synthesize(progress=progress)
+        _check_synthetic(self.synthetic, self.teacher)
+        student = quantize_model(copy.deepcopy(self.teacher.model), self.config)
+        start = time.perf_counter()
+        with _work_dir(output_dir) as work:
+            self.model = finetune(
+                self.teacher,
+                student,
+                self.synthetic,
+                self.config,
+                output_dir=work,
+                max_steps=max_steps,
+                training_args=training_args,
+                resume_from_checkpoint=resume_from_checkpoint,
+                progress=progress,
+                save_final=False,
+            )
+        self.model.eval()
+        self.method = "synq"
+        self.timings["finetune_s"] = time.perf_counter() - start
+        self.training = {"max_steps": max_steps or self.config.max_steps, "num_epochs": self.config.num_epochs}
+        return self.model
+
+    # -- step 3: evaluation -----------------------------------------------------------------------
+    def evaluate(
+        self,
+        data: Any,
+        *,
+        which: Which | None = None,
+        split: str | None = None,
+        image_column: str | None = None,
+        label_column: str | None = None,
+        batch_size: int = 256,
+        limit: int | None = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        """Top-1/top-5 (percent) of the quantized model (or ``which="float"``/``"ptq"``) on real data.
+
+        ``data`` is a ``datasets.Dataset`` or a spec accepted by ``synq-hf evaluate --data``. The
+        result is recorded (``fp_top1``/``ptq_top1``/``synq_top1``) for the model card.
+        """
+        from .data import load_image_dataset
+        from .evaluation import evaluate_model
+
+        which = which or self.method or "float"
+        model = {"float": self.teacher.model, "ptq": self.ptq_model, "synq": self.model if self.method == "synq"
+                 else None}[which]
+        if model is None:
+            raise SynQError(f"there is no {which!r} model yet: run {'quantize()' if which == 'synq' else 'ptq()'} first")
+        name = data if isinstance(data, str) else getattr(getattr(data, "info", None), "dataset_name", None)
+        if isinstance(data, str):
+            data = load_image_dataset(data, split=split, image_column=image_column, label_column=label_column)
+        metrics = evaluate_model(model, data, self.teacher.data_config, batch_size=batch_size, limit=limit,
+                                 device=self.device, image_column=image_column, label_column=label_column,
+                                 progress=progress)
+        prefix = {"float": "fp", "ptq": "ptq", "synq": "synq"}[which]
+        self.results[f"{prefix}_top1"] = metrics["top1"]
+        self.results[f"{prefix}_top5"] = metrics["top5"]
+        self.results["eval_data"] = _public_name(name) if name else self.results.get("eval_data")
+        self.results["eval_split"] = split or self.results.get("eval_split")
+        self.results["num_samples"] = metrics["num_samples"]
+        return metrics
+
+    # -- step 4: save / push ----------------------------------------------------------------------
+    def results_json(self) -> dict[str, Any]:
+        """The ``results.json`` record: accuracies, bits, timings (seconds) and hardware."""
+        out = {
+            "fp_top1": self.results.get("fp_top1"),
+            "ptq_top1": self.results.get("ptq_top1"),
+            "synq_top1": self.results.get("synq_top1"),
+            "w_bits": self.config.w_bits,
+            "a_bits": self.config.a_bits,
+            "synthesis_s": self.timings.get("synthesis_s"),
+            "finetune_s": self.timings.get("finetune_s"),
+            "method": self.method,
+            "base_model": _public_name(self.teacher.model_id),
+            "hardware": hardware_description(self.device),
+        }
+        out.update({k: v for k, v in self.results.items() if k not in out})
+        return out
+
+    def save_pretrained(self, save_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the quantized model, its config, ``results.json`` and a model card to ``save_dir``.
+
+        The folder is assembled in a temporary sibling and moved into place, so a failure leaves no
+        partial output; an existing non-empty folder is refused unless ``overwrite``.
+        """
+        from .card import render_model_card
+        from .serialization import save_quantized
+
+        if self.model is None:
+            raise SynQError("nothing to save: run quantize() (or ptq()) first")
+        target = Path(save_dir)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
+            raise SynQError(f"{target} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            save_quantized(self.model, tmp, base_model=self.teacher.model_id, library=self.teacher.library,
+                           config=self.config, source=self.teacher)
+            (tmp / RESULTS_NAME).write_text(json.dumps(self.results_json(), indent=2) + "\n")
+            card = render_model_card(**self.card_fields())
+            card.save(tmp / "README.md")
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    def card_fields(self) -> dict[str, Any]:
+        """Everything the model card shows, as keyword arguments of ``render_model_card``."""
+        synthetic = None
+        if self.synthetic is not None:
+            synthetic = {"num_images": len(self.synthetic), "iterations": self.config.synthesis_iterations,
+                         "seed": self.config.seed, "batch_size": self.config.synthesis_batch_size,
+                         "seconds": self.timings.get("synthesis_s")}
+        return {
+            "repo_id": None,
+            "base_model": self.teacher.model_id,
+            "library": self.teacher.library,
+            "synq_config": self.config.to_dict(),
+            "method": self.method,
+            "results": self.results_json(),
+            "synthetic_data": synthetic,
+            "training": {**self.training, "seconds": self.timings.get("finetune_s"),
+                         "hardware": hardware_description(self.device)},
+            "license": self.teacher.extra.get("license"),
+            "recipe": self.recipe,
+        }
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool = False,
+        token: str | None = None,
+        *,
+        push_synthetic: bool = False,
+        save_dir: str | os.PathLike | None = None,
+    ) -> str:
+        """Save (to ``save_dir`` or a temporary folder) and upload that exact folder in one commit.
+
+        With ``push_synthetic`` the synthetic set goes to the dataset repo ``<repo_id>-synthetic``,
+        linked from the card. Returns the commit URL.
+        """
+        from .push import push_folder_to_hub
+
+        with _work_dir(save_dir) as work:
+            folder = Path(work) / "model" if save_dir is None else Path(work)
+            self.save_pretrained(folder, overwrite=save_dir is None)
+            dataset = self.synthetic if push_synthetic else None
+            if push_synthetic and dataset is None:
+                raise SynQError("push_synthetic=True but there is no synthetic dataset: run synthesize() first")
+            return push_folder_to_hub(folder, repo_id, private=private, token=token, dataset=dataset)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _calibration_images(self, calibration: Any | None, *, progress: bool) -> torch.Tensor:
+        if calibration is None:
+            if self.synthetic is None:
+                self.synthesize(progress=progress)
+            calibration = self.synthetic
+        if isinstance(calibration, torch.Tensor):
+            images = calibration
+        else:
+            if "pixel_values" not in getattr(calibration, "column_names", ()):
+                raise DataError("calibration data needs a 'pixel_values' column of normalized images "
+                                "(a synthetic dataset); for real images use synq-hf quantize --calibration-data")
+            images = calibration.with_format("torch")["pixel_values"]
+        n = min(len(images), self.config.calibration_num_images)
+        return images[:n].float()
+
+
+def _check_synthetic(dataset: Any, teacher: LoadedModel) -> None:
+    """Refuse synthetic data made for another input size or label space, before any training."""
+    if "pixel_values" not in getattr(dataset, "column_names", ()):
+        raise DataError("the synthetic dataset needs a 'pixel_values' column (made by synq_hf.synthesize)")
+    shape = tuple(dataset.features["pixel_values"].shape)
+    expected = tuple(int(v) for v in teacher.data_config["input_size"])
+    if shape != expected:
+        raise DataError(f"synthetic images have shape {shape} but the teacher expects {expected}")
+    label = dataset.features.get("label")
+    n = getattr(label, "num_classes", None)
+    if n is not None and n != teacher.num_classes:
+        raise DataError(f"synthetic labels have {n} classes but the teacher has {teacher.num_classes}")
+
+
+def _public_name(name: str) -> str:
+    """A model or data id safe for a card: local paths become their last component."""
+    name = str(name).removeprefix("local-dir:").removeprefix("parquet:")
+    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
+        return Path(name).name
+    return name
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def hardware_description(device: torch.device) -> str:
+    """E.g. ``'cpu (2 threads, x86_64)'`` or ``'cuda: NVIDIA H200'`` for cards and results."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+class _work_dir:
+    """The given folder, or a temporary one removed afterwards."""
+
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path, self._tmp = path, None
+
+    def __enter__(self) -> str:
+        if self.path is not None:
+            Path(self.path).mkdir(parents=True, exist_ok=True)
+            return os.fspath(self.path)
+        self._tmp = tempfile.TemporaryDirectory(prefix="synq-")
+        return self._tmp.name
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+__all__ = ["SynQQuantizer"]
