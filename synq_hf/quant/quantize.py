@@ -41,9 +41,13 @@ def quantize_model(model: nn.Module, config: SynQConfig, *, inplace: bool = True
     symmetric = config.weight_symmetric if config.weight_symmetric is not None else placement.family != "cnn"
     first, last = placement.first_last(model)
     placement.apply(model, LayerPolicy(config, first=first, last=last, symmetric_weights=symmetric))
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else None
     for name, module in model.named_modules():
         if isinstance(module, ActQuantizer):
             module.name = module.name or name
+            if device is not None and device.type != "meta":  # new quantizers follow the model's device
+                module.to(device)
     setattr(model, SYNQ_CONFIG_ATTR, config.replace(weight_symmetric=symmetric))
     return model
 

@@ -44,4 +44,7 @@ def find_placement(model: nn.Module) -> Placement | None:
 
 def _load_builtin() -> None:
     # Import order is registration order: transformer placements before the generic CNN one.
+    from . import hf_vit, timm_vit  # noqa: F401  (hf_vit imports transformers only for its models)
+
+    # isort: split
     from . import cnn  # noqa: F401

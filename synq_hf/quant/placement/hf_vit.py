@@ -1,0 +1,94 @@
+"""PSAQ-ViT placement for transformers ``ViTForImageClassification``, ``DeiTForImageClassification``
+(and ``...WithTeacher``) and ``SwinForImageClassification``.
+
+Same placement as the timm one: ``w_bits`` weights on the patch-embedding projection and every
+Linear (classifier(s) included); ``a_bits`` activations on every Linear's input (q/k/v/o
+projections, fc1, fc2, Swin's patch-merging reduction, the classifier), on q, k, v and the
+pre-softmax scores, on every layer's output (``ViTLayer``/``DeiTLayer``/``SwinLayer``) and on the
+logits. Attention modules become subclasses with an explicit forward (``_hf_attention``), so the
+state-dict keys of the float model are unchanged apart from the added quantizer buffers.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ...errors import UnsupportedModelError
+from ..policy import LayerPolicy
+from . import Placement, register_placement
+from ._attention import add_attention_quantizers
+from ._common import (
+    classifier_names,
+    policy_name,
+    quantize_conv,
+    quantize_linear,
+    quantize_output,
+    require_quantized_linear,
+)
+
+_VIT_CLASSES = (
+    "ViTForImageClassification",
+    "DeiTForImageClassification",
+    "DeiTForImageClassificationWithTeacher",
+)
+_SWIN_CLASSES = ("SwinForImageClassification",)
+_HEADS = ("classifier", "cls_classifier", "distillation_classifier")
+_PATCH_CONV = "embeddings.patch_embeddings.projection"
+
+
+def _is_instance(model: nn.Module, class_names: tuple[str, ...]) -> bool:
+    """isinstance against transformers classes, importing transformers only for its own models."""
+    if not any(c.__module__.startswith("transformers.") for c in type(model).__mro__):
+        return False
+    import transformers
+
+    return isinstance(model, tuple(getattr(transformers, n) for n in class_names))
+
+
+def _is_vit(model: nn.Module) -> bool:
+    return _is_instance(model, _VIT_CLASSES)
+
+
+def _is_swin(model: nn.Module) -> bool:
+    return _is_instance(model, _SWIN_CLASSES)
+
+
+def _first_last(model: nn.Module) -> tuple[str | None, str | None]:
+    """``<base>.embeddings.patch_embeddings.projection`` and the (cls) classifier."""
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n.endswith(_PATCH_CONV)]
+    heads = classifier_names(model, _HEADS)
+    return (convs[0] if convs else None), (heads[0] if heads else None)
+
+
+def _apply(model: nn.Module, policy: LayerPolicy) -> None:
+    """Insert the PSAQ-ViT quantizers in place (see the module docstring)."""
+    from ._hf_attention import BLOCK_TYPES, QUANT_ATTENTION
+
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if len(convs) != 1 or not convs[0].endswith(_PATCH_CONV):
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: expected one patch-embedding conv, found {convs}"
+        )
+    heads = classifier_names(model, _HEADS)
+    for name, module in list(model.named_modules()):
+        if not name or not policy.enabled(name):
+            continue
+        kind = type(module)
+        if kind is nn.Conv2d:
+            quantize_conv(module, policy, name)
+        elif kind is nn.Linear:
+            quantize_linear(module, policy, name, policy_name(policy, name, heads))
+        elif kind in QUANT_ATTENTION:
+            module.__class__ = QUANT_ATTENTION[kind]
+            add_attention_quantizers(module, policy, name)
+        elif kind in BLOCK_TYPES:
+            quantize_output(module, policy, name, name)
+    modules = dict(model.named_modules())
+    for name in heads:
+        if policy.enabled(name):
+            quantize_output(modules[name], policy, name, policy_name(policy, name, heads))
+    require_quantized_linear(model)
+
+
+register_placement(Placement("hf_vit", "vit", _is_vit, _first_last, _apply))
+register_placement(Placement("hf_swin", "swin", _is_swin, _first_last, _apply))

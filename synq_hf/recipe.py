@@ -1,0 +1,142 @@
+"""Recipe runner: the shared body of every ``recipes/*.py`` script (paper settings + ``--smoke``).
+
+A recipe names a teacher and a full ``SynQConfig``; ``run_recipe`` parses the common flags, runs
+synthesize → quantize → (PTQ baseline and evaluation when ``--eval-data`` is given) → save, and
+records the recipe and every hyperparameter in the model card. It works under ``python`` and
+``accelerate launch`` / ``torchrun``: the main process synthesizes (others load its cached copy),
+all processes fine-tune, the main process evaluates and saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import SynQConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One published setting: teacher id, its SynQ config and the data to evaluate on (optional)."""
+
+    name: str
+    model: str
+    config: SynQConfig
+    description: str
+    eval_data: str | None = None
+    smoke_family: str = "cnn"  # which tiny random model --smoke uses: "cnn", "vit" or "swin"
+
+
+SMOKE_OVERRIDES = dict(num_images=8, synthesis_batch_size=8, synthesis_iterations=2, calibration_num_images=8,
+                       calibration_batch_size=8, train_batch_size=4, max_steps=2)
+
+
+def build_smoke_teacher(family: str, folder: Path) -> str:
+    """Write a tiny random-init timm model (CNN, ViT or Swin) as a ``local-dir:`` folder; return its id.
+
+    Smoke runs check that a recipe's code path works end to end in seconds, not accuracy.
+    """
+    import timm
+    from timm.models import save_for_hf
+
+    kwargs = {
+        "cnn": ("test_resnet", dict(num_classes=10)),
+        "vit": ("test_vit", dict(num_classes=10)),
+        "swin": ("swin_tiny_patch4_window7_224", dict(num_classes=10, embed_dim=24, depths=(1, 1),
+                                                        num_heads=(1, 2), img_size=56, window_size=7)),
+    }[family]
+    model = timm.create_model(kwargs[0], pretrained=False, **kwargs[1]).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model_args = kwargs[1] if family == "swin" else {"num_classes": 10}
+    save_for_hf(model, str(folder), model_args=model_args, safe_serialization=True)
+    return f"local-dir:{folder}"
+
+
+def _parser(recipe: Recipe) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=f"{recipe.name}: {recipe.description}",
+        epilog=f"example:\n  python recipes/{recipe.name}.py --eval-data DATA --out runs/{recipe.name}\n"
+               f"  accelerate launch recipes/{recipe.name}.py --out runs/{recipe.name}\n"
+               f"  python recipes/{recipe.name}.py --smoke   # tiny model, seconds",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default=recipe.model, help=f"teacher id or folder (default: {recipe.model})")
+    p.add_argument("--eval-data", default=recipe.eval_data, help="real labelled data for float/PTQ/SynQ top-1")
+    p.add_argument("--out", default=None, help=f"output folder (default: runs/{recipe.name})")
+    p.add_argument("--synthetic", default=None, help="reuse a synthetic dataset folder instead of synthesizing")
+    p.add_argument("--max-steps", type=int, default=None, help="cap fine-tuning steps")
+    p.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
+    p.add_argument("--smoke", action="store_true", help="tiny random model and budget: checks the code path")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the result (needs a token)")
+    return p
+
+
+def run_recipe(recipe: Recipe, argv: list[str] | None = None,
+               on_result: Callable[[dict], None] | None = None) -> int:
+    """Run ``recipe`` with command-line ``argv``; returns the exit code (0 on success)."""
+    from accelerate import PartialState
+    from datasets import load_from_disk
+
+    from .quantizer import SynQQuantizer
+
+    args = _parser(recipe).parse_args(argv)
+    state = PartialState()
+    config = recipe.config
+    if args.seed is not None:
+        config = config.replace(seed=args.seed)
+    tmp = tempfile.TemporaryDirectory(prefix="synq-recipe-") if args.smoke else None
+    model_id, eval_data = args.model, args.eval_data
+    if args.smoke:
+        config = config.replace(**SMOKE_OVERRIDES)
+        with state.main_process_first():
+            folder = Path(tmp.name) / "teacher"
+            if state.is_main_process:
+                build_smoke_teacher(recipe.smoke_family, folder)
+            model_id, eval_data = f"local-dir:{folder}", None
+    out = Path(args.out or (Path(tmp.name) / "out" if args.smoke else Path("runs") / recipe.name))
+    if state.is_main_process and out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise SystemExit(f"{out} exists and is not empty; pass --overwrite to replace it")
+
+    quantizer = SynQQuantizer.from_pretrained(model_id, config, device=state.device)
+    quantizer.recipe = recipe.name
+    cache = out.parent / f".{out.name}-synthetic"
+    with state.main_process_first():
+        if args.synthetic:
+            quantizer.synthetic = load_from_disk(args.synthetic)
+        elif state.is_main_process:
+            quantizer.synthesize(progress=True)
+            if state.num_processes > 1:
+                quantizer.synthetic.save_to_disk(str(cache))
+        else:
+            quantizer.synthetic = load_from_disk(str(cache))
+    quantizer.quantize(max_steps=args.max_steps or config.max_steps, output_dir=out.parent / f".{out.name}-ckpt")
+    if state.is_main_process:
+        if eval_data:
+            quantizer.evaluate(eval_data, which="synq")
+            quantizer.ptq()
+            quantizer.evaluate(eval_data, which="ptq")
+            quantizer.evaluate(eval_data, which="float")
+        quantizer.save_pretrained(out, overwrite=args.overwrite or args.smoke)
+        result = quantizer.results_json()
+        print(json.dumps(result, indent=2))
+        if on_result is not None:
+            on_result(result)
+        if args.push_to_hub:
+            print(quantizer.push_to_hub(args.push_to_hub, save_dir=None))
+    state.wait_for_everyone()
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def smoke_env() -> dict[str, str]:
+    """Environment for subprocess smoke runs: offline, few threads."""
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
+    return env
