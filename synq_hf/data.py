@@ -1,0 +1,342 @@
+"""Image classification datasets (parquet, save_to_disk, ImageFolder, Hub) and the model's eval preprocessing.
+
+``load_image_dataset`` returns a ``datasets.Dataset`` whatever the source; ``detect_columns`` finds its
+image and label columns; ``build_eval_transform`` and ``collate_images`` turn images into the
+normalized tensors a model expects (timm's eval recipe: resize, center crop, normalize).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+__all__ = [
+    "EvalTransform",
+    "build_eval_transform",
+    "collate_images",
+    "detect_columns",
+    "load_image_dataset",
+    "make_batch_transform",
+    "select_split",
+]
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_COLUMNS = ("image", "img", "pixel_values")
+_LABEL_COLUMNS = ("label", "labels", "fine_label")
+_DEFAULT_SPLITS = ("test", "validation", "valid", "val", "eval")
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_HUB_HINT = (
+    "To use data without the Hub, pass 'parquet:PATH' (a .parquet file or glob), a folder written by "
+    "Dataset.save_to_disk(), or an ImageFolder directory (one subfolder per class). With HF_HUB_OFFLINE=1 "
+    "(or HF_DATASETS_OFFLINE=1) only datasets already in the Hugging Face cache can be used."
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------------
+
+
+def select_split(data: Any, split: str | None, where: str) -> Any:
+    """Pick ``split`` from a ``DatasetDict`` (default: test, validation, or the only split)."""
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
+        return data
+    names = list(data.keys())
+    if split is not None:
+        if split not in data:
+            raise DataError(f"{where} has no split {split!r}; available splits: {', '.join(names)}")
+        return data[split]
+    for name in _DEFAULT_SPLITS:
+        if name in data:
+            return data[name]
+    if len(names) == 1:
+        return data[names[0]]
+    raise DataError(f"{where} has several splits ({', '.join(names)}); choose one with split=/--split")
+
+
+def _is_parquet_spec(spec: str) -> bool:
+    return spec.startswith("parquet:") or spec.lower().endswith(".parquet") or ".parquet" in Path(spec).name
+
+
+def _load_parquet(pattern: str, split: str | None) -> Any:
+    import datasets
+
+    files = sorted(glob.glob(os.path.expanduser(pattern)))
+    if not files:
+        raise DataError(f"no parquet file matches {pattern!r}")
+    if split not in (None, "train"):
+        logger.info("split %r ignored: parquet files %s form a single split", split, pattern)
+    try:
+        return datasets.load_dataset("parquet", data_files=files, split="train")
+    except Exception as e:  # pyarrow raises many types for damaged files
+        raise DataError(f"cannot read parquet {pattern!r}: {type(e).__name__}: {e}") from e
+
+
+def _has_class_subfolders(folder: Path) -> bool:
+    for sub in folder.iterdir():
+        if sub.is_dir() and any(p.suffix.lower() in _IMAGE_SUFFIXES for p in sub.rglob("*") if p.is_file()):
+            return True
+    return False
+
+
+def _load_folder(folder: Path, split: str | None) -> Any:
+    import datasets
+
+    if (
+        (folder / "dataset_info.json").is_file()
+        or (folder / "dataset_dict.json").is_file()
+        or (folder / "state.json").is_file()
+    ):
+        try:
+            data = datasets.load_from_disk(str(folder))
+        except Exception as e:
+            raise DataError(f"cannot read the save_to_disk folder {str(folder)!r}: {e}") from e
+        return select_split(data, split, repr(str(folder)))
+    if _has_class_subfolders(folder):
+        try:
+            data = datasets.load_dataset("imagefolder", data_dir=str(folder))
+        except Exception as e:
+            raise DataError(f"cannot read the ImageFolder directory {str(folder)!r}: {e}") from e
+        return select_split(data, split, repr(str(folder)))
+    parquet = sorted(str(p) for p in folder.rglob("*.parquet"))
+    if parquet:
+        return _load_parquet(str(folder / "**" / "*.parquet") if len(parquet) > 1 else parquet[0], split)
+    contents = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())[:15]
+    raise DataError(
+        f"{str(folder)!r} is not a dataset folder: expected a save_to_disk folder (dataset_info.json/"
+        f"dataset_dict.json), an ImageFolder (class subfolders of images) or parquet files; it contains: "
+        f"{', '.join(contents) or 'nothing'}"
+    )
+
+
+def _load_hub(repo: str, split: str | None) -> Any:
+    import datasets
+
+    try:
+        data = datasets.load_dataset(repo, split=split) if split else datasets.load_dataset(repo)
+    except (ConnectionError, OSError) as e:
+        raise DataError(f"cannot fetch dataset {repo!r} from the Hub ({e}). {_HUB_HINT}") from e
+    except ValueError as e:  # unknown split and similar
+        raise DataError(f"cannot load dataset {repo!r}: {e}") from e
+    except Exception as e:
+        from huggingface_hub import errors as hf_errors
+
+        if isinstance(
+            e, (hf_errors.HfHubHTTPError, hf_errors.OfflineModeIsEnabled, hf_errors.HFValidationError)
+        ):
+            raise DataError(f"cannot fetch dataset {repo!r} from the Hub ({e}). {_HUB_HINT}") from e
+        raise
+    return select_split(data, split, f"Hub dataset {repo!r}")
+
+
+def load_image_dataset(
+    spec: str,
+    *,
+    split: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> Any:
+    """Load a labeled image dataset from ``parquet:PATH``, a folder (save_to_disk/ImageFolder) or a Hub id."""
+    spec = spec.strip()
+    if not spec:
+        raise DataError("empty dataset spec: pass parquet:PATH, a dataset folder or a Hub dataset id")
+    path = Path(os.path.expanduser(spec))
+    if _is_parquet_spec(spec):
+        dataset = _load_parquet(spec.removeprefix("parquet:"), split)
+    elif path.is_dir():
+        dataset = _load_folder(path, split)
+    elif path.exists():
+        raise DataError(
+            f"{spec!r} is a file but not a .parquet file; pass a parquet file or a dataset folder"
+        )
+    elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # Hub ids are NAME or ORG/NAME
+        raise DataError(f"dataset path {spec!r} does not exist")
+    else:
+        dataset = _load_hub(spec, split)
+    detect_columns(dataset, image_column, label_column, require_label=label_column is not None)
+    return dataset
+
+
+# --------------------------------------------------------------------------------------------------
+# columns
+# --------------------------------------------------------------------------------------------------
+
+
+def detect_columns(
+    dataset: Any,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    *,
+    require_label: bool = True,
+) -> tuple[str, str | None]:
+    """Find the image and label columns (named ones are checked; otherwise the usual names/features)."""
+    import datasets
+
+    features = dataset.features
+    columns = list(dataset.column_names)
+
+    def check(name: str, what: str) -> str:
+        if name not in columns:
+            raise DataError(
+                f"the dataset has no {what} column {name!r}; its columns are: {', '.join(columns)}"
+            )
+        return name
+
+    if image_column is not None:
+        image = check(image_column, "image")
+    else:
+        found = [c for c in _IMAGE_COLUMNS if c in columns]
+        found += [c for c, f in features.items() if isinstance(f, datasets.Image)]
+        if not found:
+            raise DataError(
+                f"cannot find an image column (tried {', '.join(_IMAGE_COLUMNS)} and Image() features); "
+                f"the dataset's columns are: {', '.join(columns)}. Name it with image_column=/--image-column"
+            )
+        image = found[0]
+    if label_column is not None:
+        label: str | None = check(label_column, "label")
+    else:
+        found = [c for c in _LABEL_COLUMNS if c in columns]
+        found += [c for c, f in features.items() if isinstance(f, datasets.ClassLabel)]
+        label = found[0] if found else None
+        if label is None and require_label:
+            raise DataError(
+                f"cannot find a label column (tried {', '.join(_LABEL_COLUMNS)} and ClassLabel features); "
+                f"the dataset's columns are: {', '.join(columns)}. Name it with label_column=/--label-column"
+            )
+    return image, label
+
+
+# --------------------------------------------------------------------------------------------------
+# preprocessing
+# --------------------------------------------------------------------------------------------------
+
+
+def _interpolation(name: str) -> Any:
+    from torchvision.transforms import InterpolationMode
+
+    try:
+        return InterpolationMode(name.lower())
+    except ValueError as e:
+        raise DataError(f"unknown interpolation {name!r}") from e
+
+
+class EvalTransform:
+    """timm's eval recipe: resize (to size/crop_pct), center crop, scale to [0, 1], normalize.
+
+    ``crop_mode`` ``"center"`` keeps the aspect ratio (shorter side first); ``"squash"`` resizes both
+    edges independently, as transformers' fixed (height, width) image processors do.
+    """
+
+    def __init__(self, data_config: dict[str, Any]) -> None:
+        _, h, w = (int(v) for v in data_config["input_size"])
+        crop_pct = float(data_config.get("crop_pct") or 1.0)
+        self.crop_mode = str(data_config.get("crop_mode") or "center")
+        if self.crop_mode not in ("center", "squash"):
+            raise DataError(f"crop_mode {self.crop_mode!r} is not supported (use 'center' or 'squash')")
+        self.crop_size = (h, w)
+        self.scale_size = (math.floor(h / crop_pct), math.floor(w / crop_pct))
+        self.interpolation = _interpolation(str(data_config.get("interpolation", "bilinear")))
+        self.mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(data_config["std"], dtype=torch.float32).view(-1, 1, 1)
+
+    def _target_size(self, h: int, w: int) -> tuple[int, int]:
+        sh, sw = self.scale_size
+        if self.crop_mode == "squash":
+            return sh, sw
+        if sh == sw:  # shorter side to sh, like torchvision's Resize(int)
+            return (sh, max(sh, int(sh * w / h))) if h <= w else (max(sh, int(sh * h / w)), sh)
+        f = max(sh / h, sw / w)  # keep the ratio, cover the target (timm's ResizeKeepRatio)
+        return max(sh, round(h * f)), max(sw, round(w * f))
+
+    def _resize_crop(self, image: Any, h: int, w: int) -> Any:
+        from torchvision.transforms import functional as F
+
+        target = self._target_size(h, w)
+        if (h, w) != target:
+            image = F.resize(image, list(target), interpolation=self.interpolation, antialias=True)
+            h, w = target
+        if (h, w) != self.crop_size:
+            image = F.center_crop(image, list(self.crop_size))
+        return image
+
+    def to_uint8(self, image: Any) -> torch.Tensor:
+        """Resize and crop one PIL image or uint8 array (HWC or CHW) to a uint8 (3, H, W) tensor."""
+        from torchvision.transforms import functional as F
+
+        if hasattr(image, "convert"):  # PIL: resize in PIL like timm does
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            return F.pil_to_tensor(self._resize_crop(image, image.height, image.width))
+        arr = np.asarray(image)
+        if arr.dtype.kind in "iu" and arr.dtype != np.uint8:  # e.g. nested lists from a python-format column
+            if arr.size and (arr.min() < 0 or arr.max() > 255):
+                raise DataError(f"integer pixels must lie in [0, 255], got [{arr.min()}, {arr.max()}]")
+            arr = arr.astype(np.uint8)
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+        if t.ndim == 2:
+            t = t.unsqueeze(0)
+        if t.ndim == 3 and t.shape[-1] in (1, 3, 4) and t.shape[0] not in (1, 3, 4):
+            t = t.permute(2, 0, 1)
+        if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
+            raise DataError(f"expected an image (H, W, C) or (C, H, W), got shape {tuple(t.shape)}")
+        if t.dtype != torch.uint8:
+            raise DataError(f"expected uint8 pixels or already-normalized float arrays, got {t.dtype}")
+        t = t[:3] if t.shape[0] == 4 else t.expand(3, -1, -1)
+        return self._resize_crop(t, int(t.shape[-2]), int(t.shape[-1]))
+
+    def normalize(self, batch_uint8: torch.Tensor) -> torch.Tensor:
+        """Scale a uint8 (…, 3, H, W) tensor to [0, 1] and normalize with the model's mean/std."""
+        return (batch_uint8.float().div_(255.0) - self.mean) / self.std
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.normalize(self.to_uint8(image))
+
+
+def build_eval_transform(data_config: dict[str, Any]) -> EvalTransform:
+    """The model's evaluation preprocessing: image → normalized float (3, H, W) tensor."""
+    return EvalTransform(data_config)
+
+
+def collate_images(images: Sequence[Any], transform: EvalTransform) -> torch.Tensor:
+    """Stack PIL/uint8 images (resized, normalized) or already-normalized float arrays into (N, 3, H, W)."""
+    if len(images) == 0:
+        raise DataError("empty batch of images")
+    first = images[0]
+    is_float = not hasattr(first, "convert") and np.asarray(first).dtype.kind == "f"
+    if is_float:  # already-normalized pixel values (e.g. synthetic images)
+        batch = torch.as_tensor(np.stack([np.asarray(x, dtype=np.float32) for x in images]))
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != (3, *transform.crop_size):
+            raise DataError(
+                f"float pixel_values must have shape (3, {transform.crop_size[0]}, {transform.crop_size[1]}) "
+                f"to match the model, got {tuple(batch.shape[1:])}"
+            )
+        return batch
+    return transform.normalize(torch.stack([transform.to_uint8(x) for x in images]))
+
+
+def make_batch_transform(
+    transform: EvalTransform, image_column: str, label_column: str | None
+) -> Callable[[dict[str, list]], dict[str, torch.Tensor]]:
+    """A ``Dataset.with_transform`` function producing ``pixel_values`` (and ``labels``) tensors."""
+
+    def apply(batch: dict[str, list]) -> dict[str, torch.Tensor]:
+        out = {"pixel_values": collate_images(batch[image_column], transform)}
+        if label_column is not None:
+            out["labels"] = torch.as_tensor(np.asarray(batch[label_column], dtype=np.int64))
+        return out
+
+    return apply

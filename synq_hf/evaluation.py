@@ -1,0 +1,132 @@
+"""Top-1/top-5 accuracy of a (float or quantized) classifier on a labeled image dataset."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+from tqdm.auto import tqdm
+
+from .data import build_eval_transform, detect_columns, make_batch_transform
+from .errors import DataError
+from .model_info import LoadedModel, model_logits
+
+__all__ = ["METRIC_PATH", "evaluate_model", "load_topk_metric"]
+
+logger = logging.getLogger(__name__)
+
+METRIC_PATH = Path(__file__).resolve().parent / "metrics" / "topk_accuracy"
+"""Folder of the shipped ``evaluate`` top-k accuracy metric (``evaluate.load(str(METRIC_PATH))``)."""
+
+
+def load_topk_metric(config_name: str = "logits") -> Any:
+    """Load synq_hf's top-k accuracy metric offline (config ``"logits"`` or ``"indices"``)."""
+    import evaluate
+
+    return evaluate.load(str(METRIC_PATH), config_name, keep_in_memory=True)
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    for owner in (model, getattr(model, "config", None)):
+        n = getattr(owner, "num_classes", None) or getattr(owner, "num_labels", None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return None
+
+
+def _check_labels(dataset: Any, label_column: str, num_classes: int | None) -> None:
+    """Fail early when the dataset's labels cannot index the model's classes."""
+    import datasets
+
+    feature = dataset.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        if num_classes is not None and feature.num_classes > num_classes:
+            raise DataError(
+                f"the dataset has {feature.num_classes} classes in {label_column!r} but the model outputs "
+                f"{num_classes}: evaluate on a dataset with the model's label space"
+            )
+    elif not (isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))):
+        raise DataError(f"label column {label_column!r} must hold integer class ids, not {feature}")
+    labels = np.asarray(dataset.with_format("numpy")[label_column])
+    if labels.size and labels.min() < 0:
+        raise DataError(f"label column {label_column!r} has negative labels (an unlabeled split?)")
+    if num_classes is not None and labels.size and labels.max() >= num_classes:
+        raise DataError(
+            f"label column {label_column!r} has label {int(labels.max())} but the model outputs only "
+            f"{num_classes} classes"
+        )
+
+
+def _resolve_device(device: str | torch.device | None, model: nn.Module) -> torch.device:
+    if device is None:
+        param = next(model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise DataError(f"invalid device {device!r}: {e}") from e
+
+
+@torch.inference_mode()
+def evaluate_model(
+    model: nn.Module | LoadedModel,
+    dataset: Any,
+    data_config: dict[str, Any] | None = None,
+    *,
+    batch_size: int = 256,
+    limit: int | None = None,
+    device: str | torch.device | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Top-1/top-5 accuracy (percent) of ``model`` on ``dataset`` with the model's eval preprocessing."""
+    if isinstance(model, LoadedModel):
+        data_config = data_config or model.data_config
+        model = model.model
+    if data_config is None:
+        raise DataError("evaluate_model needs the model's data_config (mean/std/input size)")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be positive, got {batch_size}")
+    image_col, label_col = detect_columns(dataset, image_column, label_column, require_label=True)
+    assert label_col is not None
+    if limit is not None:
+        if limit < 1:
+            raise DataError(f"limit must be positive, got {limit}")
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    n = len(dataset)
+    if n == 0:
+        raise DataError("the dataset is empty")
+    num_classes = _num_classes(model)
+    _check_labels(dataset, label_col, num_classes)
+
+    transform = build_eval_transform(data_config)
+    view = dataset.select_columns([image_col, label_col]).with_transform(
+        make_batch_transform(transform, image_col, label_col)
+    )
+    # Index with whole batches so the transform runs once per batch (Arrow decodes in bulk).
+    sampler = BatchSampler(SequentialSampler(range(n)), batch_size=batch_size, drop_last=False)
+    loader = DataLoader(view, sampler=sampler, batch_size=None, num_workers=0)
+
+    dev = _resolve_device(device, model)
+    was_training = model.training
+    model.eval().to(dev)
+    metric = load_topk_metric("indices")
+    k = min(5, num_classes) if num_classes else 5
+    try:
+        with tqdm(total=n, desc="evaluate", unit="img", disable=not progress) as bar:
+            for batch in loader:
+                x = batch["pixel_values"].to(dev, non_blocking=True)
+                logits = model_logits(model, x).float()
+                top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices.cpu().numpy()
+                metric.add_batch(predictions=top, references=batch["labels"].numpy())
+                bar.update(x.shape[0])
+    finally:
+        model.train(was_training)
+    scores = metric.compute(top_k=(1, 5))
+    return {"num_samples": n, "top1": 100.0 * scores["top1"], "top5": 100.0 * scores["top5"]}

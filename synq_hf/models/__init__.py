@@ -1,0 +1,21 @@
+"""Architectures synq_hf adds to timm's registry (imported by ``import synq_hf``)."""
+
+from .cifar_resnet import (
+    BasicBlock,
+    CifarResNet,
+    PadShortcut,
+    cifar_resnet20,
+    cifar_resnet32,
+    cifar_resnet44,
+    cifar_resnet56,
+)
+
+__all__ = [
+    "BasicBlock",
+    "CifarResNet",
+    "PadShortcut",
+    "cifar_resnet20",
+    "cifar_resnet32",
+    "cifar_resnet44",
+    "cifar_resnet56",
+]
