@@ -257,17 +257,21 @@ class SynQQuantizer:
         synthetic = None
         if self.synthetic is not None:
             synthetic = {"num_images": len(self.synthetic), "iterations": self.config.synthesis_iterations,
-                         "seed": self.config.seed, "batch_size": self.config.synthesis_batch_size,
-                         "seconds": self.timings.get("synthesis_s")}
+                         "batch_size": self.config.synthesis_batch_size, "seed": self.config.seed,
+                         "family": self.teacher.family, "wall_time_s": self.timings.get("synthesis_s")}
+        results = {k: v for k, v in self.results.items() if v is not None}
+        results["method"] = self.method
+        if "eval_data" in results:
+            results["dataset"] = results.pop("eval_data")
+        if "eval_split" in results:
+            results["split"] = results.pop("eval_split")
         return {
-            "repo_id": None,
             "base_model": self.teacher.model_id,
             "library": self.teacher.library,
-            "synq_config": self.config.to_dict(),
-            "method": self.method,
-            "results": self.results_json(),
+            "synq_config": self.config,
+            "results": results,
             "synthetic_data": synthetic,
-            "training": {**self.training, "seconds": self.timings.get("finetune_s"),
+            "training": {**self.training, "wall_time_s": self.timings.get("finetune_s"),
                          "hardware": hardware_description(self.device)},
             "license": self.teacher.extra.get("license"),
             "recipe": self.recipe,
