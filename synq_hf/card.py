@@ -1,0 +1,432 @@
+"""Model cards for quantized models: YAML metadata with measured results, and a body saying what was done.
+
+:func:`render_model_card` fills ``model_card_template.md`` (Jinja, shipped in ``synq_hf/assets`` and
+copied at the repository root) through ``huggingface_hub.ModelCard.from_template``. Cards are public:
+every input is scrubbed of Hugging Face tokens and local absolute paths (a local base model is named
+by its folder only, and the ``base_model`` YAML key is set only for a Hub repo id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import PureWindowsPath
+from typing import Any
+
+from .config import SynQConfig
+from .errors import ConfigError, ModelLoadError
+
+__all__ = [
+    "TEMPLATE_NAME",
+    "hub_base_model",
+    "render_model_card",
+    "retarget_card",
+    "sanitize",
+    "template_text",
+]
+
+TEMPLATE_NAME = "model_card_template.md"
+_LIBRARIES = ("timm", "transformers")
+_METHODS = ("synq", "ptq")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
+# An absolute POSIX (or ~) path: starts after whitespace, a quote, bracket, ``=``, ``,`` or ``:`` (``local-dir:/x``;
+# a URL's ``://`` never matches: a path component cannot be empty) and has at least two components.
+_POSIX_PATH = re.compile(r"(?<![^\s'\"`(\[{=,:])~?/(?:[^\s/'\"`()\[\]{},|]+/)+[^\s/'\"`()\[\]{},|]*")
+_FILE_URI = re.compile(r"file://[^\s'\"`()\[\]{},|]+")
+_WINDOWS_PATH = re.compile(r"(?<![\w])[A-Za-z]:\\[^\s'\"`|]+")
+_RESULT_KEYS = {f"{m}_top{k}" for m in ("fp", "ptq", "synq") for k in (1, 5)} | {
+    "dataset", "dataset_name", "dataset_config", "split", "num_samples", "method",
+}
+_SYNTHETIC_LABELS = {
+    "num_images": "Synthetic images",
+    "iterations": "Optimization iterations per batch",
+    "batch_size": "Images optimized together",
+    "seed": "Seed",
+    "family": "Synthesis family",
+    "wall_time_s": "Synthesis wall time",
+    "lpf_d0": "Low-pass filter D0",
+    "dataset_repo": "Dataset repo",
+}
+_TRAINING_LABELS = {
+    "method": "Method",
+    "steps": "Fine-tuning steps",
+    "epochs": "Fine-tuning epochs",
+    "batch_size": "Batch size",
+    "wall_time_s": "Total wall time",
+    "synthesis_wall_time_s": "Synthesis wall time",
+    "finetune_wall_time_s": "Fine-tuning wall time",
+    "hardware": "Hardware",
+    "num_devices": "Devices",
+    "precision": "Precision",
+    "seed": "Seed",
+}
+_LIBRARY_CITATIONS = {
+    "timm": "it was loaded with timm (Ross Wightman, *PyTorch Image Models*, 2019, "
+    "https://github.com/huggingface/pytorch-image-models).",
+    "transformers": "it was loaded with transformers (Wolf et al., *Transformers: State-of-the-Art Natural "
+    "Language Processing*, EMNLP 2020 demos).",
+}
+
+
+# -- sanitizing --------------------------------------------------------------------------------------
+
+
+def _path_name(path: str) -> str:
+    """Last component of a POSIX or Windows path (what a card may show of a local path)."""
+    name = PureWindowsPath(path.rstrip("/\\")).name if "\\" in path else path.rstrip("/").rsplit("/", 1)[-1]
+    return name or "<local path>"
+
+
+def _scrub(text: str) -> str:
+    text = _TOKEN.sub("hf_***", text)
+    text = _FILE_URI.sub(lambda m: _path_name(m.group(0)), text)
+    text = _POSIX_PATH.sub(lambda m: _path_name(m.group(0)), text)
+    return _WINDOWS_PATH.sub(lambda m: _path_name(m.group(0)), text)
+
+
+def sanitize(value: Any) -> Any:
+    """``value`` with every string scrubbed: HF tokens masked, absolute local paths cut to their last name."""
+    if isinstance(value, str):
+        return _scrub(value)
+    if isinstance(value, Mapping):
+        return {k: sanitize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(sanitize(v) for v in value)
+    return value
+
+
+def hub_base_model(base_model: str) -> str | None:
+    """The Hub repo id behind ``base_model`` (timm names map to their weights' repo), or None if local/unknown."""
+    from .hub import resolve_model_id
+
+    raw = base_model.strip()
+    try:
+        resolved = resolve_model_id(raw)
+    except ModelLoadError:
+        resolved = None
+    if resolved is not None:
+        if resolved.source == "local":
+            return None
+        return resolved.hf_hub_id or (resolved.target if resolved.source == "hub" else None)
+    repo = raw.split(":", 1)[1] if raw.startswith(("hf-hub:", "hf_hub:")) else raw
+    return repo if _REPO_ID.match(repo) and not repo.startswith((".", "/", "~")) else None
+
+
+def _base_display(base_model: str, hub_id: str | None) -> tuple[str, str]:
+    """(markdown shown for the base model, name used in the default model name)."""
+    if hub_id is not None:
+        return f"[{hub_id}](https://huggingface.co/{hub_id})", hub_id.rsplit("/", 1)[-1]
+    raw = base_model.strip()
+    for prefix in ("local-dir:", "hf-hub:", "hf_hub:"):
+        raw = raw.removeprefix(prefix)
+    if "/" in raw or "\\" in raw or raw.startswith("~"):
+        name = _path_name(raw)
+        return f"`{name}` (a local model folder)", name
+    return f"`{raw}`", raw
+
+
+# -- template ----------------------------------------------------------------------------------------
+
+
+def template_text() -> str:
+    """The Jinja card template shipped with the package (the repository root holds an identical copy)."""
+    return (resources.files("synq_hf") / "assets" / TEMPLATE_NAME).read_text(encoding="utf-8")
+
+
+def _fmt_seconds(seconds: float) -> str:
+    s = int(round(float(seconds)))
+    if s < 60:
+        return f"{float(seconds):.1f} s"
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value) or "[]"
+    return str(value)
+
+
+def _rows(data: Mapping[str, Any] | None, labels: Mapping[str, str]) -> list[tuple[str, str]]:
+    rows = []
+    for key, value in (data or {}).items():
+        if value is None or key == "dataset_repo":
+            continue
+        shown = _fmt_seconds(value) if key.endswith("wall_time_s") else _fmt(value)
+        rows.append((labels.get(key, key.replace("_", " ").capitalize()), shown.replace("|", "\\|")))
+    return rows
+
+
+def _bits_text(cfg: SynQConfig) -> str:
+    text = f"W{cfg.w_bits}A{cfg.a_bits} ({cfg.w_bits}-bit weights, {cfg.a_bits}-bit activations"
+    overrides = [f"{which} layer {bits}-bit" for which, bits in
+                 (("first", cfg.first_layer_bits), ("last", cfg.last_layer_bits)) if bits is not None]
+    if overrides:
+        return f"{text}; {', '.join(overrides)})"
+    return f"{text}, first and last layers included)"
+
+
+def _check_keys(what: str, data: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{what} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _method(results: Mapping[str, Any], training: Mapping[str, Any]) -> str:
+    method = results.get("method") or training.get("method")
+    if method is None:
+        method = "ptq" if "ptq_top1" in results and "synq_top1" not in results else "synq"
+    if method not in _METHODS:
+        raise ConfigError(f"method={method!r} is not allowed; choose one of {list(_METHODS)}")
+    return method
+
+
+def _accuracy(results: Mapping[str, Any], key: str) -> float | None:
+    value = results.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 100.0:
+        raise ConfigError(f"results[{key!r}]={value!r} must be an accuracy in percent (0-100)")
+    return round(float(value), 4)
+
+
+def _eval_results(results: Mapping[str, Any], method: str, bits: str) -> tuple[list[Any], list[dict[str, str]]]:
+    """(EvalResult entries for model-index, rows of the results table).
+
+    This model's accuracy is ``accuracy``/``top_5_accuracy``; the float and PTQ numbers measured for comparison
+    are kept in model-index too, under their own metric types, so no leaderboard mistakes them for this model's.
+    """
+    from huggingface_hub import EvalResult
+
+    dataset = results.get("dataset")
+    if not isinstance(dataset, str) or not dataset:
+        raise ConfigError("results needs 'dataset' (a Hub dataset id or a short name of the evaluation data)")
+    common = dict(
+        task_type="image-classification",
+        task_name="Image Classification",
+        dataset_type=dataset,
+        dataset_name=str(results.get("dataset_name") or dataset),
+        dataset_config=results.get("dataset_config"),
+        dataset_split=results.get("split"),
+    )
+    entries = [
+        ("fp", "Float base model (reference)", "float", "base_model_"),
+        ("ptq", "Min-max PTQ on synthetic data" + ("" if method == "ptq" else " (reference)"), bits,
+         "" if method == "ptq" else "ptq_baseline_"),
+        ("synq", "SynQ", bits, ""),
+    ]
+    own, references, rows = [], [], []
+    for prefix, label, row_bits, type_prefix in entries:
+        top1, top5 = _accuracy(results, f"{prefix}_top1"), _accuracy(results, f"{prefix}_top5")
+        if top1 is None and top5 is None:
+            continue
+        this = prefix == method
+        for k, value in ((1, top1), (5, top5)):
+            if value is None:
+                continue
+            metric_type = "accuracy" if k == 1 else "top_5_accuracy"
+            (own if this else references).append(EvalResult(
+                **common,
+                metric_type=metric_type if this else f"{type_prefix}{metric_type}",
+                metric_name=f"Top-{k} accuracy" + ("" if this else f" — {label}"),
+                metric_value=value,
+            ))
+        rows.append({
+            "label": f"**{label} — this model**" if this else label,
+            "bits": row_bits,
+            "top1": f"{top1:.2f}" if top1 is not None else "–",
+            "top5": f"{top5:.2f}" if top5 is not None else "–",
+        })
+    if not rows:
+        raise ConfigError("results holds no accuracy: give at least one of fp_top1, ptq_top1, synq_top1")
+    return own + references, rows  # this model's metrics first: the Hub shows the first ones
+
+
+def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training: Mapping[str, Any]) -> dict[str, str]:
+    """The prose of 'What was done', from the recorded settings."""
+    n = synthetic.get("num_images", cfg.num_images)
+    iters = synthetic.get("iterations", cfg.synthesis_iterations)
+    family = synthetic.get("family")
+    objective = {
+        "cnn": "match the batch statistics at every BatchNorm layer to the running statistics",
+        "vit": "maximize the entropy of patch-similarity densities in every block (PSAQ-ViT)",
+        "swin": "maximize the entropy of patch-similarity densities in every block (PSAQ-ViT)",
+    }.get(family, "match the BatchNorm statistics (CNNs) or maximize patch-similarity entropy (ViTs)")
+    lr = f" (Adam, lr {cfg.synthesis_lr:g})" if cfg.synthesis_lr is not None else ""
+    lpf = (f"They were then low-pass filtered (Gaussian, D0 = {cfg.lpf_d0:g}, {cfg.lpf_mode.replace('_', ' ')})."
+           if cfg.lpf_d0 else "No low-pass filter was applied.")
+    synthesis = (
+        f"{_fmt(n)} images were generated from the base model alone, without any real image: starting from "
+        f"Gaussian noise with random labels, the pixels were optimized for {_fmt(iters)} iterations{lr} to "
+        f"{objective}, plus a hard-sample cross-entropy toward the labels. "
+        + (lpf if method == "synq" else "")
+    ).strip()
+    sym = {True: "symmetric ", False: "asymmetric ", None: ""}[cfg.weight_symmetric]
+    quant = (
+        f"Weights of every convolution and linear layer: {cfg.weight_granularity.replace('_', '-')} {sym}"
+        f"min-max, {cfg.w_bits}-bit. Activations: per-tensor "
+        f"{'symmetric' if cfg.act_symmetric else 'asymmetric'} {cfg.a_bits}-bit (after every ReLU in CNNs, the "
+        f"PSAQ-ViT positions in ViTs), ranges from an EMA (momentum {cfg.ema_momentum:g}) of min/max over "
+        f"{cfg.calibration_num_images} synthetic images, then "
+        f"{'learned (LSQ)' if cfg.learnable_act_scale else 'frozen'}. Gradients: {cfg.ste} straight-through estimator."
+    )
+    if method == "ptq":
+        finetune = "None: this is the post-training-quantization baseline (calibration only)."
+    else:
+        length = (f"{training['steps']} steps" if training.get("steps") is not None else
+                  f"{cfg.max_steps} steps" if cfg.max_steps else f"{_fmt(cfg.num_epochs)} epochs")
+        tau = f"{cfg.tau:g}" if cfg.tau is not None else "auto"
+        cam = f"{cfg.lambda_cam:g}"
+        finetune = (
+            f"The quantized student was trained against the float teacher on the synthetic images for {length} "
+            f"with SynQ's loss (Eq. 6): KL(teacher ‖ student) at temperature {cfg.kd_temperature:g}, plus "
+            f"{cfg.lambda_ce:g} × cross-entropy on easy samples only (teacher difficulty 1 − p_y ≤ τ = {tau}), plus "
+            f"{cam} × Grad-CAM alignment on the last feature map (target: {cfg.cam_target}). SGD"
+            + (f" lr {cfg.learning_rate:g}" if cfg.learning_rate is not None else "")
+            + f", momentum {cfg.momentum:g}, weight decay {cfg.weight_decay:g}"
+            + (f", batch {cfg.train_batch_size}" if cfg.train_batch_size else "")
+            + f"; BatchNorm statistics frozen; seed {cfg.seed}."
+        )
+    return {"synthesis_text": synthesis, "quant_text": quant, "finetune_text": finetune}
+
+
+def _synthetic_dataset_text(dataset_repo: str | None) -> str:
+    if dataset_repo:
+        return (f"The synthetic images are published as the dataset "
+                f"[{dataset_repo}](https://huggingface.co/datasets/{dataset_repo}).")
+    return "The synthetic images were not published."
+
+
+def render_model_card(
+    *,
+    repo_id: str | None = None,
+    base_model: str,
+    library: str,
+    synq_config: Mapping[str, Any] | SynQConfig,
+    results: Mapping[str, Any] | None = None,
+    synthetic_data: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    license: str | None = None,
+    extra_tags: Iterable[str] = (),
+    recipe: str | None = None,
+    model_name: str | None = None,
+) -> Any:
+    """Render the card of a quantized model as a ``huggingface_hub.ModelCard`` (save it as ``README.md``).
+
+    ``results`` holds accuracies in percent (``fp_top1``, ``ptq_top1``, ``synq_top1`` and ``*_top5``) with
+    ``dataset`` (Hub id or short name), optional ``dataset_name``, ``split``, ``num_samples`` and ``method``
+    (``"synq"`` or ``"ptq"``: which row is this model; default from the keys given). ``synthetic_data``
+    (``num_images``, ``iterations``, ``seed``, ``family``, ``wall_time_s``, ``dataset_repo``...) and
+    ``training`` (``steps``, ``wall_time_s``, ``hardware``...) are shown as tables. ``repo_id`` is what the
+    loading snippet loads (default: the folder name, ``model_name``).
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from .version import __version__
+
+    if library not in _LIBRARIES:
+        raise ConfigError(f"library={library!r} is not supported; choose one of {list(_LIBRARIES)}")
+    if repo_id is not None and not _REPO_ID.match(repo_id):
+        raise ConfigError(f"repo_id={repo_id!r} is not a Hub repo id of the form 'user/name'")
+    if not isinstance(base_model, str) or not base_model.strip():
+        raise ConfigError("base_model must name the float model (a Hub id, timm name or folder)")
+    cfg = synq_config if isinstance(synq_config, SynQConfig) else SynQConfig.from_dict(dict(synq_config))
+    results, synthetic, training = (sanitize(dict(d or {})) for d in (results, synthetic_data, training))
+    _check_keys("results", results, _RESULT_KEYS)
+    hub_id = hub_base_model(base_model)
+    base_display, base_name = _base_display(base_model, hub_id)
+    method = _method(results, training)
+    tag = f"w{cfg.w_bits}a{cfg.a_bits}"
+    model_name = _scrub(model_name or (repo_id.split("/", 1)[1] if repo_id else f"{base_name}-{method}-{tag}"))
+    load_id = repo_id or model_name
+    bits_text = _bits_text(cfg)
+    evals, result_rows = _eval_results(results, method, tag.upper()) if results else ([], [])
+    dataset_repo = synthetic.get("dataset_repo")
+
+    tags = ["synq-hf", "quantized", "zero-shot-quantization", "fake-quantization", tag, method, library]
+    tags += [t for t in (_scrub(str(t)) for t in extra_tags) if t not in tags]
+    data = ModelCardData(
+        base_model=hub_id,
+        library_name=library,
+        pipeline_tag="image-classification",
+        tags=tags,
+        license=license,
+        model_name=model_name,
+        eval_results=evals or None,
+        metrics=["accuracy"] if evals else None,
+        datasets=[dataset_repo] if dataset_repo else None,
+    )
+    if hub_id is not None:
+        data.base_model_relation = "quantized"
+    help_text = SynQConfig.field_help()
+    context = {
+        "model_name": model_name,
+        "load_id": load_id,
+        "library": library,
+        "base_display": base_display,
+        "method_title": {
+            "synq": "SynQ zero-shot quantization (synthetic data + synthesis-aware fine-tuning; no real data)",
+            "ptq": "min-max post-training quantization calibrated on synthetic data (no real data)",
+        }[method],
+        "summary": (
+            f"A {bits_text.split(' (')[0]} fake-quantized version of {base_display}, produced **without any real "
+            "data**: images synthesized from the base model were used to calibrate"
+            + (" and fine-tune it with SynQ (ICLR 2025)." if method == "synq" else " it (post-training quantization).")
+        ),
+        "bits_text": bits_text,
+        "bits_short": tag.upper(),
+        "synq_hf_version": __version__,
+        "recipe": _scrub(recipe) if recipe else None,
+        "result_rows": result_rows,
+        "eval_dataset_display": results.get("dataset_name") or results.get("dataset"),
+        "eval_split": results.get("split"),
+        "eval_num_samples": f"{results['num_samples']:,}" if results.get("num_samples") else None,
+        "synthetic_rows": _rows(synthetic, _SYNTHETIC_LABELS),
+        "synthetic_dataset_text": _synthetic_dataset_text(dataset_repo),
+        "training_rows": _rows(training, _TRAINING_LABELS),
+        "config_rows": [
+            (f.name, _fmt(getattr(cfg, f.name)).replace("|", "\\|"), help_text[f.name].replace("|", "\\|"))
+            for f in dataclasses.fields(cfg)
+        ],
+        "license_text": (
+            f"`{license}`, inherited from the base model." if license else
+            "The license of the base model applies; see its model card."
+        ),
+        "base_citation": (
+            f"{base_display} — cite it as its model card asks; {_LIBRARY_CITATIONS[library]}" if hub_id else
+            f"{base_display}; {_LIBRARY_CITATIONS[library]}"
+        ),
+        **_texts(cfg, method, synthetic, training),
+    }
+    card = ModelCard.from_template(data, template_str=template_text(), **sanitize(context))
+    return ModelCard(_scrub(card.content))
+
+
+def retarget_card(content: str, repo_id: str, dataset_repo: str | None = None) -> str:
+    """A card's text pointing its loading snippet at ``repo_id`` and, if given, linking ``dataset_repo``."""
+    from huggingface_hub import ModelCard
+
+    if not _REPO_ID.match(repo_id):
+        raise ConfigError(f"repo_id={repo_id!r} is not a Hub repo id of the form 'user/name'")
+    card = ModelCard(content)
+    text = re.sub(r'load_model\("[^"\n]*"\)', f'load_model("{repo_id}")', card.text)
+    text = re.sub(r"synq-hf evaluate \S+ ", f"synq-hf evaluate {repo_id} ", text)
+    if dataset_repo is not None:
+        if not _REPO_ID.match(dataset_repo):
+            raise ConfigError(f"dataset repo {dataset_repo!r} is not a Hub repo id of the form 'user/name'")
+        text = re.sub(
+            r"(<!-- synq-hf:synthetic-dataset -->\n).*?(\n<!-- /synq-hf:synthetic-dataset -->)",
+            lambda m: m.group(1) + _synthetic_dataset_text(dataset_repo) + m.group(2),
+            text,
+            flags=re.S,
+        )
+        datasets = list(card.data.datasets or [])
+        card.data.datasets = datasets + [dataset_repo] if dataset_repo not in datasets else datasets
+    card.text = text
+    return _scrub(card.content)

@@ -1,0 +1,164 @@
+"""Model cards: parseable YAML with the measured results, no token or local path, and a loading snippet that runs."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from synq_hf import ConfigError, SynQConfig
+from synq_hf.card import render_model_card, retarget_card, sanitize, template_text
+from synq_hf.demo import digits as D
+from synq_hf.evaluation import evaluate_model
+from synq_hf.quant import ptq
+from synq_hf.serialization import load_quantized, save_quantized
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123"
+CFG = SynQConfig(w_bits=4, a_bits=4, seed=3).resolve(family="cnn", input_size=16)
+
+
+def _card(**overrides):
+    kwargs = dict(
+        repo_id=None,
+        base_model="timm/resnet18.a1_in1k",
+        library="timm",
+        synq_config=CFG.to_dict(),
+        results=dict(fp_top1=91.64, ptq_top1=84.3, synq_top1=89.07, synq_top5=99.41, dataset="cifar10",
+                     dataset_name="CIFAR-10 test (first 1,017)", split="test", num_samples=1017),
+        synthetic_data=dict(num_images=512, iterations=200, seed=3, family="cnn", wall_time_s=95.2),
+        training=dict(steps=300, wall_time_s=1234.5, hardware="2 CPU cores"),
+        license="apache-2.0",
+    )
+    kwargs.update(overrides)
+    return render_model_card(**kwargs)
+
+
+def test_shipped_template_is_the_repository_template():
+    assert template_text() == (REPO_ROOT / "model_card_template.md").read_text(encoding="utf-8")
+
+
+def test_card_yaml_holds_the_measured_results(tmp_path):
+    _card().save(tmp_path / "README.md")
+    card = ModelCard.load(tmp_path / "README.md")
+    data = card.data
+    assert data.base_model == "timm/resnet18.a1_in1k" and data.base_model_relation == "quantized"
+    assert data.library_name == "timm" and data.pipeline_tag == "image-classification"
+    assert data.license == "apache-2.0" and {"w4a4", "synq", "synq-hf"} <= set(data.tags)
+    values = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert values == {"accuracy": 89.07, "top_5_accuracy": 99.41, "base_model_accuracy": 91.64,
+                      "ptq_baseline_accuracy": 84.3}
+    assert all(r.dataset_type == "cifar10" and r.dataset_split == "test" for r in data.eval_results)
+    assert all(r.task_type == "image-classification" for r in data.eval_results)
+    assert data.model_name == "resnet18.a1_in1k-synq-w4a4"
+    text = card.text
+    assert "| **SynQ — this model** | W4A4 | 89.07 | 99.41 |" in text
+    assert "| Float base model (reference) | float | 91.64 | – |" in text
+    for needle in ("2rnOgyFQgb", "Kim, Minjun and Kim, Jongjin and Kang, U", "https://huggingface.co/timm/resnet18.a1_in1k",
+                   "300 steps", "20 min 34 s", "2 CPU cores", "`lambda_cam` | `50`", "`seed` | `3`"):
+        assert needle in text, needle
+    # every SynQConfig field is listed
+    assert len(re.findall(r"^\| `\w+` \| `", text, flags=re.M)) == len(CFG.to_dict())
+
+
+def test_ptq_card_and_card_without_results():
+    card = _card(results=dict(fp_top1=99.6, ptq_top1=97.0, dataset="digits"), training=None)
+    assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "base_model_accuracy"}
+    assert "**Min-max PTQ on synthetic data — this model**" in card.text
+    bare = _card(results=None, synthetic_data=None, training=None, license=None)
+    assert bare.data.eval_results is None and bare.data.license is None
+    assert "No evaluation was run" in bare.text and "license of the base model applies" in bare.text
+
+
+def test_card_never_contains_a_token_or_a_local_path(tmp_path):
+    base = tmp_path / "my-teacher"
+    base.mkdir()
+    card = _card(
+        base_model=f"local-dir:{base}",
+        results=dict(synq_top1=80.0, dataset=str(tmp_path / "data" / "val.parquet"), split="test"),
+        training=dict(hardware=f"cpu, token {TOKEN}", log=str(tmp_path / "runs" / "log.txt")),
+        recipe="/home/someone/recipes/cifar.yaml",
+        extra_tags=[TOKEN],
+    )
+    content = card.content
+    assert str(tmp_path) not in content and "/home/someone" not in content and TOKEN not in content
+    assert card.data.base_model is None and "base_model_relation" not in card.data.to_dict()
+    assert "`my-teacher` (a local model folder)" in content and "`cifar.yaml`" in content
+    assert card.data.eval_results[0].dataset_type == "val.parquet"
+    assert sanitize({"a": [f"see {tmp_path}/x.txt", "https://huggingface.co/a/b", f"local-dir:{tmp_path}/m",
+                           f"file://{tmp_path}/f.bin", "~/models/r18", "W4/A4", r"C:\Users\me\m"]}) == {
+        "a": ["see x.txt", "https://huggingface.co/a/b", "local-dir:m", "f.bin", "r18", "W4/A4", "m"]
+    }
+
+
+def test_timm_name_maps_to_its_hub_repo():
+    import timm
+
+    card = _card(base_model="resnet18")
+    assert card.data.base_model == timm.models.get_pretrained_cfg("resnet18").hf_hub_id
+    assert _card(base_model="hf-hub:google/vit-base-patch16-224").data.base_model == "google/vit-base-patch16-224"
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(library="keras"), "library"),
+        (dict(repo_id="not a repo"), "repo_id"),
+        (dict(results=dict(synq_top1=0.5, dataset="d", top1=3)), "unknown key"),
+        (dict(results=dict(synq_top1=120.0, dataset="d")), "percent"),
+        (dict(results=dict(synq_top1=90.0)), "dataset"),
+        (dict(synq_config={"w_bits": 4, "wbits": 4}), "did you mean"),
+    ],
+)
+def test_bad_inputs_raise_config_errors(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        _card(**overrides)
+
+
+def test_retarget_points_snippet_and_dataset_link_at_the_hub():
+    content = retarget_card(_card().content, "me/digits-w4a4", "me/digits-w4a4-synthetic")
+    card = ModelCard(content)
+    assert 'load_model("me/digits-w4a4")' in card.text
+    assert "[me/digits-w4a4-synthetic](https://huggingface.co/datasets/me/digits-w4a4-synthetic)" in card.text
+    assert "were not published" not in card.text and card.data.datasets == ["me/digits-w4a4-synthetic"]
+    assert card.data.eval_results[0].metric_value == 89.07  # the YAML survives the round trip
+
+
+def _snippet(card: ModelCard) -> str:
+    blocks = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    return next(b for b in blocks if "load_model(" in b)
+
+
+def test_snippet_runs_on_a_saved_quantized_model(tmp_path, monkeypatch, capsys):
+    teacher = D.load_demo_teacher()
+    cfg = SynQConfig(w_bits=4, a_bits=4, calibration_num_images=64).resolve(family="cnn", input_size=16)
+    torch.manual_seed(0)
+    student = ptq(teacher, cfg, torch.randn(64, 3, 16, 16), progress=False)
+    folder = save_quantized(student, tmp_path / "digits-ptq-w4a4", base_model=f"local-dir:{D.demo_teacher_path()}",
+                            library="timm", config=cfg)
+    test = D.digits_dataset("test").select(range(100))
+    results = {
+        "fp_top1": evaluate_model(teacher, test, load_quantized(folder).data_config, progress=False)["top1"],
+        "ptq_top1": evaluate_model(load_quantized(folder), test, progress=False)["top1"],
+        "dataset": "sklearn-digits", "split": "test", "num_samples": len(test), "method": "ptq",
+    }
+    card = render_model_card(repo_id="me/digits-ptq-w4a4", base_model=f"local-dir:{D.demo_teacher_path()}",
+                             library="timm", synq_config=cfg, results=results)
+    card.save(folder / "README.md")
+    assert str(tmp_path) not in card.content and "site-packages" not in card.content
+    reloaded = ModelCard.load(folder / "README.md")
+    assert {r.metric_type: r.metric_value for r in reloaded.data.eval_results} == {
+        "accuracy": round(results["ptq_top1"], 4), "base_model_accuracy": round(results["fp_top1"], 4)
+    }
+
+    code = _snippet(reloaded).replace('load_model("me/digits-ptq-w4a4")', f"load_model({str(folder)!r})")
+    assert str(folder) in code
+    monkeypatch.chdir(tmp_path)
+    digit = test[0]
+    digit["image"].resize((32, 32)).save(tmp_path / "image.jpg", quality=95)
+    exec(compile(code, "model-card-snippet", "exec"), {"__name__": "__snippet__"})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5
+    name, prob = lines[0].split(": ")
+    assert name == str(digit["label"]) and float(prob) > 0.5
