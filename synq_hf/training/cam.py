@@ -1,0 +1,202 @@
+"""Grad-CAM for SynQ's CAM alignment (idea I2): target layer per architecture, hooks, and the maps.
+
+The maps come from forward passes the step runs anyway. The teacher's forward replaces the target
+activation with ``act.detach().requires_grad_()`` so only the part after it (the head) records a graph;
+``torch.autograd.grad`` to that activation gives the channel weights. The student's activation is kept
+in-graph: ``autograd.grad(score, act, retain_graph=True)`` gives its weights (treated as constants),
+and the loss gradient flows back through the activation. Hooks live for one forward only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from ..model_info import model_logits
+
+Layout = Literal["nchw", "nhwc", "tokens"]
+
+
+@dataclass(frozen=True)
+class CamTarget:
+    """Where Grad-CAM looks: the input or output of module ``module`` and how that tensor is laid out.
+
+    ``tokens`` tensors are (B, N, C) with ``num_prefix_tokens`` class/distillation tokens first (dropped
+    from the map); ``nchw`` is a CNN feature map; ``nhwc`` a channels-last map (timm Swin stages).
+    """
+
+    module: str
+    site: Literal["input", "output"]
+    layout: Layout
+    num_prefix_tokens: int = 0
+    family: str = "cnn"
+
+
+def _first_layernorm(block: nn.Module) -> str | None:
+    return next((n for n, m in block.named_modules() if isinstance(m, nn.LayerNorm)), None)
+
+
+def _hf_prefix_tokens(embeddings: nn.Module) -> int:
+    return sum(1 for n, _ in embeddings.named_parameters(recurse=False) if n.endswith("_token") and n != "mask_token")
+
+
+def resolve_cam_target(model: nn.Module) -> CamTarget:
+    """The Grad-CAM target of ``model``: last conv features (CNN), last block's input tokens (ViT/DeiT), last Swin stage.
+
+    DeiT/ViT use the output of the last block's first LayerNorm: Grad-CAM on the last block's output is
+    all zero because only the class token reaches the head. Names refer to the float model and stay
+    valid on its quantized copy (quantized layers are in-place subclasses).
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    # timm ViT / DeiT
+    if hasattr(model, "blocks") and hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens"):
+        last = len(model.blocks) - 1
+        ln = _first_layernorm(model.blocks[last])
+        if ln is not None:
+            return CamTarget(f"blocks.{last}.{ln}", "output", "tokens", int(model.num_prefix_tokens), "vit")
+    # transformers ViT / DeiT
+    if model_type in ("vit", "deit") and hasattr(model, model_type):
+        base = getattr(model, model_type)
+        layers = getattr(base, "layers", None) or getattr(getattr(base, "encoder", None), "layer", None)
+        if layers is not None and len(layers):
+            prefix = "layers" if getattr(base, "layers", None) is not None else "encoder.layer"
+            ln = _first_layernorm(layers[-1])
+            if ln is not None:
+                return CamTarget(
+                    f"{model_type}.{prefix}.{len(layers) - 1}.{ln}", "output", "tokens",
+                    _hf_prefix_tokens(base.embeddings), "vit",
+                )
+    # timm Swin: stages return NHWC maps
+    if type(model).__name__.startswith("SwinTransformer") and hasattr(model, "layers"):
+        return CamTarget(f"layers.{len(model.layers) - 1}", "output", "nhwc", 0, "swin")
+    # transformers Swin: stages return (tokens, ...)
+    if model_type in ("swin", "swinv2") and hasattr(model, model_type):
+        layers = getattr(model, model_type).encoder.layers
+        return CamTarget(f"{model_type}.encoder.layers.{len(layers) - 1}", "output", "tokens", 0, "swin")
+    # CNNs: the feature map entering global pooling (timm's ``global_pool``, else the last adaptive avg pool)
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        names = dict(model.named_modules())
+        if "global_pool" in names:
+            return CamTarget("global_pool", "input", "nchw", 0, "cnn")
+        pools = [n for n, m in names.items() if isinstance(m, nn.AdaptiveAvgPool2d)]
+        if pools:
+            return CamTarget(pools[-1], "input", "nchw", 0, "cnn")
+    raise UnsupportedModelError(
+        f"cannot find a Grad-CAM target layer in {type(model).__name__}: supported are CNNs with a global "
+        "average pool (timm `global_pool` or nn.AdaptiveAvgPool2d), timm/transformers ViT and DeiT, and Swin"
+    )
+
+
+class CamHook:
+    """Context manager: one hook on the target module for one forward; removed on exit, even on error.
+
+    ``detach=True`` (teacher) swaps the activation for a detached leaf that requires grad, so only the
+    layers after it build a graph; ``detach=False`` (student) just records the in-graph activation.
+    """
+
+    def __init__(self, model: nn.Module, target: CamTarget, *, detach: bool) -> None:
+        try:
+            self.module = model.get_submodule(target.module)
+        except AttributeError:
+            raise UnsupportedModelError(
+                f"Grad-CAM target {target.module!r} does not exist in {type(model).__name__}"
+            ) from None
+        self.target, self.detach = target, detach
+        self.activation: torch.Tensor | None = None
+        self._handle: Any = None
+
+    def _swap(self, value: Any) -> Any:
+        first = value[0] if isinstance(value, (tuple, list)) else value
+        if not isinstance(first, torch.Tensor):
+            raise UnsupportedModelError(f"Grad-CAM target {self.target.module!r} does not produce a tensor")
+        if self.detach:
+            first = first.detach().requires_grad_(True)
+        self.activation = first
+        if not self.detach:
+            return None
+        return (first, *value[1:]) if isinstance(value, (tuple, list)) else first
+
+    def __enter__(self) -> CamHook:
+        if self.target.site == "output":
+            self._handle = self.module.register_forward_hook(lambda m, a, out: self._swap(out))
+        else:
+            self._handle = self.module.register_forward_pre_hook(lambda m, a: self._swap(a))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def take(self) -> torch.Tensor:
+        """The captured activation (raises when the hooked module never ran)."""
+        if self.activation is None:
+            raise UnsupportedModelError(f"the Grad-CAM target {self.target.module!r} was not reached by the forward")
+        act, self.activation = self.activation, None
+        return act
+
+
+def minmax_normalize(cam: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-sample min-max normalization of (B, P) maps to [0, 1] (an all-constant map becomes 0)."""
+    lo = cam.amin(dim=1, keepdim=True)
+    hi = cam.amax(dim=1, keepdim=True)
+    return (cam - lo) / (hi - lo).clamp_min(eps)
+
+
+def grad_cam_map(act: torch.Tensor, grad: torch.Tensor, target: CamTarget) -> torch.Tensor:
+    """Normalized Grad-CAM ``ReLU(Σ_c w_c·A_c)`` with ``w_c`` = spatially averaged ``grad``; returns (B, P).
+
+    ``grad`` is detached (the channel weights are constants); the map stays differentiable in ``act``.
+    """
+    grad = grad.detach()
+    if target.layout == "nchw":
+        a, g = act.flatten(2), grad.flatten(2)  # (B, C, P)
+        cam = torch.einsum("bcp,bc->bp", a, g.mean(dim=2))
+    else:
+        if target.layout == "nhwc":
+            a, g = act.flatten(1, 2), grad.flatten(1, 2)  # (B, P, C)
+        else:
+            k = target.num_prefix_tokens
+            a, g = act[:, k:], grad[:, k:]
+        cam = torch.einsum("bpc,bc->bp", a, g.mean(dim=1))
+    return minmax_normalize(F.relu(cam.float()))
+
+
+def _class_score(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    return logits.gather(1, classes.view(-1, 1)).sum()
+
+
+def teacher_forward_cam(
+    teacher: nn.Module, x: torch.Tensor, target: CamTarget, labels: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One teacher forward giving ``(logits, cam)``, both detached; ``labels=None`` targets the argmax class.
+
+    Parameters get no gradients (the teacher's are frozen); only the layers after the target record a graph.
+    """
+    with CamHook(teacher, target, detach=True) as hook, torch.enable_grad():
+        logits = model_logits(teacher, x)
+        act = hook.take()
+        classes = labels if labels is not None else logits.detach().argmax(dim=1)
+        if not logits.requires_grad:
+            raise UnsupportedModelError(f"the logits of {type(teacher).__name__} do not depend on {target.module!r}")
+        (grad,) = torch.autograd.grad(_class_score(logits, classes), act)
+    return logits.detach(), grad_cam_map(act.detach(), grad, target)
+
+
+def student_cam(logits: torch.Tensor, act: torch.Tensor, classes: torch.Tensor, target: CamTarget) -> torch.Tensor:
+    """The student's map from its training forward: channel weights by ``autograd.grad`` (graph kept)."""
+    (grad,) = torch.autograd.grad(_class_score(logits, classes), act, retain_graph=True)
+    return grad_cam_map(act, grad, target)
+
+
+def compute_cam(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = None, target: CamTarget | None = None
+) -> torch.Tensor:
+    """Normalized Grad-CAM maps (B, P) of ``model`` on ``x`` for ``classes`` (default: argmax), for inspection."""
+    target = target or resolve_cam_target(model)
+    return teacher_forward_cam(model, x, target, classes)[1]

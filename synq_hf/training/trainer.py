@@ -1,0 +1,419 @@
+"""``SynQTrainer``: a ``transformers.Trainer`` fine-tuning a fake-quantized student against its frozen teacher.
+
+Loss per batch (Eq. 6 of the paper), each part logged as ``loss_<part>``::
+
+    L = KD(T) + lambda_ce · CE on easy samples (1 − p_teacher(y) <= tau) + lambda_cam · MSE(CAM_s, CAM_t)
+        [+ hast_weight · HAST feature alignment] [+ perturbed_weight · loss on sign-gradient inputs]
+
+One teacher forward and one student forward + backward per step: the Grad-CAM maps come from those
+forwards (see :mod:`synq_hf.training.cam`). The teacher is never wrapped in DDP and never updated; the
+student runs in eval mode (BatchNorm statistics frozen, dropout off) while its weights and any learnable
+quantizer scales train with SGD. Checkpoints hold the student's full state dict (quantizer ranges
+included) in safetensors and are loaded strictly, so resuming is bit-exact for CNNs and ViTs alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from ..config import CONFIG_NAME, SynQConfig
+from ..errors import CheckpointError, ConfigError, DataError, SynQError
+from ..model_info import model_logits
+from ..quant.quantize import act_quantizers, calibrate
+from .cam import CamHook, CamTarget, resolve_cam_target, student_cam, teacher_forward_cam
+from .collator import (
+    PIXELS,
+    BatchTransform,
+    SyntheticCollator,
+    low_pass_dataset,
+    validate_synthetic_dataset,
+)
+from .extras import FeatureCapture, feature_alignment_loss, feature_modules, sign_perturbation
+from .losses import cam_alignment_loss, kd_loss, masked_ce, selective_ce
+
+logger = logging.getLogger(__name__)
+
+STUDENT_WEIGHTS = "synq_student.safetensors"
+TRAINING_ARGS_NAME = "training_args.bin"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class TrainingInterrupted(SynQError):
+    """Training stopped on SIGTERM after finishing its step; ``checkpoint`` is the folder to resume from."""
+
+    def __init__(self, message: str, checkpoint: str) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+# -- checkpoints -------------------------------------------------------------------------------------
+
+
+def save_student(student: nn.Module, output_dir: str, config: SynQConfig | None = None) -> str:
+    """Write the student's complete state dict (weights, BN buffers, quantizer ranges) as safetensors."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, STUDENT_WEIGHTS)
+    metadata = {"format": "pt", "synq_model_class": type(student).__name__}
+    safetensors.torch.save_model(student, path, metadata=metadata)
+    if config is not None:
+        config.to_json_file(os.path.join(output_dir, CONFIG_NAME))
+    return path
+
+
+def load_student(student: nn.Module, checkpoint_dir: str) -> None:
+    """Load a student state dict written by :func:`save_student` strictly; ``CheckpointError`` on any mismatch."""
+    path = os.path.join(checkpoint_dir, STUDENT_WEIGHTS)
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"{checkpoint_dir!r} is not a SynQ fine-tuning checkpoint: it has no {STUDENT_WEIGHTS} "
+            "(resume from a checkpoint-N folder written by SynQTrainer)"
+        )
+    try:
+        with safetensors.safe_open(path, "pt") as f:
+            saved_class = (f.metadata() or {}).get("synq_model_class")
+        missing, unexpected = safetensors.torch.load_model(student, path, strict=False, device="cpu")
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointError(f"{checkpoint_dir!r} belongs to another model: {str(e).splitlines()[0]} ...") from None
+    except safetensors.SafetensorError as e:
+        raise CheckpointError(f"{path!r} is corrupt: {e}") from None
+    if missing or unexpected or (saved_class and saved_class != type(student).__name__):
+        raise CheckpointError(
+            f"{checkpoint_dir!r} belongs to another model (saved from {saved_class}, loading into "
+            f"{type(student).__name__}): {len(missing)} missing tensors {sorted(missing)[:3]}, "
+            f"{len(unexpected)} unexpected {sorted(unexpected)[:3]}"
+        )
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The highest-numbered complete ``checkpoint-N`` folder in ``output_dir`` (weights and trainer state)."""
+    if not os.path.isdir(output_dir):
+        return None
+    found = []
+    for name in os.listdir(output_dir):
+        m = _CHECKPOINT_RE.match(name)
+        folder = os.path.join(output_dir, name)
+        if m and all(os.path.isfile(os.path.join(folder, f)) for f in (STUDENT_WEIGHTS, "trainer_state.json")):
+            found.append((int(m.group(1)), folder))
+    return max(found)[1] if found else None
+
+
+# -- model metadata -----------------------------------------------------------------------------------
+
+
+def model_num_classes(model: nn.Module) -> int | None:
+    """Classes predicted by a timm (``num_classes``) or transformers (``config.num_labels``) classifier."""
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    n = getattr(getattr(model, "config", None), "num_labels", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def model_image_shape(model: nn.Module) -> tuple[int, int, int] | None:
+    """(C, H, W) a timm (``pretrained_cfg``) or transformers (``config.image_size``) model expects."""
+    size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
+    if size and len(size) == 3:
+        return tuple(int(s) for s in size)  # type: ignore[return-value]
+    cfg = getattr(model, "config", None)
+    image_size = getattr(cfg, "image_size", None)
+    if image_size is not None:
+        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        return (int(getattr(cfg, "num_channels", 3)), int(h), int(w))
+    return None
+
+
+# -- SIGTERM: finish the step, save, stop -------------------------------------------------------------
+
+
+class _StopOnSignal(TrainerCallback):
+    """After a SIGTERM, the current optimizer step completes, a checkpoint is saved and training stops."""
+
+    def __init__(self, trainer: SynQTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.trainer._stop_requested():
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+# -- the trainer --------------------------------------------------------------------------------------
+
+
+class SynQTrainer(Trainer):
+    """Fine-tune a fake-quantized ``model`` (the student) against ``teacher`` on a synthetic dataset.
+
+    ``train_dataset`` has ``pixel_values`` (C×H×W, the teacher's normalized space) and ``label``
+    columns, as written by :func:`synq_hf.synthesis.synthesize`. ``config`` supplies every loss weight,
+    the low-pass filter and SGD's momentum; family/size-dependent ``None`` fields are resolved from the
+    teacher. With ``lpf_mode="once"`` (the default, as in the paper) the dataset is filtered here, before
+    training; ``"per_batch"`` filters each batch on the device after the optional ``augment``.
+
+    KD temperature: ``config.kd_temperature`` defaults to 1, the paper's plain KL (the loss carries the
+    T² factor, so a recipe may raise T, as the authors' code does with T = 20, without re-weighting).
+    """
+
+    loss_is_scaled_for_ga = False  # every part is a per-batch mean
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module,
+        args: TrainingArguments,
+        train_dataset: Any,
+        config: SynQConfig,
+        *,
+        augment: bool = False,
+        image_shape: tuple[int, int, int] | None = None,
+        num_classes: int | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(config, SynQConfig):
+            raise ConfigError(f"config must be a SynQConfig, got {type(config).__name__}")
+        config.validate()
+        self.cam_target: CamTarget | None = None
+        target = resolve_cam_target(teacher) if config.lambda_cam > 0 else None
+        num_classes = num_classes or model_num_classes(teacher)
+        image_shape = image_shape or model_image_shape(teacher)
+        if num_classes is None:
+            raise DataError(f"cannot tell how many classes {type(teacher).__name__} predicts: pass num_classes=")
+        validate_synthetic_dataset(train_dataset, num_classes=num_classes, image_shape=image_shape)
+        size = int(np.asarray(train_dataset.with_format("numpy")[0][PIXELS]).shape[-2])
+        family = target.family if target is not None else _family(teacher)
+        self.synq_config = config.resolve(family=family, input_size=size)
+        cfg = self.synq_config
+        if cfg.lpf_mode == "once":
+            train_dataset = low_pass_dataset(train_dataset, cfg.lpf_d0)
+        self.batch_transform = BatchTransform(
+            augment=augment, lpf_d0=cfg.lpf_d0 if cfg.lpf_mode == "per_batch" else None, seed=cfg.seed
+        )
+        kwargs.setdefault("data_collator", SyntheticCollator())
+        super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
+        self.add_callback(_StopOnSignal(self))
+        for cb in callbacks or []:
+            self.add_callback(cb)
+        self.teacher = teacher.eval().requires_grad_(False).to(self.args.device)
+        self.cam_target = target
+        self.hast_modules = feature_modules(teacher) if cfg.hast_feature_alignment else []
+        self._channels_last = family == "swin" and type(teacher).__name__.startswith("SwinTransformer")
+        self._parts: dict[str, torch.Tensor] = {}
+        self._parts_count = 0
+        self._signal: int | None = None
+        self._check_teacher_accepts(train_dataset, num_classes)
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _check_teacher_accepts(self, dataset: Any, num_classes: int) -> None:
+        x = SyntheticCollator()([dataset[0]])[PIXELS].to(self.args.device)
+        try:
+            with torch.no_grad():
+                logits = model_logits(self.teacher, x)
+        except Exception as e:  # noqa: BLE001 - any failure here means the images do not fit the teacher
+            raise DataError(f"the teacher cannot run on the synthetic images {tuple(x.shape[1:])}: {e}") from None
+        if logits.shape[-1] != num_classes:
+            raise DataError(f"the teacher predicts {logits.shape[-1]} classes, the dataset has {num_classes}")
+
+    def calibrate_if_needed(self) -> bool:
+        """Calibrate activation ranges on the (filtered) synthetic images if any quantizer lacks one; then frozen."""
+        quantizers = act_quantizers(self.model)
+        if not quantizers or all(q._is_calibrated for q in quantizers):
+            return False
+        cfg = self.synq_config
+        n = min(cfg.calibration_num_images, len(self.train_dataset))
+        bs = cfg.calibration_batch_size
+        collate = SyntheticCollator()
+        per_batch = self.batch_transform.lpf_d0
+
+        def batches() -> Iterator[torch.Tensor]:
+            for i in range(0, n, bs):
+                x = collate([self.train_dataset[j] for j in range(i, min(i + bs, n))])[PIXELS]
+                yield BatchTransform(lpf_d0=per_batch)(x.to(self.args.device), step=0) if per_batch else x
+
+        calibrate(self.model, batches(), device=self.args.device, progress=not self.args.disable_tqdm,
+                  total=-(-n // bs))
+        return True
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """SGD (momentum from the config); no weight decay on quantizer scales/zero points."""
+        if self.optimizer is None:
+            model = model if model is not None else self.model
+            decay, no_decay = [], []
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    leaf = name.rsplit(".", 1)[-1]
+                    (no_decay if leaf in ("scale", "zero_point") else decay).append(p)
+            groups = [{"params": decay, "weight_decay": self.args.weight_decay}]
+            if no_decay:
+                groups.append({"params": no_decay, "weight_decay": 0.0})
+            self.optimizer = torch.optim.SGD(groups, lr=self.args.learning_rate, momentum=self.synq_config.momentum)
+        return self.optimizer
+
+    # -- the step ---------------------------------------------------------------------------------
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """SynQ loss of one batch: one teacher forward, one student forward (its backward is the Trainer's)."""
+        model.eval()  # Trainer calls model.train() every step: keep BN statistics frozen and dropout off
+        cfg = self.synq_config
+        student = self.accelerator.unwrap_model(model)
+        x, y = inputs[PIXELS], inputs["labels"]
+        if self.batch_transform.active:
+            x = self.batch_transform(x, step=self.state.global_step, rank=self.args.process_index)
+        target = self.cam_target
+        cam_classes = y if cfg.cam_target == "label" else None
+        hast = self.hast_modules
+        with contextlib.ExitStack() as stack:
+            t_feats = (stack.enter_context(FeatureCapture(self.teacher, hast, channels_last=self._channels_last,
+                                                          detach=True)) if hast else None)
+            if target is not None:
+                t_logits, t_cam = teacher_forward_cam(self.teacher, x, target, cam_classes)
+            else:
+                with torch.no_grad():
+                    t_logits = model_logits(self.teacher, x)
+        if cam_classes is None:
+            cam_classes = t_logits.argmax(dim=1)
+        x_s = x.detach().requires_grad_(True) if cfg.perturbed_loss else x
+        with contextlib.ExitStack() as stack:
+            s_hook = stack.enter_context(CamHook(student, target, detach=False)) if target is not None else None
+            s_feats = (stack.enter_context(FeatureCapture(student, hast, channels_last=self._channels_last,
+                                                          detach=False)) if hast else None)
+            s_logits = model_logits(model, x_s)
+            s_act = s_hook.take() if s_hook is not None else None
+        kd = kd_loss(s_logits, t_logits, cfg.kd_temperature)
+        ce, easy = selective_ce(s_logits, t_logits, y, cfg.tau)
+        loss = kd + cfg.lambda_ce * ce
+        parts = {"kd": kd, "ce": ce, "easy_fraction": easy.float().mean()}
+        if hast:
+            fa = feature_alignment_loss(s_feats.features, t_feats.features)
+            loss = loss + cfg.hast_weight * fa
+            parts["hast"] = fa
+        if cfg.perturbed_loss:
+            x_adv = sign_perturbation(loss, x_s, cfg.perturbed_eps)
+            with torch.no_grad():
+                t_adv = model_logits(self.teacher, x_adv)
+            s_adv = model_logits(student, x_adv)  # unwrapped: one DDP forward per step
+            adv = kd_loss(s_adv, t_adv, cfg.kd_temperature) + cfg.lambda_ce * masked_ce(s_adv, y, easy)
+            loss = loss + cfg.perturbed_weight * adv
+            parts["perturbed"] = adv
+        if target is not None:
+            cam = cam_alignment_loss(student_cam(s_logits, s_act, cam_classes, target), t_cam)
+            loss = loss + cfg.lambda_cam * cam
+            parts["cam"] = cam
+        self._record(parts)
+        return (loss, {"logits": s_logits}) if return_outputs else loss
+
+    # -- logging ----------------------------------------------------------------------------------
+    def _record(self, parts: dict[str, torch.Tensor]) -> None:
+        for k, v in parts.items():
+            v = v.detach().float()
+            self._parts[k] = self._parts[k] + v if k in self._parts else v
+        self._parts_count += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of each loss part since the last log (averaged over processes) to training logs."""
+        if "loss" in logs and self._parts_count:
+            keys = sorted(self._parts)
+            stacked = torch.stack([self._parts[k] for k in keys]) / self._parts_count
+            stacked = self.accelerator.reduce(stacked, reduction="mean")
+            for k, v in zip(keys, stacked.tolist()):
+                logs[k if k == "easy_fraction" else f"loss_{k}"] = v
+            self._parts, self._parts_count = {}, 0
+        super().log(logs, start_time)
+
+    # -- save / resume ----------------------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        save_student(self.accelerator.unwrap_model(self.model), output_dir, self.synq_config)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        load_student(self.accelerator.unwrap_model(model if model is not None else self.model), resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        load_student(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+        """Calibrate (if needed, not when resuming), then train; SIGTERM finishes the step, saves and stops."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise CheckpointError(f"no complete checkpoint-N folder in {self.args.output_dir!r} to resume from")
+        if resume_from_checkpoint:
+            resume_from_checkpoint = os.fspath(resume_from_checkpoint)
+            if not os.path.isfile(os.path.join(resume_from_checkpoint, "trainer_state.json")):
+                raise CheckpointError(f"{resume_from_checkpoint!r} is not a complete checkpoint (no trainer_state.json)")
+            load_student(self.accelerator.unwrap_model(self.model), resume_from_checkpoint)  # fail fast, clearly
+        else:
+            resume_from_checkpoint = None
+            self.calibrate_if_needed()
+        with self._sigterm_handler():
+            out = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        if self._signal is not None:
+            ckpt = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
+            raise TrainingInterrupted(
+                f"training stopped by signal {self._signal} at step {self.state.global_step}; resume with "
+                f"resume_from_checkpoint={ckpt!r}", ckpt,
+            )
+        return out
+
+    @contextlib.contextmanager
+    def _sigterm_handler(self) -> Iterator[None]:
+        self._signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            self._signal = signum
+
+        previous = signal.signal(signal.SIGTERM, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _stop_requested(self) -> bool:
+        flag = self._signal is not None
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            t = torch.tensor([float(flag)], device=self.args.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            if t.item() > 0 and self._signal is None:
+                self._signal = signal.SIGTERM
+            flag = bool(t.item() > 0)
+        return flag
+
+
+def _family(model: nn.Module) -> str:
+    from ..quant.placement import find_placement
+
+    placement = find_placement(model)
+    return placement.family if placement is not None else "cnn"
+
+
+def checkpoint_summary(checkpoint_dir: str) -> dict[str, Any]:
+    """Global step and log history of a checkpoint folder (for progress reports and tests)."""
+    with open(os.path.join(checkpoint_dir, "trainer_state.json"), encoding="utf-8") as fh:
+        state = json.load(fh)
+    return {"global_step": state.get("global_step"), "log_history": state.get("log_history", [])}

@@ -1,0 +1,123 @@
+"""Grad-CAM target resolution and single-forward maps equal to a reference Grad-CAM."""
+
+import copy
+
+import pytest
+import timm
+import torch
+import transformers as T
+from torch import nn
+
+import synq_hf  # noqa: F401  (registers cifar_resnet*)
+from synq_hf.errors import UnsupportedModelError
+from synq_hf.model_info import model_logits
+from synq_hf.training.cam import CamHook, grad_cam_map, resolve_cam_target, student_cam, teacher_forward_cam
+
+
+def _hf_vit():
+    return T.ViTForImageClassification(T.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                   intermediate_size=64, image_size=32, patch_size=8, num_labels=5))
+
+
+def _hf_deit():
+    return T.DeiTForImageClassification(T.DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                     intermediate_size=64, image_size=32, patch_size=8, num_labels=5))
+
+
+def _hf_swin():
+    return T.SwinForImageClassification(T.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                                                     num_heads=[1, 1], window_size=4, num_labels=5))
+
+
+@pytest.mark.parametrize(
+    "build, module, site, layout, prefix",
+    [
+        (lambda: timm.create_model("cifar_resnet20"), "global_pool", "input", "nchw", 0),
+        (lambda: timm.create_model("test_resnet"), "global_pool", "input", "nchw", 0),
+        (lambda: timm.create_model("test_vit"), "blocks.5.norm1", "output", "tokens", 1),
+        (_hf_vit, "vit.layers.1.layernorm_before", "output", "tokens", 1),
+        (_hf_deit, "deit.layers.1.layernorm_before", "output", "tokens", 2),
+        (_hf_swin, "swin.encoder.layers.1", "output", "tokens", 0),
+        (lambda: T.ResNetForImageClassification(T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16],
+                                                               depths=[1, 1], num_labels=5)),
+         "resnet.pooler", "input", "nchw", 0),
+    ],
+)
+def test_resolve_cam_target(build, module, site, layout, prefix):
+    target = resolve_cam_target(build())
+    assert (target.module, target.site, target.layout, target.num_prefix_tokens) == (module, site, layout, prefix)
+
+
+def test_timm_swin_uses_last_stage_channels_last():
+    m = timm.create_model("swin_tiny_patch4_window7_224", depths=(1, 1), num_heads=(1, 1), embed_dim=16,
+                          img_size=56, window_size=7)
+    target = resolve_cam_target(m)
+    assert (target.module, target.layout, target.family) == ("layers.1", "nhwc", "swin")
+    cam = teacher_forward_cam(m.eval(), torch.randn(2, 3, 56, 56), target, None)[1]
+    assert cam.shape == (2, 49)
+
+
+def test_unsupported_model_raises():
+    with pytest.raises(UnsupportedModelError, match="Grad-CAM target"):
+        resolve_cam_target(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)))
+
+
+def _reference_grad_cam(model, x, classes, target):
+    """Textbook Grad-CAM: separate forward, retain_grad on the activation, full backward."""
+    model = copy.deepcopy(model)
+    store = {}
+    mod = model.get_submodule(target.module)
+    if target.site == "input":
+        h = mod.register_forward_pre_hook(lambda m, a: store.update(a=a[0]))
+    else:
+        h = mod.register_forward_hook(lambda m, a, o: store.update(a=o[0] if isinstance(o, tuple) else o))
+    logits = model_logits(model, x)
+    h.remove()
+    store["a"].retain_grad()
+    logits.gather(1, classes[:, None]).sum().backward()
+    return grad_cam_map(store["a"].detach(), store["a"].grad, target)
+
+
+@pytest.mark.parametrize("build", [lambda: timm.create_model("cifar_resnet20"),
+                                   lambda: timm.create_model("test_vit", img_size=32), _hf_vit, _hf_swin])
+def test_teacher_and_student_maps_match_reference(build):
+    torch.manual_seed(0)
+    model = build().eval()
+    x = torch.randn(3, 3, 32, 32)
+    target = resolve_cam_target(model)
+    classes = torch.tensor([0, 1, 2])
+    ref = _reference_grad_cam(model, x, classes, target)
+    assert ref.abs().sum() > 0
+
+    # teacher path: frozen parameters, detached leaf at the target, no hook left, same logits
+    teacher = copy.deepcopy(model).requires_grad_(False)
+    logits_t, cam_t = teacher_forward_cam(teacher, x, target, classes)
+    assert torch.allclose(cam_t, ref, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(logits_t, model_logits(teacher, x), atol=1e-5)
+    assert all(p.grad is None for p in teacher.parameters())
+
+    # student path: the map comes from the forward that produced the logits, and trains through the activation
+    student = copy.deepcopy(model)
+    with CamHook(student, target, detach=False) as hook:
+        logits_s = model_logits(student, x)
+        act = hook.take()
+    cam_s = student_cam(logits_s, act, classes, target)
+    assert torch.allclose(cam_s, ref, atol=1e-5)
+    assert all(p.grad is None for p in student.parameters())  # autograd.grad leaves .grad alone
+    ((cam_s - torch.rand_like(cam_s)) ** 2).mean().backward()
+    first = next(p for p in student.parameters() if p.requires_grad)
+    assert first.grad is not None and first.grad.abs().sum() > 0
+    for m in list(teacher.modules()) + list(student.modules()):
+        assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+def test_argmax_target_when_no_labels():
+    torch.manual_seed(0)
+    model = timm.create_model("cifar_resnet20").eval().requires_grad_(False)
+    x = torch.randn(2, 3, 32, 32)
+    target = resolve_cam_target(model)
+    logits, cam_arg = teacher_forward_cam(model, x, target, None)
+    _, cam_lab = teacher_forward_cam(model, x, target, logits.argmax(1))
+    assert torch.equal(cam_arg, cam_lab)
+    assert cam_arg.min() >= 0 and cam_arg.max() <= 1

@@ -1,0 +1,122 @@
+"""SynQTrainer: one forward per model per step, frozen teacher and BN, logged loss parts, clear errors."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from _synq_tiny import cnn_pair, make_trainer, synthetic_dataset
+
+from synq_hf.config import SynQConfig
+from synq_hf.errors import CheckpointError, ConfigError, DataError
+from synq_hf.quant import act_quantizers
+from synq_hf.training import SynQTrainer, build_training_args, load_student, save_student
+
+
+def _no_hooks(model):
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_training_step_counts_forwards_and_keeps_teacher_and_bn_frozen(tmp_path):
+    teacher, student, cfg = pair = cnn_pair()
+    trainer = make_trainer(str(tmp_path), pair, max_steps=2, save_strategy="no")
+    teacher_before = copy.deepcopy(teacher.state_dict())
+    bn_before = {k: v.clone() for k, v in student.state_dict().items() if "running" in k}
+    weight_before = student.conv1.weight.detach().clone()
+    assert trainer.calibrate_if_needed()  # the calibration phase (train() skips it once ranges exist)
+    assert all(q._is_calibrated for q in act_quantizers(student))
+    calls = {"teacher": 0, "student": 0}
+    h1 = teacher.register_forward_pre_hook(lambda m, a: calls.__setitem__("teacher", calls["teacher"] + 1))
+    h2 = student.register_forward_pre_hook(lambda m, a: calls.__setitem__("student", calls["student"] + 1))
+    trainer.train()
+    h1.remove(), h2.remove()
+    assert calls == {"teacher": 2, "student": 2}  # one forward of each model per step
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in bn_before.items())
+    assert not torch.equal(weight_before, student.conv1.weight)
+    assert _no_hooks(teacher) and _no_hooks(student)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert {"loss_kd", "loss_ce", "loss_cam", "easy_fraction"} <= set(logs[0])
+    assert logs[0]["loss_cam"] > 0
+    assert isinstance(getattr(trainer.optimizer, "optimizer", trainer.optimizer), torch.optim.SGD)
+
+
+def test_extras_are_logged_and_leave_no_hooks(tmp_path):
+    teacher, student, _ = pair = cnn_pair(hast_feature_alignment=True, perturbed_loss=True)
+    trainer = make_trainer(str(tmp_path), pair, max_steps=2, save_strategy="no")
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert {"loss_hast", "loss_perturbed", "loss_kd", "loss_cam"} <= set(logs[0])
+    assert logs[0]["loss_hast"] > 0 and logs[0]["loss_perturbed"] > 0
+    assert _no_hooks(teacher) and _no_hooks(student)
+
+
+def test_learnable_scales_receive_updates(tmp_path):
+    teacher, student, cfg = pair = cnn_pair(learnable_act_scale=True)
+    trainer = make_trainer(str(tmp_path), pair, max_steps=1, save_strategy="no")
+    trainer.calibrate_if_needed()
+    before = [q.scale.detach().clone() for q in act_quantizers(student)]
+    trainer.train()
+    after = [q.scale.detach() for q in act_quantizers(student)]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_low_pass_filter_once_filters_the_dataset(tmp_path):
+    from synq_hf.lowpass import low_pass_filter
+
+    ds = synthetic_dataset(4)
+    trainer = make_trainer(str(tmp_path), cnn_pair(lpf_d0=4.0), ds, max_steps=1)
+    got = torch.as_tensor(np.stack(trainer.train_dataset.with_format("numpy")["pixel_values"]))
+    want = low_pass_filter(torch.as_tensor(np.stack(ds.with_format("numpy")["pixel_values"])), 4.0)
+    assert torch.allclose(got, want, atol=1e-5)
+    per_batch = make_trainer(str(tmp_path), cnn_pair(lpf_d0=4.0, lpf_mode="per_batch"), ds, max_steps=1)
+    assert per_batch.batch_transform.lpf_d0 == 4.0 and per_batch.train_dataset is ds
+
+
+@pytest.mark.parametrize(
+    "ds_kwargs, match",
+    [({"size": 16}, "expects"), ({"num_classes": 5}, "5 classes")],
+)
+def test_dataset_mismatch_is_a_clear_error(tmp_path, ds_kwargs, match):
+    with pytest.raises(DataError, match=match):
+        make_trainer(str(tmp_path), cnn_pair(), synthetic_dataset(**ds_kwargs))
+
+
+def test_missing_column_is_a_clear_error(tmp_path):
+    ds = synthetic_dataset().rename_column("label", "labels")
+    with pytest.raises(DataError, match="columns"):
+        make_trainer(str(tmp_path), cnn_pair(), ds)
+
+
+@pytest.mark.parametrize("field, value", [("lambda_ce", -1.0), ("lambda_cam", -0.5), ("tau", 1.5), ("tau", -0.1)])
+def test_out_of_range_weights_are_rejected(field, value):
+    with pytest.raises(ConfigError, match=field):
+        SynQConfig(**{field: value})
+
+
+def test_checkpoint_from_another_model_is_rejected(tmp_path):
+    import timm
+
+    other = timm.create_model("test_resnet", num_classes=10)
+    save_student(other, str(tmp_path / "other"))
+    _, student, _ = cnn_pair()
+    with pytest.raises(CheckpointError, match="another model"):
+        load_student(student, str(tmp_path / "other"))
+    with pytest.raises(CheckpointError, match="not a SynQ fine-tuning checkpoint"):
+        load_student(student, str(tmp_path))
+    trainer = make_trainer(str(tmp_path / "run"), cnn_pair())
+    (tmp_path / "other" / "trainer_state.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="another model"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "other"))
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        trainer.train(resume_from_checkpoint=True)
+
+
+def test_unresolved_config_is_resolved_from_teacher(tmp_path):
+    teacher, student, _ = cnn_pair()
+    cfg = SynQConfig(lpf_d0=0.0, train_batch_size=4, calibration_num_images=4)
+    args = build_training_args(cfg.resolve(family="cnn", input_size=32), str(tmp_path), max_steps=1, use_cpu=True)
+    trainer = SynQTrainer(student, teacher, args, synthetic_dataset(), cfg)
+    assert trainer.synq_config.tau == 0.7 and trainer.synq_config.learning_rate == 1e-3
+    with pytest.raises(ConfigError, match="resolve"):
+        build_training_args(SynQConfig(), str(tmp_path))

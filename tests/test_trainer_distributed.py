@@ -1,0 +1,37 @@
+"""Two CPU ranks under torchrun: training runs, ranks hold identical students, the result is saved once."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+from synq_hf.training import STUDENT_WEIGHTS
+
+
+def test_two_cpu_ranks_stay_in_sync(tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not installed")
+    out = tmp_path / "out"
+    worker = Path(__file__).parent / "_ddp_worker.py"
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--standalone", str(worker), str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    r0 = safetensors.torch.load_file(out / "rank0.safetensors")
+    r1 = safetensors.torch.load_file(out / "rank1.safetensors")
+    assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
+    saved = safetensors.torch.load_file(out / STUDENT_WEIGHTS)
+    assert all(torch.equal(saved[k], r0[k]) for k in saved)
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["rank0.safetensors", "rank1.safetensors",
+                                                                 STUDENT_WEIGHTS]
+    t0 = torch.load(out / "teacher_after_rank0.pt")
+    t1 = torch.load(out / "teacher_after_rank1.pt")
+    assert all(torch.equal(t0[k], t1[k]) for k in t0)
+    assert "loss_kd" in proc.stdout + proc.stderr
