@@ -55,6 +55,7 @@ class SynQQuantizer:
         self.timings: dict[str, float] = {}
         self.training: dict[str, Any] = {}
         self.recipe: str | None = None
+        self.record: dict[str, Any] = {}  # JSON provenance saved in config.json (e.g. calibration source)
 
     @classmethod
     def from_pretrained(
@@ -87,6 +88,8 @@ class SynQQuantizer:
         """Generate the synthetic training set from the teacher (a ``datasets.Dataset``; also ``.synthetic``)."""
         from .synthesis import synthesize
 
+        overrides = {"num_images": num_images, "synthesis_iterations": iterations, "seed": seed}
+        self.config = self.config.replace(**{k: v for k, v in overrides.items() if v is not None})
         start = time.perf_counter()
         self.synthetic = synthesize(
             self.teacher.model,
@@ -95,9 +98,6 @@ class SynQQuantizer:
             family=self.teacher.family,
             class_names=self.teacher.class_names,
             teacher_id=self.teacher.model_id,
-            num_images=num_images,
-            iterations=iterations,
-            seed=seed,
             device=self.device,
             progress=progress,
         )
@@ -142,8 +142,10 @@ class SynQQuantizer:
             self.synthetic = synthetic
         elif self.synthetic is None:
             self.synthesize(progress=progress)
-        _check_synthetic(self.synthetic, self.teacher)
-        student = quantize_model(copy.deepcopy(self.teacher.model), self.config)
+        if max_steps is not None:
+            self.config = self.config.replace(max_steps=max_steps)
+        # A previous fine-tuning froze the shared teacher (requires_grad False); the copy must train.
+        student = quantize_model(copy.deepcopy(self.teacher.model), self.config).requires_grad_(True)
         start = time.perf_counter()
         with _work_dir(output_dir) as work:
             self.model = finetune(
@@ -152,7 +154,6 @@ class SynQQuantizer:
                 self.synthetic,
                 self.config,
                 output_dir=work,
-                max_steps=max_steps,
                 training_args=training_args,
                 resume_from_checkpoint=resume_from_checkpoint,
                 progress=progress,
@@ -161,7 +162,7 @@ class SynQQuantizer:
         self.model.eval()
         self.method = "synq"
         self.timings["finetune_s"] = time.perf_counter() - start
-        self.training = {"max_steps": max_steps or self.config.max_steps, "num_epochs": self.config.num_epochs}
+        self.training = {"max_steps": self.config.max_steps, "num_epochs": self.config.num_epochs}
         return self.model
 
     # -- step 3: evaluation -----------------------------------------------------------------------
@@ -199,7 +200,7 @@ class SynQQuantizer:
         prefix = {"float": "fp", "ptq": "ptq", "synq": "synq"}[which]
         self.results[f"{prefix}_top1"] = metrics["top1"]
         self.results[f"{prefix}_top5"] = metrics["top5"]
-        self.results["eval_data"] = _public_name(name) if name else self.results.get("eval_data")
+        self.results["eval_data"] = public_name(name) if name else self.results.get("eval_data")
         self.results["eval_split"] = split or self.results.get("eval_split")
         self.results["num_samples"] = metrics["num_samples"]
         return metrics
@@ -216,7 +217,7 @@ class SynQQuantizer:
             "synthesis_s": self.timings.get("synthesis_s"),
             "finetune_s": self.timings.get("finetune_s"),
             "method": self.method,
-            "base_model": _public_name(self.teacher.model_id),
+            "base_model": public_name(self.teacher.model_id),
             "hardware": hardware_description(self.device),
         }
         out.update({k: v for k, v in self.results.items() if k not in out})
@@ -240,7 +241,7 @@ class SynQQuantizer:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             save_quantized(self.model, tmp, base_model=self.teacher.model_id, library=self.teacher.library,
-                           config=self.config, source=self.teacher)
+                           config=self.config, source=self.teacher, extra={"method": self.method, **self.record})
             (tmp / RESULTS_NAME).write_text(json.dumps(self.results_json(), indent=2) + "\n")
             card = render_model_card(**self.card_fields())
             card.save(tmp / "README.md")
@@ -259,11 +260,14 @@ class SynQQuantizer:
             synthetic = {"num_images": len(self.synthetic), "iterations": self.config.synthesis_iterations,
                          "batch_size": self.config.synthesis_batch_size, "seed": self.config.seed,
                          "family": self.teacher.family, "wall_time_s": self.timings.get("synthesis_s")}
-        results = {k: v for k, v in self.results.items() if v is not None}
-        results["method"] = self.method
-        if "eval_data" in results:
+        results: dict[str, Any] | None = {k: v for k, v in self.results.items() if v is not None}
+        if not any(k.endswith("_top1") for k in results):
+            results = None  # nothing measured: the card says so instead of showing an empty table
+        else:
+            results["method"] = self.method
+        if results and "eval_data" in results:
             results["dataset"] = results.pop("eval_data")
-        if "eval_split" in results:
+        if results and "eval_split" in results:
             results["split"] = results.pop("eval_split")
         return {
             "base_model": self.teacher.model_id,
@@ -318,21 +322,7 @@ class SynQQuantizer:
         return images[:n].float()
 
 
-def _check_synthetic(dataset: Any, teacher: LoadedModel) -> None:
-    """Refuse synthetic data made for another input size or label space, before any training."""
-    if "pixel_values" not in getattr(dataset, "column_names", ()):
-        raise DataError("the synthetic dataset needs a 'pixel_values' column (made by synq_hf.synthesize)")
-    shape = tuple(dataset.features["pixel_values"].shape)
-    expected = tuple(int(v) for v in teacher.data_config["input_size"])
-    if shape != expected:
-        raise DataError(f"synthetic images have shape {shape} but the teacher expects {expected}")
-    label = dataset.features.get("label")
-    n = getattr(label, "num_classes", None)
-    if n is not None and n != teacher.num_classes:
-        raise DataError(f"synthetic labels have {n} classes but the teacher has {teacher.num_classes}")
-
-
-def _public_name(name: str) -> str:
+def public_name(name: str) -> str:
     """A model or data id safe for a card: local paths become their last component."""
     name = str(name).removeprefix("local-dir:").removeprefix("parquet:")
     if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):

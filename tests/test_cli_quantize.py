@@ -108,7 +108,9 @@ def test_output_folder_rules(cifar_model: Path, images: Path, tmp_path: Path, ca
     assert "not empty; pass --overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").exists()
     assert _quantize(cifar_model, out, *args, "--overwrite") == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "quantizers.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "config.json", "model.safetensors", "quantizers.safetensors", "results.json"
+    ]
     assert _leftovers(tmp_path) == []
     (tmp_path / "file").write_text("x")
     assert _quantize(cifar_model, tmp_path / "file", *args) == 1

@@ -12,7 +12,7 @@ from ..version import __version__
 
 # Subcommand modules in the order ``synq-hf --help`` lists them; each defines ``register(subparsers)``
 # which adds its parser and sets ``func=run`` (``run(args) -> int``).
-_COMMANDS: tuple[str, ...] = ()
+_COMMANDS: tuple[str, ...] = ("demo", "quantize", "synthesize", "evaluate", "push")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("timm").setLevel(logging.WARNING)  # per-load INFO lines add nothing for CLI users
     try:
         return int(args.func(args) or 0)
     except SynQError as e:

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..config import SynQConfig
 from ..errors import ConfigError, DataError, SynQError
 from ..model_info import LoadedModel
+from ..quantizer import SynQQuantizer, public_name
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="timm name, Hub repo id, 'local-dir:PATH' or folder")
-    p.add_argument("--method", required=True, choices=tuple(METHODS),
-                   help="ptq: min-max post-training quantization (calibration only, no fine-tuning)")
+    p.add_argument("--method", default="synq", choices=tuple(METHODS),
+                   help="synq (default): zero-shot SynQ (synthesis + calibration + fine-tuning); "
+                   "ptq: min-max post-training quantization (calibration only)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (must be new or empty)")
     p.add_argument("--w-bits", type=int, metavar="B", help="weight bit-width (default: the config's, 4)")
     p.add_argument("--a-bits", type=int, metavar="B", help="activation bit-width (default: the config's, 4)")
@@ -77,6 +78,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ignore the first K rows of the data (e.g. the rows you evaluate on)")
     p.add_argument("--split", help="dataset split (default: test, validation, or the only split)")
     p.add_argument("--image-column", metavar="C", help="image column (default: image/img/pixel_values)")
+    p.add_argument("--synthetic", type=Path, metavar="DIR",
+                   help="synq: reuse a synthetic dataset folder (synq-hf synthesize) instead of synthesizing")
+    p.add_argument("--num-images", type=int, metavar="N", help="synq: synthetic images (default: config, 5120)")
+    p.add_argument("--synthesis-iterations", type=int, metavar="K",
+                   help="synq: synthesis iterations (default: config, 1000)")
+    p.add_argument("--max-steps", type=int, metavar="N", help="synq: cap fine-tuning steps (default: epochs)")
+    p.add_argument("--eval-data", metavar="DATA",
+                   help="real labelled data: evaluate float, PTQ-on-synthetic and the result; writes results.json")
+    p.add_argument("--eval-split", metavar="S", help="split of --eval-data")
     p.add_argument("--config", metavar="JSON", help="SynQConfig as a JSON file or an inline JSON object")
     p.add_argument("--seed", type=int, metavar="S", help="seed of sampling/synthesis (default: the config's, 0)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
@@ -108,6 +118,9 @@ def build_config(args: argparse.Namespace) -> SynQConfig:
         "a_bits": args.a_bits,
         "calibration_num_images": args.calibration_num_images,
         "seed": args.seed,
+        "num_images": getattr(args, "num_images", None),
+        "synthesis_iterations": getattr(args, "synthesis_iterations", None),
+        "max_steps": getattr(args, "max_steps", None),
     }
     return config.replace(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -190,73 +203,75 @@ def real_calibration(args: argparse.Namespace, loaded: LoadedModel, config: SynQ
     return Calibration(batches(), -(-n // bs), record)
 
 
-def synthetic_calibration(
-    args: argparse.Namespace, loaded: LoadedModel, config: SynQConfig, device: torch.device
-) -> Calibration:
-    """Images synthesized from the model itself (BN statistics for CNNs, patch similarity for ViTs)."""
-    from ..quant import iter_batches
-    from ..synthesis import generate_synthetic
-
-    n = config.calibration_num_images
-    logger.info("no --calibration-data: synthesizing %d calibration images from the model", n)
-    images = generate_synthetic(
-        loaded.model, config, data_config=loaded.data_config, family=loaded.family, num_classes=loaded.num_classes,
-        num_images=n, seed=config.seed, device=device, progress=not args.no_progress,
-    )
-    pixels = images.pixels.float()
-    bs = config.calibration_batch_size
-    record = {
-        "source": "synthetic",
-        "num_images": n,
-        "seed": images.seed,
-        "synthesis_iterations": images.config.synthesis_iterations,
-        "synthesis_batch_size": images.config.synthesis_batch_size,
-        "restarts": images.restarts,
-    }
-    return Calibration(iter_batches(pixels, bs), -(-len(pixels) // bs), record)
-
-
-def calibration_for(
-    args: argparse.Namespace, loaded: LoadedModel, config: SynQConfig, device: torch.device
-) -> Calibration:
-    """Real calibration images when ``--calibration-data`` is given, synthetic ones otherwise."""
-    if args.calibration_data:
-        return real_calibration(args, loaded, config)
-    return synthetic_calibration(args, loaded, config, device)
-
-
 # --------------------------------------------------------------------------------------------------
 # methods
 # --------------------------------------------------------------------------------------------------
 
 
-def run_ptq(
-    args: argparse.Namespace, loaded: LoadedModel, config: SynQConfig, device: torch.device
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Min-max PTQ: insert quantizers, calibrate activation ranges, no fine-tuning."""
-    from ..quant import calibrate, quantize_model
+def run_ptq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
+    """Min-max PTQ: insert quantizers, calibrate activation ranges (real or synthetic images), no fine-tuning."""
+    if args.calibration_data:
+        calibration = real_calibration(args, quantizer.teacher, quantizer.config)
+        images = torch.cat(list(calibration.batches))
+        quantizer.record["calibration"] = calibration.record
+    else:
+        logger.info("no --calibration-data: synthesizing %d calibration images from the model",
+                    quantizer.config.calibration_num_images)
+        quantizer.synthesize(num_images=quantizer.config.calibration_num_images, progress=not args.no_progress)
+        images = None
+        quantizer.record["calibration"] = {"source": "synthetic", "num_images": len(quantizer.synthetic),
+                                           "seed": quantizer.config.seed}
+    quantizer.ptq(images, progress=not args.no_progress)
+    if args.eval_data:
+        _evaluate(args, quantizer, ("float", "ptq"))
 
-    calibration = calibration_for(args, loaded, config, device)
-    model = quantize_model(loaded.model, config)
-    calibrate(model, calibration.batches, device=device, progress=not args.no_progress,
-              total=calibration.num_batches)
-    return model, {"method": "ptq", "calibration": calibration.record}
+
+def run_synq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
+    """SynQ: synthesize (or load ``--synthetic``), calibrate and fine-tune; with ``--eval-data`` compare to PTQ."""
+    from datasets import load_from_disk
+
+    progress = not args.no_progress
+    if args.synthetic:
+        try:
+            quantizer.synthetic = load_from_disk(os.fspath(args.synthetic))
+        except (FileNotFoundError, ValueError) as e:
+            raise DataError(f"--synthetic {args.synthetic} is not a dataset folder written by synq-hf synthesize: "
+                            f"{e}") from e
+    else:
+        quantizer.synthesize(progress=progress)
+    quantizer.quantize(progress=progress)
+    if args.eval_data:
+        quantizer.ptq(progress=progress)
+        _evaluate(args, quantizer, ("float", "ptq", "synq"))
 
 
-METHODS: dict[str, Callable[..., tuple[nn.Module, dict[str, Any]]]] = {"ptq": run_ptq}
-"""``--method`` name -> function(args, loaded, config, device) returning (calibrated model, JSON record)."""
+def _evaluate(args: argparse.Namespace, quantizer: SynQQuantizer, which: tuple[str, ...]) -> None:
+    from ..data import load_image_dataset
+
+    data = load_image_dataset(args.eval_data, split=args.eval_split)
+    for name in which:
+        quantizer.evaluate(data, which=name, progress=not args.no_progress)
+    quantizer.results["eval_data"] = public_name(args.eval_data)  # results.json never holds a local path
+    quantizer.results["eval_split"] = args.eval_split
+
+
+METHODS: dict[str, Callable[[argparse.Namespace, SynQQuantizer], None]] = {"synq": run_synq, "ptq": run_ptq}
+"""``--method`` name -> function(args, quantizer) leaving the quantized model in ``quantizer``."""
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model, quantize it with ``--method``, save it to ``--out``, print one summary line."""
+    """Load the model, quantize it with ``--method``, save it to ``--out``, print a summary."""
     from ..hub import load_model
-    from ..serialization import save_quantized
 
     config = build_config(args)
     if args.calibration_skip < 0:
         raise ConfigError(f"--calibration-skip must be >= 0, got {args.calibration_skip}")
     if args.calibration_skip and not args.calibration_data:
         raise ConfigError("--calibration-skip needs --calibration-data")
+    if args.method == "synq" and args.calibration_data:
+        raise ConfigError("--calibration-data is for --method ptq; SynQ is zero-shot (it calibrates on synthetic data)")
+    if args.method == "ptq" and (args.synthetic or args.max_steps is not None):
+        raise ConfigError("--synthetic/--max-steps are for --method synq")
     check_output(args.out, args.overwrite, args.model)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
@@ -264,18 +279,16 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
     if loaded.is_quantized:
         raise SynQError(f"{args.model!r} is already quantized; pass its float base model ({loaded.base_model})")
-    config = config.resolve(family=loaded.family, input_size=loaded.input_size)
-    loaded.model.to(device).eval()
-    model, record = METHODS[args.method](args, loaded, config, device)
-
+    quantizer = SynQQuantizer(loaded, config, device=device)
+    METHODS[args.method](args, quantizer)
     try:
-        write_atomically(args.out, lambda tmp: save_quantized(
-            model, tmp, base_model=args.model, library=loaded.library, config=config, extra=record, source=loaded,
-        ))
+        quantizer.save_pretrained(args.out, overwrite=args.overwrite)
     except OSError as e:
         raise SynQError(f"cannot write --out {args.out}: {e}") from e
-    cal = record.get("calibration", {})
-    where = f"{cal.get('num_images')} {cal.get('source')} images" + (f" of {cal['data']}" if cal.get("data") else "")
-    print(f"saved {args.method.upper()} W{config.w_bits}A{config.a_bits} {args.model} to {args.out} "
-          f"(calibrated on {where})")
+    record = quantizer.results_json()
+    cfg = quantizer.config
+    print(f"saved {args.method.upper()} W{cfg.w_bits}A{cfg.a_bits} {args.model} to {args.out}")
+    for key in ("fp_top1", "ptq_top1", "synq_top1"):
+        if record.get(key) is not None:
+            print(f"  {key:10s} {record[key]:6.2f}")
     return 0

@@ -1,0 +1,110 @@
+"""``synq-hf synthesize``: make a labelled synthetic image dataset from a classifier alone (SynQ step 1)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+from ..errors import ConfigError
+
+_EPILOG = """\
+examples:
+  synq-hf synthesize local-dir:teachers/cifar10-resnet20 --out synthetic-r20 --num-images 5120
+  synq-hf synthesize deit_tiny_patch16_224.fb_in1k --out synthetic-deit --num-images 64 --batch-size 32
+  synq-hf synthesize ./my-cnn --out data --num-images 512 --iterations 500 --seed 1 --overwrite
+
+CNNs with BatchNorm are synthesized by BatchNorm-statistics matching (batch 256), ViT/DeiT/Swin models by
+PSAQ-ViT patch similarity (batch 32). OUT becomes a datasets save_to_disk folder (datasets.load_from_disk) with
+float32 'pixel_values' in the teacher's normalized space and 'label'; its dataset_info.json records the teacher,
+the full resolved config and the seed. The same seed reproduces the same pixels.
+"""
+
+_DATASET_MARKERS = ("dataset_info.json", "state.json")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``synthesize`` subcommand."""
+    p = subparsers.add_parser(
+        "synthesize",
+        help="synthesize a labelled image dataset from a classifier (no real data)",
+        description="Synthesize images from a teacher classifier and save them as a datasets folder.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="model id or folder (timm name, Hub repo, local-dir:PATH)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (save_to_disk)")
+    p.add_argument("--num-images", type=int, metavar="N", help="images to make (default 5120; multiple of the batch)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="images optimized together (default 256 CNN, 32 ViT)")
+    p.add_argument("--iterations", type=int, metavar="K", help="optimization iterations per batch (default 1000)")
+    p.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
+    p.add_argument("--groups-per-forward", type=int, metavar="G",
+                   help="batches sent through one forward, statistics kept per batch (default 1; raise on GPUs)")
+    p.add_argument("--calibration-centres", action="store_true",
+                   help="also make one TexQ-style calibration-centre image per class")
+    p.add_argument("--config", type=Path, metavar="JSON", help="SynQConfig JSON file to start from")
+    p.add_argument("--device", metavar="D", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it is an earlier synthesize output")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``overwrite`` and it is a datasets folder (never delete other data)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+        if not any((out / m).exists() for m in _DATASET_MARKERS):
+            raise ConfigError(
+                f"--out {out} is not empty and is not a datasets folder (no {' or '.join(_DATASET_MARKERS)}); "
+                "refusing to delete it even with --overwrite"
+            )
+
+
+def _build_config(args: argparse.Namespace):
+    from ..config import SynQConfig
+
+    for flag, value, low in (("--num-images", args.num_images, 1), ("--batch-size", args.batch_size, 1),
+                             ("--iterations", args.iterations, 0), ("--seed", args.seed, 0),
+                             ("--groups-per-forward", args.groups_per_forward, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be an integer >= {low}, got {value}")
+    cfg = SynQConfig.from_json_file(args.config) if args.config else SynQConfig()
+    changes = {k: v for k, v in (("num_images", args.num_images), ("synthesis_batch_size", args.batch_size),
+                                 ("synthesis_iterations", args.iterations), ("seed", args.seed),
+                                 ("synthesis_groups_per_forward", args.groups_per_forward)) if v is not None}
+    if args.calibration_centres:
+        changes["synthesis_calibration_centres"] = True
+    return cfg.replace(**changes)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the options, load the teacher, synthesize with a progress bar and ``save_to_disk``."""
+    import torch
+
+    from ..hub import load_model
+    from ..synthesis import synthesis_metadata, synthesize
+
+    cfg = _build_config(args)
+    check_output_dir(args.out, args.overwrite)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    logging.getLogger("timm").setLevel(logging.WARNING)
+    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    dataset = synthesize(loaded.model, cfg, data_config=loaded.data_config, family=None,
+                         class_names=loaded.class_names, teacher_id=loaded.model_id, device=device,
+                         progress=not args.no_progress)
+    tmp = args.out.with_name(args.out.name + ".synq-tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    dataset.save_to_disk(str(tmp))
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    tmp.rename(args.out)
+    meta = synthesis_metadata(dataset)
+    restarts = f", {meta['restarts']} diverged group(s) restarted" if meta.get("restarts") else ""
+    print(f"wrote {len(dataset)} synthetic images ({meta['family']}, seed {meta['seed']}) to {args.out}{restarts}")
+    return 0

@@ -1,0 +1,156 @@
+"""SynQQuantizer: the user-facing pipeline (load → synthesize → ptq/quantize → evaluate → save → push)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from timm.models import save_for_hf
+
+import synq_hf
+from synq_hf import SynQConfig, SynQError, SynQQuantizer
+
+TINY = dict(num_images=8, synthesis_batch_size=8, synthesis_iterations=2, calibration_num_images=8,
+            calibration_batch_size=8, train_batch_size=4, max_steps=2, lpf_d0=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init CIFAR ResNet-20 saved in timm's local-dir layout (32 px inputs keep it fast)."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("cifar_resnet20", num_classes=10).eval()
+    folder = tmp_path_factory.mktemp("teacher")
+    save_for_hf(model, str(folder), safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def eval_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 random 32×32 RGB images with labels, as a parquet file (the shape real CIFAR data has)."""
+    import datasets
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(16)]
+    ds = datasets.Dataset.from_dict({"img": images, "label": rng.integers(0, 10, 16).tolist()},
+                                    features=datasets.Features({"img": datasets.Image(),
+                                                                "label": datasets.ClassLabel(num_classes=10)}))
+    path = tmp_path_factory.mktemp("data") / "eval.parquet"
+    ds.to_parquet(str(path))
+    return path
+
+
+def test_config_overrides_and_family_defaults(tiny_cnn_dir: Path) -> None:
+    q = SynQQuantizer.from_pretrained(f"local-dir:{tiny_cnn_dir}", w_bits=3, a_bits=3)
+    assert (q.config.w_bits, q.config.a_bits) == (3, 3)
+    assert q.config.lpf_d0 == 8.0 and q.config.tau == 0.7  # 32 px: the CIFAR defaults are filled in
+    with pytest.raises(synq_hf.ConfigError, match="w_bits"):
+        SynQQuantizer.from_pretrained(f"local-dir:{tiny_cnn_dir}", w_bits=9)
+
+
+def test_end_to_end_tiny(tiny_cnn_dir: Path, eval_parquet: Path, tmp_path: Path) -> None:
+    q = SynQQuantizer.from_pretrained(f"local-dir:{tiny_cnn_dir}", SynQConfig(**TINY), device="cpu")
+    synthetic = q.synthesize(progress=False)
+    assert len(synthetic) == 8 and synthetic.features["pixel_values"].shape == (3, 32, 32)
+    with pytest.raises(SynQError, match="quantize"):
+        q.evaluate(str(eval_parquet), which="synq", progress=False)
+    model = q.quantize(progress=False)
+    assert q.model is model and q.method == "synq"
+    metrics = q.evaluate(str(eval_parquet), progress=False)
+    assert metrics["num_samples"] == 16 and 0.0 <= metrics["top1"] <= 100.0
+    q.ptq(progress=False)
+    q.evaluate(str(eval_parquet), which="ptq", progress=False)
+    q.evaluate(str(eval_parquet), which="float", progress=False)
+    out = q.save_pretrained(tmp_path / "out")
+    assert {p.name for p in out.iterdir()} == {"README.md", "config.json", "model.safetensors",
+                                               "quantizers.safetensors", "results.json"}
+    results = json.loads((out / "results.json").read_text())
+    assert results["synq_top1"] == metrics["top1"] and results["method"] == "synq"
+    assert results["w_bits"] == 4 and results["synthesis_s"] > 0 and results["finetune_s"] > 0
+    card = ModelCard.load(out / "README.md")
+    assert str(tmp_path) not in card.content and str(tiny_cnn_dir) not in card.content
+    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert values["accuracy"] == pytest.approx(metrics["top1"], abs=1e-3)
+    # the folder reloads exactly, through the generic loader
+    x = torch.randn(4, 3, 32, 32)
+    reloaded = synq_hf.load_model(str(out))
+    with torch.no_grad():
+        assert torch.equal(reloaded.model(x), q.model(x))
+    with pytest.raises(SynQError, match="not empty"):
+        q.save_pretrained(out)
+
+
+def test_recorded_config_is_what_ran(tiny_cnn_dir: Path, tmp_path: Path) -> None:
+    q = SynQQuantizer.from_pretrained(f"local-dir:{tiny_cnn_dir}", SynQConfig(**TINY))
+    q.synthesize(num_images=16, iterations=1, seed=5, progress=False)
+    q.quantize(max_steps=1, progress=False)
+    assert (q.config.num_images, q.config.synthesis_iterations, q.config.seed, q.config.max_steps) == (16, 1, 5, 1)
+    saved = json.loads((q.save_pretrained(tmp_path / "o") / "config.json").read_text())["synq"]["config"]
+    assert (saved["num_images"], saved["synthesis_iterations"], saved["seed"], saved["max_steps"]) == (16, 1, 5, 1)
+
+
+def test_nothing_to_save_and_already_quantized(tiny_cnn_dir: Path, tmp_path: Path) -> None:
+    q = SynQQuantizer.from_pretrained(f"local-dir:{tiny_cnn_dir}", SynQConfig(**TINY))
+    with pytest.raises(SynQError, match="nothing to save"):
+        q.save_pretrained(tmp_path / "x")
+    q.synthesize(progress=False)
+    q.ptq(progress=False)
+    folder = q.save_pretrained(tmp_path / "ptq")
+    assert json.loads((folder / "results.json").read_text())["method"] == "ptq"
+    with pytest.raises(SynQError, match="already quantized"):
+        SynQQuantizer.from_pretrained(str(folder))
+
+
+def test_push_uploads_the_saved_folder(tiny_cnn_dir: Path) -> None:
+    q = SynQQuantizer.from_pretrained(f"local-dir:{tiny_cnn_dir}", SynQConfig(**TINY))
+    q.synthesize(progress=False)
+    q.ptq(progress=False)
+    seen = {}
+
+    def fake_push(folder: Path, repo_id: str, **kwargs: object) -> str:
+        seen["files"] = sorted(p.name for p in Path(folder).iterdir())
+        seen["repo"], seen["kwargs"] = repo_id, kwargs
+        return "https://huggingface.co/me/x/commit/1"
+
+    with mock.patch("synq_hf.push.push_folder_to_hub", fake_push):
+        assert q.push_to_hub("me/x", private=True).endswith("/commit/1")
+    assert seen["repo"] == "me/x" and seen["kwargs"]["private"] is True
+    assert "README.md" in seen["files"] and "model.safetensors" in seen["files"]
+
+
+def test_timm_hub_name_resolves_to_tagged_repo_without_network() -> None:
+    """``timm/resnet50`` is not a repo: it resolves to the default tag; only the download is faked."""
+    import timm
+
+    state = timm.create_model("resnet50", pretrained=False).state_dict()
+    requested = []
+
+    def fake_download(repo: object, *args: object, **kwargs: object) -> dict:
+        requested.append(repo)
+        return state
+
+    with mock.patch("timm.models._builder.load_state_dict_from_hf", fake_download):
+        q = SynQQuantizer.from_pretrained("timm/resnet50")
+    assert requested == ["timm/resnet50.a1_in1k"]
+    assert q.teacher.family == "cnn" and q.teacher.num_classes == 1000 and q.config.lpf_d0 == 80.0
+
+
+@pytest.mark.slow
+def test_shared_teacher_end_to_end(shared_data: Path, tmp_path: Path) -> None:
+    """The shared CIFAR ResNet-20 through the whole pipeline at a tiny budget, evaluated on real images."""
+    teacher = shared_data / "teachers" / "cifar10-resnet20"
+    q = SynQQuantizer.from_pretrained(f"local-dir:{teacher}", SynQConfig(**{**TINY, "lpf_d0": 8.0}))
+    q.synthesize(num_images=64, iterations=20, progress=False)
+    q.quantize(max_steps=3, progress=False)
+    data = str(shared_data / "cifar10" / "test-lossless-first1017.parquet")
+    fp = q.evaluate(data, which="float", limit=256, progress=False)["top1"]
+    synq = q.evaluate(data, which="synq", limit=256, progress=False)["top1"]
+    assert fp > 85.0 and synq > 30.0  # a 3-step run is far from converged but far above chance (10%)
+    folder = q.save_pretrained(tmp_path / "r20")
+    assert json.loads((folder / "results.json").read_text())["synq_top1"] == synq
