@@ -1,0 +1,260 @@
+"""Synthesize images from a teacher: pick the objective by architecture, run groups in chunks, restart NaNs."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import SynQConfig
+from ..errors import ConfigError, SynQError, UnsupportedModelError
+from .cnn import BNStatsObjective, batchnorm_layers
+from .engine import run_groups
+from .vit import PatchSimilarityObjective, attention_modules
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED = "CNNs with BatchNorm (BN-statistics synthesis) and ViT/DeiT/Swin attention models (patch-similarity synthesis)"
+MAX_RESTARTS = 3
+
+
+class SynthesisDivergedError(SynQError):
+    """A group of synthetic images kept producing NaN/Inf losses after every restart."""
+
+
+@dataclass
+class SyntheticImages:
+    """Synthetic pixels ``(N, C, H, W)`` in the teacher's normalized space, their labels and how they were made."""
+
+    pixels: torch.Tensor
+    labels: torch.Tensor
+    family: str
+    config: SynQConfig
+    seed: int
+    restarts: int = 0
+    calibration_centres: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def synthesis_family(teacher: nn.Module, family: str | None = None) -> str:
+    """``cnn`` when the teacher has BatchNorm, ``vit``/``swin`` when it has multi-head attention, else an error."""
+    has_bn = bool(batchnorm_layers(teacher))
+    attn = attention_modules(teacher)
+    if family is None:
+        if has_bn:
+            return "cnn"
+        if attn:
+            names = {type(m).__name__ for m, _, _ in attn} | {type(teacher).__name__}
+            return "swin" if any("swin" in n.lower() or "window" in n.lower() for n in names) else "vit"
+    elif family == "cnn" and has_bn or family in ("vit", "swin") and attn:
+        return family
+    what = f"{type(teacher).__name__}" + (f" (family {family!r})" if family else "")
+    raise UnsupportedModelError(
+        f"cannot synthesize images for {what}: it has "
+        f"{'BatchNorm' if has_bn else 'no BatchNorm'} and {'attention' if attn else 'no attention'} layers; "
+        f"supported teachers are {SUPPORTED}"
+    )
+
+
+def _group_seed(seed: int, group: int, attempt: int) -> int:
+    """A 63-bit seed for one group's noise and labels, independent of how groups are chunked."""
+    return int(np.random.SeedSequence([seed, group, attempt]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _valid_range(data_config: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(data_config["mean"], dtype=torch.float32, device=device).view(-1, 1, 1)
+    std = torch.tensor(data_config["std"], dtype=torch.float32, device=device).view(-1, 1, 1)
+    return (0 - mean) / std, (1 - mean) / std
+
+
+def _check_counts(num_images: int, batch: int, iterations: int) -> None:
+    for name, value, low in (("num_images", num_images, 1), ("synthesis_batch_size", batch, 1),
+                             ("synthesis_iterations", iterations, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name}={value!r} is not allowed; it must be an integer >= {low}")
+    if num_images % batch:
+        lower, upper = num_images // batch * batch, (num_images // batch + 1) * batch
+        hint = f"{lower} or {upper}" if lower else f"{upper}"
+        raise ConfigError(
+            f"num_images={num_images} is not a multiple of the synthesis batch size {batch} (BatchNorm statistics "
+            f"and patch-similarity densities are per batch): use {hint} images, or a batch size dividing {num_images}"
+        )
+
+
+def generate_synthetic(
+    teacher: nn.Module, config: SynQConfig, *, data_config: dict[str, Any], family: str | None = None,
+    num_classes: int | None = None, num_images: int | None = None, iterations: int | None = None,
+    seed: int | None = None, device: str | torch.device | None = None, progress: bool = True,
+) -> SyntheticImages:
+    """Synthesize images as tensors (no ``datasets`` overhead): the lower level of :func:`synthesize`.
+
+    ``config`` may be unresolved; it is resolved for the teacher's family and input size and the resolved copy is
+    returned in the result. ``num_images``/``iterations``/``seed`` override the config fields of the same role.
+    """
+    family = synthesis_family(teacher, family)
+    input_size = tuple(int(v) for v in data_config["input_size"])
+    overrides = {k: v for k, v in (("num_images", num_images), ("synthesis_iterations", iterations),
+                                   ("seed", seed)) if v is not None}
+    cfg = config.replace(**overrides).resolve(family=family, input_size=input_size[-1])
+    n, batch, iters = cfg.num_images, cfg.synthesis_batch_size, cfg.synthesis_iterations
+    _check_counts(n, batch, iters)
+    device = torch.device(device) if device is not None else next(teacher.parameters()).device
+    if num_classes is None:
+        num_classes = _num_classes(teacher)
+
+    was_training = teacher.training
+    grad_flags = [p.requires_grad for p in teacher.parameters()]
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    try:
+        labels_plan = [None] * (n // batch)
+        centres = 0
+        if cfg.synthesis_calibration_centres:
+            # TexQ-style calibration centres: extra groups covering every class once, in class order.
+            centre_labels = torch.arange(num_classes)
+            centre_batch = min(batch, num_classes)
+            if num_classes % centre_batch:
+                centre_batch = num_classes
+            labels_plan += list(centre_labels.split(centre_batch))
+            centres = num_classes
+        return _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch, num_classes, device,
+                         progress, centres)
+    finally:
+        for p, flag in zip(teacher.parameters(), grad_flags):
+            p.requires_grad_(flag)
+        teacher.train(was_training)
+
+
+def synthesize(
+    teacher: nn.Module, config: SynQConfig | None = None, *, data_config: dict[str, Any], family: str | None = None,
+    class_names: list[str] | None = None, teacher_id: str = "", num_images: int | None = None,
+    iterations: int | None = None, seed: int | None = None, device: str | torch.device | None = None,
+    progress: bool = True,
+) -> datasets.Dataset:
+    """Synthesize a labelled image dataset from ``teacher`` alone (SynQ step 1), as a ``datasets.Dataset``.
+
+    CNNs with BatchNorm use BN-statistics synthesis, ViT/DeiT/Swin models PSAQ-ViT patch similarity. The
+    dataset's ``info.description`` holds the teacher id, the resolved config and the seed (see
+    ``synthesis_metadata``); the same seed gives the same pixels.
+    """
+    from .dataset import to_dataset
+
+    num_classes = len(class_names) if class_names else None
+    images = generate_synthetic(teacher, config or SynQConfig(), data_config=data_config, family=family,
+                                num_classes=num_classes, num_images=num_images, iterations=iterations, seed=seed,
+                                device=device, progress=progress)
+    return to_dataset(images, teacher_id=teacher_id, data_config=data_config, class_names=class_names,
+                      num_classes=num_classes or _num_classes(teacher))
+
+
+def _num_classes(teacher: nn.Module) -> int:
+    n = getattr(teacher, "num_classes", None) or getattr(getattr(teacher, "config", None), "num_labels", None)
+    if not isinstance(n, int) or n < 1:
+        raise UnsupportedModelError(f"cannot tell how many classes {type(teacher).__name__} has; pass num_classes")
+    return n
+
+
+def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch, num_classes, device, progress,
+              centres) -> SyntheticImages:
+    """Optimize every planned group, ``synthesis_groups_per_forward`` at a time, restarting diverged groups."""
+    iters, per_forward = cfg.synthesis_iterations, cfg.synthesis_groups_per_forward
+    host_rng = random.Random(cfg.seed)
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    if family == "cnn":
+        objective = BNStatsObjective(teacher, beta=cfg.synthesis_ce_beta, gamma=cfg.synthesis_ce_gamma,
+                                     augment=cfg.synthesis_augment, generator=aug_gen, host_rng=host_rng)
+        clamp = None
+    else:
+        objective = PatchSimilarityObjective(teacher, family=family, tv_weight=cfg.synthesis_tv_weight,
+                                             bandwidth=cfg.synthesis_kde_bandwidth,
+                                             num_points=cfg.synthesis_kde_points, generator=aug_gen,
+                                             host_rng=host_rng)
+        lo, hi = _valid_range(data_config, device)
+        clamp = (lo, hi)
+
+    total_images = sum(batch if lab is None else len(lab) for lab in labels_plan)
+    results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    history: list[dict[str, float]] = []
+    restarts = 0
+    pending = list(range(len(labels_plan)))
+    bar = tqdm(total=len(pending) * iters, disable=not progress, desc="synthesizing", unit="it")
+    done_images = 0
+    attempt = 0
+    shown: dict[str, Any] = {}
+    with objective:
+        while pending:
+            if attempt > MAX_RESTARTS:
+                raise SynthesisDivergedError(
+                    f"{len(pending)} group(s) of synthetic images still produced NaN/Inf after {MAX_RESTARTS} "
+                    f"restarts; lower synthesis_lr (now {cfg.synthesis_lr}) or check the teacher"
+                )
+            failed = []
+            for chunk in _chunks(pending, labels_plan, per_forward):
+                pixels, labels = _init_chunk(chunk, labels_plan, batch, input_size, num_classes, cfg.seed,
+                                             attempt, device)
+                last = [0]
+
+                def on_log(it: int, entry: dict[str, float], last: list[int] = last, done: int = done_images) -> None:
+                    shown.clear()
+                    shown.update(it=it, **{k: f"{v:.3g}" for k, v in entry.items() if k not in ("iteration", "lr")})
+                    bar.set_postfix(**shown, images=f"{done}/{total_images}", refresh=False)
+                    bar.update(it - last[0])
+                    last[0] = it
+
+                run = run_groups(objective, pixels, labels, iterations=iters, lr=cfg.synthesis_lr,
+                                 patience=cfg.synthesis_lr_patience, factor=cfg.synthesis_lr_factor,
+                                 min_lr=cfg.synthesis_min_lr, log_every=cfg.synthesis_log_every, clamp=clamp,
+                                 on_log=on_log)
+                bad = run.nonfinite | ~torch.isfinite(run.pixels.flatten(1)).all(1)
+                bad_list = bad.tolist()
+                for gi, g in enumerate(chunk):
+                    if bad_list[gi]:
+                        failed.append(g)
+                    else:
+                        results[g] = (run.pixels[gi].cpu(), labels[gi].cpu())
+                        done_images += labels[gi].numel()
+                history.extend({"chunk": chunk[0], "attempt": attempt, **e} for e in run.history)
+                bar.set_postfix(**shown, images=f"{done_images}/{total_images}", refresh=True)
+            if failed:
+                restarts += len(failed)
+                logger.warning("synthesis: %d group(s) diverged (NaN/Inf); restarting them from new noise",
+                               len(failed))
+                bar.total += len(failed) * iters
+            pending, attempt = failed, attempt + 1
+    bar.close()
+    order = range(len(labels_plan))
+    pixels = torch.cat([results[g][0] for g in order])
+    labels = torch.cat([results[g][1] for g in order])
+    return SyntheticImages(pixels=pixels, labels=labels, family=family, config=cfg, seed=cfg.seed,
+                           restarts=restarts, calibration_centres=centres, history=history)
+
+
+def _chunks(groups: list[int], plan: list, per_forward: int) -> list[list[int]]:
+    """Consecutive groups of equal size, at most ``per_forward`` per forward."""
+    out: list[list[int]] = []
+    for g in groups:
+        size = None if plan[g] is None else len(plan[g])
+        if out and len(out[-1]) < per_forward and (None if plan[out[-1][0]] is None else len(plan[out[-1][0]])) == size:
+            out[-1].append(g)
+        else:
+            out.append([g])
+    return out
+
+
+def _init_chunk(chunk, plan, batch, input_size, num_classes, seed, attempt, device):
+    """Gaussian noise and random labels for each group, seeded by (seed, group, attempt)."""
+    pixels, labels = [], []
+    for g in chunk:
+        gen = torch.Generator().manual_seed(_group_seed(seed, g, attempt))
+        size = batch if plan[g] is None else len(plan[g])
+        pixels.append(torch.randn(size, *input_size, generator=gen))
+        labels.append(torch.randint(num_classes, (size,), generator=gen) if plan[g] is None else plan[g].clone())
+    return torch.stack(pixels).to(device), torch.stack(labels).to(device)

@@ -1,0 +1,135 @@
+"""Turn synthetic tensors into a ``datasets.Dataset`` that records how it was made, and its dataset card."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import datasets
+import numpy as np
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from ..version import __version__
+from .api import SyntheticImages
+
+INFO_KEY = "synq_hf"
+
+
+def synthetic_features(shape: tuple[int, int, int], class_names: list[str] | None, num_classes: int) -> datasets.Features:
+    """``pixel_values`` (float32 ``Array3D``, normalized space) and ``label`` (``ClassLabel``)."""
+    label = datasets.ClassLabel(names=list(class_names)) if class_names else datasets.ClassLabel(num_classes=num_classes)
+    return datasets.Features({"pixel_values": datasets.Array3D(shape=tuple(shape), dtype="float32"), "label": label})
+
+
+def provenance(images: SyntheticImages, teacher_id: str, data_config: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to reproduce the images: teacher, resolved config, seed, version, restarts."""
+    return {
+        "generator": "synq_hf.synthesize",
+        "synq_hf_version": __version__,
+        "teacher": teacher_id,
+        "family": images.family,
+        "seed": images.seed,
+        "num_images": int(images.labels.numel()),
+        "calibration_centres": images.calibration_centres,
+        "restarts": images.restarts,
+        "normalization": {"mean": list(data_config["mean"]), "std": list(data_config["std"])},
+        "config": images.config.to_dict(),
+        "final_losses": images.history[-1] if images.history else {},
+    }
+
+
+def to_dataset(images: SyntheticImages, *, teacher_id: str, data_config: dict[str, Any],
+               class_names: list[str] | None = None, num_classes: int | None = None) -> datasets.Dataset:
+    """A ``datasets.Dataset`` of the images; ``info.description`` is the JSON provenance (teacher, config, seed)."""
+    num_classes = num_classes or (len(class_names) if class_names else int(images.labels.max()) + 1)
+    features = synthetic_features(tuple(images.pixels.shape[1:]), class_names, num_classes)
+    meta = provenance(images, teacher_id, data_config)
+    info = datasets.DatasetInfo(description=json.dumps(meta, sort_keys=True), features=features)
+    data = {"pixel_values": images.pixels.float().numpy(), "label": images.labels.numpy().astype(np.int64)}
+    return datasets.Dataset.from_dict(data, features=features, info=info)
+
+
+def synthesis_metadata(dataset: datasets.Dataset) -> dict[str, Any]:
+    """The provenance dict stored by :func:`to_dataset` (empty if the dataset was not made by synq_hf)."""
+    try:
+        meta = json.loads(dataset.info.description or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return meta if meta.get("generator") == "synq_hf.synthesize" else {}
+
+
+_CARD = """---
+{card_data}
+---
+
+# Synthetic images from `{teacher}`
+
+Zero-shot quantization data made by synq_hf (SynQ, ICLR 2025) **without any real image**:
+{n} images were optimized from Gaussian noise so that the teacher `{teacher}` recognizes them as their randomly
+assigned labels ({method}).
+
+- `pixel_values`: float32 `(C, H, W)` in the teacher's *normalized* input space (mean {mean}, std {std}); they
+  are not viewable photos and must not be normalized again.
+- `label`: the class each image was optimized towards.
+
+## How it was made
+
+| | |
+|---|---|
+| teacher | `{teacher}` ({family}) |
+| seed | {seed} |
+| iterations | {iterations} |
+| batch size | {batch} |
+| learning rate | {lr} (Adam, ReduceLROnPlateau x{factor}, patience {patience}) |
+| restarted groups (NaN/Inf) | {restarts} |
+| synq_hf | {version} |
+
+Reproduce with:
+
+```bash
+synq-hf synthesize {teacher} --out synthetic --num-images {n} --batch-size {batch} --iterations {iterations} --seed {seed}
+```
+
+The full resolved `SynQConfig`:
+
+```json
+{config}
+```
+"""
+
+
+def synthetic_dataset_card(dataset: datasets.Dataset, *, license: str | None = None,
+                           base_data: DatasetCardData | None = None) -> DatasetCard:
+    """A dataset card saying how the synthetic images were made (teacher, method, config, seed).
+
+    ``base_data`` (e.g. the YAML ``push_to_hub`` wrote, with ``dataset_info``/``configs``) is kept and extended.
+    """
+    meta = synthesis_metadata(dataset)
+    if not meta:
+        raise ValueError("this dataset carries no synq_hf synthesis metadata (was it made by synq_hf.synthesize?)")
+    cfg = meta["config"]
+    method = ("BatchNorm-statistics matching + hard-sample cross-entropy" if meta["family"] == "cnn"
+              else "PSAQ-ViT patch-similarity entropy + cross-entropy + total variation")
+    fields = base_data.to_dict() if base_data is not None else {}
+    fields["tags"] = sorted(set(fields.get("tags") or []) | {"synthetic", "zero-shot-quantization", "synq"})
+    fields["task_categories"] = ["image-classification"]
+    fields["pretty_name"] = f"SynQ synthetic data ({meta['teacher']})"
+    if license is not None:
+        fields["license"] = license
+    data = DatasetCardData(**fields)
+    text = _CARD.format(
+        card_data=data.to_yaml(), teacher=meta["teacher"], n=meta["num_images"], method=method,
+        mean=meta["normalization"]["mean"], std=meta["normalization"]["std"], family=meta["family"],
+        seed=meta["seed"], iterations=cfg["synthesis_iterations"], batch=cfg["synthesis_batch_size"],
+        lr=cfg["synthesis_lr"], factor=cfg["synthesis_lr_factor"], patience=cfg["synthesis_lr_patience"],
+        restarts=meta["restarts"], version=meta["synq_hf_version"], config=json.dumps(cfg, indent=2, sort_keys=True),
+    )
+    return DatasetCard(text)
+
+
+def push_synthetic_dataset(dataset: datasets.Dataset, repo_id: str, *, private: bool | None = None,
+                           token: str | None = None) -> None:
+    """``dataset.push_to_hub``, then rewrite its README as :func:`synthetic_dataset_card` (keeping its YAML)."""
+    dataset.push_to_hub(repo_id, private=private, token=token)
+    pushed = DatasetCard.load(repo_id, repo_type="dataset", token=token)
+    synthetic_dataset_card(dataset, base_data=pushed.data).push_to_hub(repo_id, repo_type="dataset", token=token)

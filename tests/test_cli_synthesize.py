@@ -1,0 +1,74 @@
+"""``synq-hf synthesize``: end to end on a tiny local timm model, and its refusals."""
+
+import datasets
+import pytest
+import timm
+import torch
+from timm.models._hub import save_for_hf
+
+from synq_hf.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster, and steadier on a shared machine, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-resnet")
+    model = timm.create_model("test_resnet", num_classes=4)
+    save_for_hf(model, str(folder), model_config={"num_classes": 4}, safe_serialization=True,
+                data_config={"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)})
+    return folder
+
+
+def _run(model_dir, out, *extra):
+    return main(["synthesize", f"local-dir:{model_dir}", "--out", str(out), "--num-images", "4",
+                 "--batch-size", "2", "--iterations", "2", "--device", "cpu", "--no-progress", *extra])
+
+
+def test_writes_a_dataset_folder(model_dir, tmp_path, capsys):
+    out = tmp_path / "synthetic"
+    assert _run(model_dir, out, "--seed", "7") == 0
+    ds = datasets.load_from_disk(str(out))
+    assert len(ds) == 4 and ds.features["pixel_values"].shape == (3, 32, 32)
+    assert "wrote 4 synthetic images" in capsys.readouterr().out
+    assert _run(model_dir, out, "--seed", "8") == 1  # exists and is not empty
+    assert "--overwrite" in capsys.readouterr().err
+    assert _run(model_dir, out, "--seed", "8", "--overwrite") == 0
+    assert not torch.equal(datasets.load_from_disk(str(out)).with_format("torch")[:]["pixel_values"],
+                           ds.with_format("torch")[:]["pixel_values"])
+
+
+def test_progress_bar_shows_losses_and_images(model_dir, tmp_path, capsys):
+    out = tmp_path / "with-bar"
+    assert main(["synthesize", f"local-dir:{model_dir}", "--out", str(out), "--num-images", "2",
+                 "--batch-size", "2", "--iterations", "2", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "synthesizing" in err and "bn=" in err and "images=" in err and "it=" in err
+
+
+def test_refuses_to_delete_a_folder_that_is_not_a_dataset(model_dir, tmp_path, capsys):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert _run(model_dir, out, "--overwrite") == 1
+    assert "refusing to delete" in capsys.readouterr().err and (out / "notes.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--num-images", "3"], "not a multiple of the synthesis batch size 2"),
+        (["--num-images", "0"], "--num-images must be an integer >= 1"),
+        (["--iterations", "-1"], "--iterations must be an integer >= 0"),
+    ],
+)
+def test_bad_options(model_dir, tmp_path, capsys, args, match):
+    assert _run(model_dir, tmp_path / "x", *args) == 1
+    assert match in capsys.readouterr().err

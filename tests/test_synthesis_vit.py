@@ -1,0 +1,125 @@
+"""PSAQ-ViT synthesis: KDE entropy, similarities without B x P x P x d, hooks on timm/transformers attention."""
+
+import math
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from synq_hf import SynQConfig
+from synq_hf.synthesis import generate_synthetic, synthesis_family
+from synq_hf.synthesis.vit import (
+    PatchSimilarityObjective,
+    _GaussianKDE,
+    attention_modules,
+    kde_entropy,
+    patch_similarity,
+    prefix_tokens,
+)
+
+DC = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster, and steadier on a shared machine, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny_timm_vit():
+    torch.manual_seed(0)
+    return timm.create_model("test_vit", num_classes=5, img_size=32, patch_size=8).eval()
+
+
+def test_kde_matches_naive_density_and_gradcheck():
+    s = torch.rand(2, 3, 7, dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 1, 4, dtype=torch.float64).expand(2, 3, 4).contiguous()
+    h = 0.2
+    naive = torch.exp(-(t[..., None, :] - s[..., :, None]).square() / (2 * h * h)).mean(-2) / (h * math.sqrt(2 * math.pi))
+    torch.testing.assert_close(_GaussianKDE.apply(s, t, h), naive)
+    assert torch.autograd.gradcheck(lambda x: _GaussianKDE.apply(x, t, h), (s,))
+
+
+def test_entropy_orders_spread_above_concentrated():
+    spread = torch.linspace(-1, 1, 400).expand(1, 1, -1)
+    peaked = (torch.randn(1, 1, 400) * 0.01).clamp(-1, 1)
+    both = torch.cat([spread, peaked], 1)  # one group, two images; grid from the group's min/max
+    ent = kde_entropy(both, bandwidth=0.01, num_points=50)
+    assert ent.shape == (1, 2) and ent[0, 0] > ent[0, 1]
+
+
+def test_patch_similarity_matches_pairwise_cosine():
+    feats = torch.randn(3, 5, 8)  # 1 prefix token + 4 patches, 2 heads of 4 channels
+    sims = patch_similarity(feats, heads=2, prefix=1)
+    tokens = feats.unflatten(-1, (2, 4)).mean(-2)[:, 1:]
+    naive = F.cosine_similarity(tokens.unsqueeze(1), tokens.unsqueeze(2), dim=-1)
+    torch.testing.assert_close(sims, naive, atol=1e-5, rtol=0)
+
+
+def test_timm_vit_hooks_keep_fused_attention():
+    model = _tiny_timm_vit()
+    blocks = attention_modules(model)
+    assert len(blocks) == len(model.blocks) and prefix_tokens(model, "vit") == 1
+    assert all(getattr(m, "fused_attn", True) for m, _, _ in blocks)
+    with PatchSimilarityObjective(model, family="vit", tv_weight=1e-4, bandwidth=0.01, num_points=10) as obj:
+        loss, parts = obj(torch.randn(2, 3, 3, 32, 32), torch.randint(5, (2, 3)))
+        assert all(len(p._forward_pre_hooks) == 1 for _, p, _ in blocks)
+    assert all(len(p._forward_pre_hooks) == 0 for _, p, _ in blocks)
+    assert loss.shape == (2,) and set(parts) == {"entropy", "ce", "tv", "acc"}
+
+
+def test_entropy_rises_and_ce_falls_over_the_run():
+    model = _tiny_timm_vit()
+    cfg = SynQConfig(synthesis_batch_size=4, synthesis_log_every=40)
+    out = generate_synthetic(model, cfg, data_config=DC, num_images=4, iterations=80, seed=0, progress=False)
+    first, last = out.history[0], out.history[-1]
+    assert out.family == "vit" and out.config.synthesis_lr == 0.2
+    assert last["entropy"] > first["entropy"]
+    assert last["ce"] < first["ce"]
+    lo, hi = (0 - 0.5) / 0.5, (1 - 0.5) / 0.5  # pixels stay in the valid normalized range
+    assert out.pixels.min() >= lo - 1e-6 and out.pixels.max() <= hi + 1e-6
+
+
+def _transformers_models():
+    from transformers import (
+        DeiTConfig,
+        DeiTForImageClassification,
+        SwinConfig,
+        SwinForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+    )
+
+    common = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "intermediate_size": 64, "num_labels": 5}
+    return {
+        "vit": (ViTForImageClassification(ViTConfig(**common)), "vit", 1),
+        "deit": (DeiTForImageClassification(DeiTConfig(**common)), "vit", 2),
+        "swin": (SwinForImageClassification(SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                                                       num_heads=[1, 2], window_size=4, num_labels=5)), "swin", 0),
+    }
+
+
+@pytest.mark.parametrize("name", ["vit", "deit", "swin"])
+def test_transformers_models(name):
+    torch.manual_seed(0)
+    model, family, prefix = _transformers_models()[name]
+    assert synthesis_family(model.eval()) == family and prefix_tokens(model, family) == prefix
+    assert len(attention_modules(model)) == 2
+    out = generate_synthetic(model, SynQConfig(synthesis_batch_size=2, synthesis_log_every=3), data_config=DC,
+                             num_images=2, iterations=3, progress=False)
+    assert out.pixels.shape == (2, 3, 32, 32) and torch.isfinite(out.pixels).all()
+    assert out.config.synthesis_lr == (0.25 if family == "swin" else 0.2)
+
+
+def test_timm_swin_uses_window_similarities():
+    model = timm.create_model("swin_tiny_patch4_window7_224", embed_dim=16, depths=(1, 1), num_heads=(1, 2),
+                              window_size=4, img_size=32, num_classes=5).eval()
+    assert synthesis_family(model) == "swin" and prefix_tokens(model, "swin") == 0
+    out = generate_synthetic(model, SynQConfig(synthesis_batch_size=2, synthesis_log_every=2), data_config=DC,
+                             num_images=2, iterations=2, progress=False)
+    assert torch.isfinite(out.pixels).all()
