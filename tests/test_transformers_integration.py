@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from _synq_tiny import synthetic_dataset
 from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
 
 import synq_hf  # noqa: F401  (registers quant_method="synq")
 from synq_hf import SynQConfig
 from synq_hf.integrations.transformers import SynQHfQuantizer, register
 from synq_hf.quant import QuantLinear, act_quantizers, calibrate, is_quantized
-
-from _synq_tiny import synthetic_dataset
 
 
 @pytest.fixture(scope="module")
