@@ -1,11 +1,11 @@
 """CIFAR-10 ResNet-20 W4A4 on the shared teacher (paper: drop of 1.13 points from float).
 
 Run: `python recipes/cifar10_resnet20_w4a4.py [--eval-data DATA] [--out DIR]`, multi-GPU: `accelerate launch recipes/cifar10_resnet20_w4a4.py`,
-code-path check in seconds: `python recipes/cifar10_resnet20_w4a4.py --smoke`. Every hyperparameter is below and in the card.
+code-path check in seconds: `python recipes/cifar10_resnet20_w4a4.py --smoke`. Hyperparameters: ``PAPER_SETTINGS`` in synq_hf/recipe.py; all are recorded in the card.
 """
 
 from synq_hf import SynQConfig
-from synq_hf.recipe import Recipe, run_recipe
+from synq_hf.recipe import PAPER_SETTINGS, Recipe, run_recipe
 
 RECIPE = Recipe(
     name="cifar10_resnet20_w4a4",
@@ -13,22 +13,7 @@ RECIPE = Recipe(
     description="CIFAR-10 ResNet-20 W4A4 on the shared teacher (paper: drop of 1.13 points from float).",
     smoke_family="cnn",
     eval_data="../shared/data/cifar10/test-lossless-first1017.parquet",
-    config=SynQConfig(
-        w_bits=4,
-        a_bits=4,
-        num_images=5120,
-        synthesis_iterations=1000,
-        synthesis_batch_size=256,
-        lpf_d0=8.0,  # D0 >= 40 is almost an identity on 32x32 inputs; the paper figures use 8
-        tau=0.7,  # ResNet-20 CIFAR-10 setting
-        lambda_ce=0.5,
-        lambda_cam=50.0,
-        kd_temperature=1.0,  # the paper's plain KL
-        learning_rate=1e-3,  # METHOD.md trial: SGD 1e-3 beat 1e-2 (diverged) and Adam 1e-5
-        train_batch_size=256,
-        num_epochs=100,
-        seed=0,
-    ),
+    config=SynQConfig(w_bits=4, a_bits=4, **PAPER_SETTINGS["cifar"]),
 )
 
 if __name__ == "__main__":

@@ -1,33 +1,18 @@
 """MobileNetV2 W4A4 (paper: FP 73.03, SynQ 67.27 top-1 on ImageNet).
 
 Run: `python recipes/mobilenetv2_w4a4.py [--eval-data DATA] [--out DIR]`, multi-GPU: `accelerate launch recipes/mobilenetv2_w4a4.py`,
-code-path check in seconds: `python recipes/mobilenetv2_w4a4.py --smoke`. Every hyperparameter is below and in the card.
+code-path check in seconds: `python recipes/mobilenetv2_w4a4.py --smoke`. Hyperparameters: ``PAPER_SETTINGS`` in synq_hf/recipe.py; all are recorded in the card.
 """
 
 from synq_hf import SynQConfig
-from synq_hf.recipe import Recipe, run_recipe
+from synq_hf.recipe import PAPER_SETTINGS, Recipe, run_recipe
 
 RECIPE = Recipe(
     name="mobilenetv2_w4a4",
     model="timm/mobilenetv2_100",
     description="MobileNetV2 W4A4 (paper: FP 73.03, SynQ 67.27 top-1 on ImageNet).",
     smoke_family="cnn",
-    config=SynQConfig(
-        w_bits=4,
-        a_bits=4,
-        num_images=5120,
-        synthesis_iterations=1000,
-        synthesis_batch_size=256,
-        lpf_d0=80.0,  # authors default
-        tau=0.5,  # ImageNet setting
-        lambda_ce=0.5,  # authors ResNet-18 W3A3 run
-        lambda_cam=50.0,
-        kd_temperature=1.0,  # the paper's plain KL
-        learning_rate=1e-4,
-        train_batch_size=16,
-        num_epochs=100,
-        seed=0,
-    ),
+    config=SynQConfig(w_bits=4, a_bits=4, **PAPER_SETTINGS["imagenet_cnn"]),
 )
 
 if __name__ == "__main__":

@@ -1,33 +1,18 @@
 """ResNet-18 W3A3 (paper: FP 71.47, SynQ 52.02 top-1 on ImageNet; ablation baseline 43.63).
 
 Run: `python recipes/resnet18_w3a3.py [--eval-data DATA] [--out DIR]`, multi-GPU: `accelerate launch recipes/resnet18_w3a3.py`,
-code-path check in seconds: `python recipes/resnet18_w3a3.py --smoke`. Every hyperparameter is below and in the card.
+code-path check in seconds: `python recipes/resnet18_w3a3.py --smoke`. Hyperparameters: ``PAPER_SETTINGS`` in synq_hf/recipe.py; all are recorded in the card.
 """
 
 from synq_hf import SynQConfig
-from synq_hf.recipe import Recipe, run_recipe
+from synq_hf.recipe import PAPER_SETTINGS, Recipe, run_recipe
 
 RECIPE = Recipe(
     name="resnet18_w3a3",
     model="timm/resnet18",
     description="ResNet-18 W3A3 (paper: FP 71.47, SynQ 52.02 top-1 on ImageNet; ablation baseline 43.63).",
     smoke_family="cnn",
-    config=SynQConfig(
-        w_bits=3,
-        a_bits=3,
-        num_images=5120,
-        synthesis_iterations=1000,
-        synthesis_batch_size=256,
-        lpf_d0=80.0,  # authors default
-        tau=0.5,  # ImageNet setting
-        lambda_ce=0.5,  # authors ResNet-18 W3A3 run
-        lambda_cam=50.0,
-        kd_temperature=1.0,  # the paper's plain KL
-        learning_rate=1e-4,
-        train_batch_size=16,
-        num_epochs=100,
-        seed=0,
-    ),
+    config=SynQConfig(w_bits=3, a_bits=3, **PAPER_SETTINGS["imagenet_cnn"]),
 )
 
 if __name__ == "__main__":
