@@ -43,7 +43,7 @@ def _models(name: str) -> tuple[torch.nn.Module, SynQConfig, int, int]:
     if name == "resnet20":
         if not RESNET20.exists():
             raise SystemExit(f"the shared ResNet-20 teacher is missing: {RESNET20}")
-        return timm.create_model(f"local-dir:{RESNET20}"), SynQConfig(w_bits=4, a_bits=4), 256, 32
+        return timm.create_model(f"local-dir:{RESNET20}", pretrained=True), SynQConfig(w_bits=4, a_bits=4), 256, 32
     if name == "deit_tiny":
         teacher = timm.create_model("deit_tiny_patch16_224", pretrained=False)
         return teacher, SynQConfig(w_bits=4, a_bits=8), 32, 224

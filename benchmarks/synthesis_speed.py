@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     models = set(args.models.split(","))
     if "resnet20" in models:
-        resnet20 = timm.create_model(f"local-dir:{RESNET20}")
+        resnet20 = timm.create_model(f"local-dir:{RESNET20}", pretrained=True)
         results.append(measure("cifar10-resnet20", resnet20, 256, 32, device, args.repeats))
     if "deit" in models:
         deit = timm.create_model("deit_tiny_patch16_224", pretrained=False)

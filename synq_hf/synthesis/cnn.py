@@ -35,6 +35,9 @@ def hard_sample_ce(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> 
 class _GroupBNStatsLoss(torch.autograd.Function):
     """``||mu_g - running_mean||^2 + ||var_g - running_var||^2`` per group ``g`` of a BN input ``(G*B, C, ...)``.
 
+    Squared L2 norms summed over channels (METHOD.md's formula). A channel *mean* (``nn.MSELoss``) was tried: on
+    the CIFAR ResNet-20 the teacher then agreed with only ~11% of the labels after 500 iterations (vs ~68%).
+
     Same value and gradient as ``torch.var_mean`` + squares, but cheaper on CPU: statistics come from per-(image,
     channel) sums over contiguous pixels (two fast reductions instead of a strided one), and the backward is the
     closed form ``dL/dx = A[g, c] * x + B[g, c]``, a single fused pass.
