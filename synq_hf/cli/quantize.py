@@ -30,13 +30,19 @@ logger = logging.getLogger(__name__)
 
 _EPILOG = """\
 examples:
+  synq-hf quantize local-dir:teachers/cifar10-resnet20 --w-bits 4 --a-bits 4 --out resnet20-synq-w4a4 \\
+      --eval-data cifar10/test-lossless-first1017.parquet               # zero-shot SynQ (the default)
+  synq-hf quantize timm/resnet18 --w-bits 3 --a-bits 3 --synthetic synthetic-r18 --max-steps 2000 --out r18-w3a3
   synq-hf quantize local-dir:teachers/cifar10-resnet20 --method ptq --w-bits 8 --a-bits 8 \\
       --calibration-data cifar10/test-jpeg-q75.parquet --calibration-skip 1017 \\
       --calibration-num-images 256 --out resnet20-w8a8-ptq
   synq-hf quantize timm/resnet18.a1_in1k --method ptq --w-bits 4 --a-bits 4 --out resnet18-w4a4-ptq
   synq-hf quantize google/vit-base-patch16-224 --method ptq --config synq.json --out vit-w4a8-ptq
 
-Calibration images: the dataset (after --split, minus its first --calibration-skip rows) is shuffled
+SynQ synthesizes images from the model (or reuses --synthetic), calibrates activation ranges on them
+and fine-tunes against the float model; with --eval-data it also measures float and PTQ-on-synthetic
+top-1 and writes results.json next to the model.
+PTQ calibration images: the dataset (after --split, minus its first --calibration-skip rows) is shuffled
 with --seed and the first N images are taken, preprocessed with the model's eval transform. Without
 --calibration-data the N images are synthesized from the model (zero-shot; slow on CPU).
 The output folder loads with `synq-hf evaluate DIR` and synq_hf.load_model(DIR).
