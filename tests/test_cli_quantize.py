@@ -154,7 +154,7 @@ def test_too_few_images_and_bad_options(
     assert _quantize(cifar_model, out, "--calibration-data", str(tmp_path / "none.parquet")) == 1
     assert not out.exists() and _leftovers(tmp_path) == []
     with pytest.raises(SystemExit):
-        main(["quantize", str(cifar_model), "--method", "synq", "--out", str(out)])  # not available yet
+        main(["quantize", str(cifar_model), "--method", "gptq", "--out", str(out)])  # not a method
 
 
 def test_config_file_and_flags(cifar_model: Path, images: Path, tmp_path: Path) -> None:

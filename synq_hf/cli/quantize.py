@@ -225,8 +225,10 @@ def run_ptq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
                     quantizer.config.calibration_num_images)
         quantizer.synthesize(num_images=quantizer.config.calibration_num_images, progress=not args.no_progress)
         images = None
+        cfg = quantizer.config
         quantizer.record["calibration"] = {"source": "synthetic", "num_images": len(quantizer.synthetic),
-                                           "seed": quantizer.config.seed}
+                                           "seed": cfg.seed, "synthesis_iterations": cfg.synthesis_iterations,
+                                           "synthesis_batch_size": cfg.synthesis_batch_size}
     quantizer.ptq(images, progress=not args.no_progress)
     if args.eval_data:
         _evaluate(args, quantizer, ("float", "ptq"))
