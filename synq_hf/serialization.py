@@ -264,13 +264,9 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{str(folder)!r} is not a folder")
     if not path.is_file():
         raise CheckpointError(f"{str(folder)!r} has no {CONFIG_FILE}: not a saved synq_hf model")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} does not hold a JSON object")
-    return data
+    from .hub import _read_json
+
+    return _read_json(path)
 
 
 def is_synq_folder(folder: str | os.PathLike) -> bool:
