@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from ...errors import UnsupportedModelError
@@ -43,3 +45,35 @@ def require_quantized_linear(model: nn.Module) -> None:
         raise UnsupportedModelError(
             f"{type(model).__name__}: no Linear layer left to quantize (check include/exclude)"
         )
+
+
+def place_transformer_quantizers(
+    model: nn.Module,
+    policy: LayerPolicy,
+    *,
+    heads: tuple[str, ...],
+    attention_classes: dict[type, type],
+    is_block: Callable[[str, nn.Module], bool],
+) -> None:
+    """PSAQ-ViT placement shared by the timm and transformers ViTs: conv/Linear weights and inputs,
+    quantized attention (class swap + q/k/v/score quantizers), block outputs, then the heads' logits."""
+    from ._attention import add_attention_quantizers
+
+    for name, module in list(model.named_modules()):
+        if not name or not policy.enabled(name):
+            continue
+        kind = type(module)
+        if kind is nn.Conv2d:
+            quantize_conv(module, policy, name)
+        elif kind is nn.Linear:
+            quantize_linear(module, policy, name, policy_name(policy, name, heads))
+        elif kind in attention_classes:
+            module.__class__ = attention_classes[kind]
+            add_attention_quantizers(module, policy, name)
+        elif is_block(name, module):
+            quantize_output(module, policy, name, name)
+    modules = dict(model.named_modules())
+    for name in heads:
+        if policy.enabled(name):
+            quantize_output(modules[name], policy, name, policy_name(policy, name, heads))
+    require_quantized_linear(model)

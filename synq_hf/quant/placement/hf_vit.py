@@ -16,15 +16,7 @@ from torch import nn
 from ...errors import UnsupportedModelError
 from ..policy import LayerPolicy
 from . import Placement, register_placement
-from ._attention import add_attention_quantizers
-from ._common import (
-    classifier_names,
-    policy_name,
-    quantize_conv,
-    quantize_linear,
-    quantize_output,
-    require_quantized_linear,
-)
+from ._common import classifier_names, place_transformer_quantizers
 
 _VIT_CLASSES = (
     "ViTForImageClassification",
@@ -70,24 +62,8 @@ def _apply(model: nn.Module, policy: LayerPolicy) -> None:
             f"{type(model).__name__}: expected one patch-embedding conv, found {convs}"
         )
     heads = classifier_names(model, _HEADS)
-    for name, module in list(model.named_modules()):
-        if not name or not policy.enabled(name):
-            continue
-        kind = type(module)
-        if kind is nn.Conv2d:
-            quantize_conv(module, policy, name)
-        elif kind is nn.Linear:
-            quantize_linear(module, policy, name, policy_name(policy, name, heads))
-        elif kind in QUANT_ATTENTION:
-            module.__class__ = QUANT_ATTENTION[kind]
-            add_attention_quantizers(module, policy, name)
-        elif kind in BLOCK_TYPES:
-            quantize_output(module, policy, name, name)
-    modules = dict(model.named_modules())
-    for name in heads:
-        if policy.enabled(name):
-            quantize_output(modules[name], policy, name, policy_name(policy, name, heads))
-    require_quantized_linear(model)
+    place_transformer_quantizers(model, policy, heads=heads, attention_classes=QUANT_ATTENTION,
+                                 is_block=lambda name, module: type(module) in BLOCK_TYPES)
 
 
 register_placement(Placement("hf_vit", "vit", _is_vit, _first_last, _apply))

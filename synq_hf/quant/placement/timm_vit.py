@@ -23,15 +23,8 @@ from torch import nn
 from ...errors import UnsupportedModelError
 from ..policy import LayerPolicy
 from . import Placement, register_placement
-from ._attention import add_attention_quantizers, quantized_attention
-from ._common import (
-    classifier_names,
-    policy_name,
-    quantize_conv,
-    quantize_linear,
-    quantize_output,
-    require_quantized_linear,
-)
+from ._attention import quantized_attention
+from ._common import classifier_names, place_transformer_quantizers
 
 
 class QuantAttention(Attention):
@@ -143,24 +136,8 @@ def _apply(model: nn.Module, policy: LayerPolicy) -> None:
     _check_supported(model)
     heads = _heads(model)
     block_names = {name for name, _ in _blocks(model)}
-    for name, module in list(model.named_modules()):
-        if not name or not policy.enabled(name):
-            continue
-        kind = type(module)
-        if kind is nn.Conv2d:
-            quantize_conv(module, policy, name)
-        elif kind is nn.Linear:
-            quantize_linear(module, policy, name, policy_name(policy, name, heads))
-        elif kind in _QUANT_ATTENTION:
-            module.__class__ = _QUANT_ATTENTION[kind]
-            add_attention_quantizers(module, policy, name)
-        elif name in block_names:
-            quantize_output(module, policy, name, name)
-    modules = dict(model.named_modules())
-    for name in heads:
-        if policy.enabled(name):
-            quantize_output(modules[name], policy, name, policy_name(policy, name, heads))
-    require_quantized_linear(model)
+    place_transformer_quantizers(model, policy, heads=heads, attention_classes=_QUANT_ATTENTION,
+                                 is_block=lambda name, module: name in block_names)
 
 
 register_placement(Placement("timm_vit", "vit", _is_vit, _first_last, _apply))
