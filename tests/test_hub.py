@@ -322,3 +322,23 @@ def test_shared_teacher_metadata(shared_data: Path) -> None:
     lm = load_model(f"local-dir:{shared_data / 'teachers' / 'cifar10-resnet56'}")
     assert lm.family == "cnn" and lm.class_names == CIFAR_LABELS and lm.input_size == 32
     assert lm.data_config["crop_pct"] == 1.0 and lm.data_config["interpolation"] == "bilinear"
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [("GatedRepoError", "gated"), ("RepositoryNotFoundError", "does not exist or is private")],
+)
+def test_missing_or_gated_hub_repo_is_explained(error: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hub client is replaced at its boundary: its real error types must become one clear ModelLoadError."""
+    from huggingface_hub import errors as hf_errors
+
+    response = types.SimpleNamespace(headers={}, status_code=403 if error == "GatedRepoError" else 404,
+                                     url="https://huggingface.co/org/model", request=None, text="", content=b"")
+
+    def fake_download(*args: object, **kwargs: object) -> str:
+        raise getattr(hf_errors, error)("refused", response=response)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    with pytest.raises(ModelLoadError, match=message) as info:
+        load_model("org/model")
+    assert "local-dir:" in str(info.value)
