@@ -23,3 +23,12 @@ def shared_data() -> Path:
     if not SHARED.exists():
         pytest.skip("../shared/data is not present")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster, and steadier on a shared machine, on one thread (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
