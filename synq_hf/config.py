@@ -17,7 +17,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .errors import ConfigError
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 """Schema version written into every saved config; bump it (and extend ``_MIGRATIONS``) on breaking changes."""
 
 CONFIG_NAME = "synq_config.json"
@@ -71,6 +71,18 @@ class SynQConfig(QuantizationConfigMixin):
     learnable_act_scale: bool = _f(
         False, "Learn activation scale/zero-point (LSQ) during fine-tuning instead of freezing the calibrated range."
     )
+    learnable_weight_scale: bool = _f(
+        False, "Learn per-channel weight step sizes (LSQ) during fine-tuning, initialized from the weight range."
+    )
+    act_range_init: Literal["minmax", "mse"] = _f(
+        "mse", "Activation range: EMA min-max, or the clip with the lowest Lp error (histogram search).",
+        ("minmax", "mse"),
+    )
+    weight_range_init: Literal["minmax", "mse"] = _f(
+        "mse", "Weight range per output channel: min-max, or min-max shrunk by the ratio with the lowest Lp error.",
+        ("minmax", "mse"),
+    )
+    range_search_p: float = _f(2.0, "Exponent p of the Lp error minimized by the range searches (2: MSE).")
 
     # -- calibration -------------------------------------------------------------------------------
     calibration_num_images: int = _f(512, "Images used to calibrate activation ranges.")
@@ -113,11 +125,22 @@ class SynQConfig(QuantizationConfigMixin):
     lambda_ce: float = _f(0.5, "Weight of the selective cross-entropy term (>= 0).")
     lambda_cam: float = _f(50.0, "Weight of the Grad-CAM alignment term (>= 0).")
     kd_temperature: float = _f(1.0, "KD temperature; 1 is the paper's plain KL (the loss is scaled by T^2).")
+    kd_weight: float = _f(1.0, "Weight of the KD term (the authors' code: 20 at T=20, i.e. 8000 x KL).")
     cam_target: Literal["label", "argmax"] = _f(
         "label", "Grad-CAM target class: the synthetic label (paper) or the teacher's argmax (authors' code).",
         ("label", "argmax"),
     )
     learning_rate: float | None = _f(None, "SGD learning rate. None: 1e-3 (CIFAR), 1e-4 (ImageNet CNN), 1e-5 (ViT).")
+    quantizer_lr: float | None = _f(
+        None, "Learning rate of learnable quantizer step sizes (own parameter group). None: learning_rate."
+    )
+    max_grad_norm: float = _f(
+        5.0, "Clip the gradient norm of each fine-tuning step to this (0 disables; unclipped SGD can diverge)."
+    )
+    augment: Literal["none", "shift_flip", "crop_flip"] = _f(
+        "none", "Fine-tuning augmentation per batch: random shift + flip, or random-resized-crop (0.5-1) + flip.",
+        ("none", "shift_flip", "crop_flip"),
+    )
     momentum: float = _f(0.9, "SGD momentum.")
     weight_decay: float = _f(1e-4, "SGD weight decay.")
     train_batch_size: int | None = _f(None, "Fine-tuning batch size per device. None: 256 (32x32 inputs), 16 otherwise.")
@@ -171,19 +194,21 @@ class SynQConfig(QuantizationConfigMixin):
             _check_range("tau", self.tau, 0.0, 1.0)
         _check_range("synthesis_lr_factor", self.synthesis_lr_factor, 0.0, 1.0, open_low=True, open_high=True)
         _check_range("momentum", self.momentum, 0.0, 1.0, open_high=True)
-        for name in ("lambda_ce", "lambda_cam", "weight_decay", "synthesis_tv_weight", "hast_weight",
+        for name in ("kd_weight", "max_grad_norm", "lambda_ce", "lambda_cam", "weight_decay", "synthesis_tv_weight", "hast_weight",
                      "perturbed_eps", "perturbed_weight", "synthesis_min_lr"):
             _check_range(name, getattr(self, name), 0.0, None)
-        for name in ("synthesis_lr", "synthesis_ce_beta", "synthesis_ce_gamma", "lpf_d0", "learning_rate"):
+        _check_range("range_search_p", self.range_search_p, 0.0, None, open_low=True)
+        for name in ("synthesis_lr", "synthesis_ce_beta", "synthesis_ce_gamma", "lpf_d0", "learning_rate",
+                     "quantizer_lr"):
             if getattr(self, name) is not None:
-                _check_range(name, getattr(self, name), 0.0, None, open_low=name in ("synthesis_lr", "learning_rate"))
+                _check_range(name, getattr(self, name), 0.0, None, open_low=name in ("synthesis_lr", "learning_rate", "quantizer_lr"))
         _check_range("kd_temperature", self.kd_temperature, 0.0, None, open_low=True)
         _check_range("synthesis_kde_bandwidth", self.synthesis_kde_bandwidth, 0.0, None, open_low=True)
         _check_range("num_epochs", self.num_epochs, 0.0, None, open_low=True)
         for name in ("weight_symmetric", "synthesis_augment"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true, false or null, got {getattr(self, name)!r}")
-        for name in ("act_symmetric", "learnable_act_scale", "synthesis_calibration_centres",
+        for name in ("act_symmetric", "learnable_act_scale", "learnable_weight_scale", "synthesis_calibration_centres",
                      "hast_feature_alignment", "perturbed_loss"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -290,8 +315,15 @@ class SynQConfig(QuantizationConfigMixin):
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
 
-# Migrations from schema version N to N+1 (none yet: version 1 is the first).
-_MIGRATIONS: dict[int, Any] = {}
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had min-max ranges only; version 2 searches them by default (the quantizers must match)."""
+    out = {"act_range_init": "minmax", "weight_range_init": "minmax"}
+    out.update(data)
+    return out
+
+
+# Migrations from schema version N to N+1.
+_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2}
 
 
 def _pkg_version() -> str:

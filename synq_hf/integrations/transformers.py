@@ -17,7 +17,7 @@ from transformers.quantizers import HfQuantizer, register_quantization_config, r
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 
 from ..config import SynQConfig
-from ..quant import act_quantizers, quantize_model
+from ..quant import WeightQuantizer, act_quantizers, quantize_model
 
 QUANT_METHOD = "synq"
 
@@ -40,6 +40,9 @@ class SynQHfQuantizer(HfQuantizer):
     def _process_model_after_weight_loading(self, model: Any, **kwargs: Any) -> Any:
         # Quantizer buffers absent from a float checkpoint come back as uninitialized memory.
         if not self.pre_quantized:
+            for m in model.modules():
+                if isinstance(m, WeightQuantizer):
+                    m.reset_range()
             for q in act_quantizers(model):
                 q.reset()
                 if q.learnable:

@@ -27,6 +27,7 @@ class QuantConv2d(nn.Conv2d):
     ) -> QuantConv2d:
         """Turn ``conv`` into a ``QuantConv2d`` in place (shares its parameters and hooks)."""
         conv.__class__ = cls
+        weight_quantizer.bind(conv.weight)
         conv.weight_quantizer = weight_quantizer
         conv.input_quantizer = input_quantizer
         return conv  # type: ignore[return-value]
@@ -49,6 +50,7 @@ class QuantLinear(nn.Linear):
     ) -> QuantLinear:
         """Turn ``linear`` into a ``QuantLinear`` in place (shares its parameters and hooks)."""
         linear.__class__ = cls
+        weight_quantizer.bind(linear.weight)
         linear.weight_quantizer = weight_quantizer
         linear.input_quantizer = input_quantizer
         return linear  # type: ignore[return-value]

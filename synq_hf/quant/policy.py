@@ -40,11 +40,14 @@ class LayerPolicy:
 
     def weight_quantizer(self, name: str) -> WeightQuantizer:
         per_channel = self.config.weight_granularity == "per_channel"
-        return WeightQuantizer(self.w_bits(name), self.symmetric_weights, per_channel)
+        c = self.config
+        return WeightQuantizer(self.w_bits(name), self.symmetric_weights, per_channel, range_init=c.weight_range_init,
+                               learnable=c.learnable_weight_scale, search_p=c.range_search_p)
 
     def act_quantizer(self, name: str, bits: int | None = None) -> ActQuantizer:
         """An activation quantizer for the tensor called ``name`` (bits from the owning layer's policy)."""
         c = self.config
-        q = ActQuantizer(bits or self.a_bits(name), c.act_symmetric, c.ema_momentum, c.ste, c.learnable_act_scale)
+        q = ActQuantizer(bits or self.a_bits(name), c.act_symmetric, c.ema_momentum, c.ste, c.learnable_act_scale,
+                         range_init=c.act_range_init, search_p=c.range_search_p)
         q.name = name
         return q

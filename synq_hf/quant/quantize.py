@@ -90,10 +90,12 @@ def calibrate(
     progress: bool = True,
     total: int | None = None,
 ) -> nn.Module:
-    """Reset and observe activation ranges (EMA min-max) on ``batches``, then freeze them.
+    """Reset and observe activation ranges on ``batches``, then freeze them; initialize weight ranges.
 
-    ``batches`` yields normalized image tensors (N, C, H, W). Afterwards every quantizer is in
-    ``quantize`` mode; learnable quantizers are initialized from the observed range.
+    ``batches`` yields normalized image tensors (N, C, H, W). Pass 1 records EMA min-max ranges; quantizers
+    configured with ``range_init="mse"`` get a second pass that collects histograms and picks the clip with
+    the lowest Lp error. Weight quantizers search their per-channel clips here too. Afterwards every
+    quantizer is in ``quantize`` mode; learnable quantizers are initialized from the final range.
     """
     quantizers = act_quantizers(model)
     if not quantizers:
@@ -102,21 +104,31 @@ def calibrate(
     model.eval()
     for q in quantizers:
         q.reset()
-    seen = 0
-    with quant_mode(model, "calibrate"):
-        for x in tqdm(batches, desc="calibrate", unit="batch", total=total, disable=not progress):
-            if device is not None:
-                x = x.to(device)
-            model_logits(model, x)
-            seen += 1
-    if seen == 0:
-        raise SynQError("calibration got no batches")
-    missing = [q.name for q in quantizers if not q._is_calibrated]
-    if missing:
-        raise SynQError(f"{len(missing)} activation quantizer(s) saw no data during calibration: {missing[:5]}")
+    for layer in model.modules():
+        if isinstance(layer, (QuantConv2d, QuantLinear)):
+            layer.weight_quantizer.init_range(layer.weight)
+    search = any(q.range_init != "minmax" for q in quantizers)
+    if search:
+        batches = list(batches)  # two passes over the same images
+    passes = ["calibrate", "histogram"] if search else ["calibrate"]
+    for mode in passes:
+        seen = 0
+        with quant_mode(model, mode):  # type: ignore[arg-type]
+            desc = "calibrate" if mode == "calibrate" else "calibrate (range search)"
+            for x in tqdm(batches, desc=desc, unit="batch", total=total, disable=not progress):
+                if device is not None:
+                    x = x.to(device)
+                model_logits(model, x)
+                seen += 1
+        if seen == 0:
+            raise SynQError("calibration got no batches")
+        if mode == "calibrate":
+            missing = [q.name for q in quantizers if not q._is_calibrated]
+            if missing:
+                raise SynQError(f"{len(missing)} activation quantizer(s) saw no data during calibration: {missing[:5]}")
     for q in quantizers:
         q.mode = "quantize"
-        q.init_learnable()
+        q.finish_calibration()
     model.train(was_training)
     return model
 

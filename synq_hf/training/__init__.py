@@ -7,6 +7,7 @@ from .losses import cam_alignment_loss, kd_loss, selective_ce
 from .trainer import (
     STUDENT_WEIGHTS,
     SynQTrainer,
+    TrainingDiverged,
     TrainingInterrupted,
     last_checkpoint,
     load_student,
@@ -19,6 +20,7 @@ __all__ = [
     "CamTarget",
     "SynQTrainer",
     "SyntheticCollator",
+    "TrainingDiverged",
     "TrainingInterrupted",
     "build_training_args",
     "cam_alignment_loss",

@@ -141,11 +141,17 @@ class CamHook:
         return act
 
 
-def minmax_normalize(cam: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Per-sample min-max normalization of (B, P) maps to [0, 1] (an all-constant map becomes 0)."""
+def minmax_normalize(cam: torch.Tensor, eps: float = 1e-8, flat: float = 1e-2) -> torch.Tensor:
+    """Per-sample min-max normalization of (B, P) maps to [0, 1], safe on flat maps.
+
+    The divisor is at least ``flat`` × the map's peak magnitude (and ``eps``): a nearly constant map is
+    scaled into [0, ``(hi - lo) / (flat · |hi|)``] instead of having float noise blown up to [0, 1], and its
+    gradient stays bounded (it grows as 1 / (hi - lo) otherwise). An all-zero map stays 0.
+    """
     lo = cam.amin(dim=1, keepdim=True)
     hi = cam.amax(dim=1, keepdim=True)
-    return (cam - lo) / (hi - lo).clamp_min(eps)
+    floor = (flat * cam.detach().abs().amax(dim=1, keepdim=True)).clamp_min(eps)
+    return (cam - lo) / torch.maximum(hi - lo, floor)
 
 
 def grad_cam_map(act: torch.Tensor, grad: torch.Tensor, target: CamTarget) -> torch.Tensor:

@@ -125,23 +125,29 @@ def random_shift_flip(x: torch.Tensor, generator: torch.Generator, max_shift: fl
 class BatchTransform:
     """On-device augmentation (optional) then the per-batch low-pass filter (``lpf_mode='per_batch'``).
 
-    Augmentation: random shift + flip for inputs under 64 px, random-resized-crop (area 0.5-1) + flip
-    otherwise. Randomness comes from a generator seeded by ``(seed, step, rank)``: reproducible and
-    independent of the global RNG, so a resumed run draws exactly what an uninterrupted one would.
+    ``augment``: ``"shift_flip"`` (random translation up to 1/8 of the side + flip, the CIFAR recipe),
+    ``"crop_flip"`` (random-resized-crop, area 0.5-1, + flip: the authors' fine-tuning augmentation) or
+    ``"none"``; ``True`` picks shift + flip under 64 px and crop + flip otherwise. Randomness comes from a
+    generator seeded by ``(seed, step, rank)``: reproducible and independent of the global RNG, so a
+    resumed run draws exactly what an uninterrupted one would.
     """
 
-    def __init__(self, *, augment: bool = False, lpf_d0: float | None = None, seed: int = 0) -> None:
-        self.augment, self.lpf_d0, self.seed = augment, lpf_d0, seed
+    def __init__(self, *, augment: bool | str = False, lpf_d0: float | None = None, seed: int = 0) -> None:
+        if augment not in (True, False, "none", "shift_flip", "crop_flip"):
+            raise DataError(f"augment={augment!r} is not allowed; choose one of ['none', 'shift_flip', 'crop_flip']")
+        self.augment = None if augment in (False, "none") else augment
+        self.lpf_d0, self.seed = lpf_d0, seed
 
     @property
     def active(self) -> bool:
-        return self.augment or bool(self.lpf_d0 and self.lpf_d0 > 0)
+        return self.augment is not None or bool(self.lpf_d0 and self.lpf_d0 > 0)
 
     def __call__(self, x: torch.Tensor, *, step: int, rank: int = 0) -> torch.Tensor:
-        if self.augment:
+        if self.augment is not None:
             seed = int(np.random.SeedSequence([self.seed, step, rank]).generate_state(1, np.uint64)[0] >> 1)
             gen = torch.Generator(device=x.device).manual_seed(seed)
-            if x.shape[-1] < 64:
+            kind = self.augment if self.augment is not True else ("shift_flip" if x.shape[-1] < 64 else "crop_flip")
+            if kind == "shift_flip":
                 x = random_shift_flip(x, gen)
             else:
                 from ..synthesis.augment import random_resized_crop_flip

@@ -21,7 +21,7 @@ def build_training_args(
 ) -> TrainingArguments:
     """``TrainingArguments`` from a resolved ``SynQConfig`` (batch, epochs/steps, lr, weight decay, seed).
 
-    Choices: cosine learning-rate decay without warm-up; no gradient clipping (the authors clip nothing);
+    Choices: cosine learning-rate decay without warm-up; gradient-norm clipping at ``config.max_grad_norm``;
     ``remove_unused_columns=False`` (our collator names the columns); no reporting integrations; one
     checkpoint every 500 steps, the last two kept; DDP without unused-parameter search. ``overrides``
     replace any of these.
@@ -39,7 +39,7 @@ def build_training_args(
         weight_decay=config.weight_decay,
         lr_scheduler_type="cosine",
         warmup_steps=0,
-        max_grad_norm=0.0,
+        max_grad_norm=config.max_grad_norm,
         seed=config.seed,
         data_seed=config.seed,
         remove_unused_columns=False,
@@ -67,9 +67,10 @@ def finetune(
     max_steps: int | None = None,
     training_args: TrainingArguments | dict[str, Any] | None = None,
     resume_from_checkpoint: str | bool | None = None,
-    augment: bool = False,
+    augment: bool | str | None = None,
     progress: bool = True,
     save_final: bool = True,
+    callbacks: list[Any] | None = None,
 ) -> nn.Module:
     """Calibrate the student's activation ranges (if it has none yet) and fine-tune it with SynQ; return it.
 
@@ -77,9 +78,7 @@ def finetune(
     ``synthetic_dataset`` comes from ``synq_hf.synthesis.synthesize``. ``training_args`` is a ready
     ``TrainingArguments`` or a dict of overrides for :func:`build_training_args`. With ``save_final``
     the trained student's state dict goes to ``output_dir`` (``synq_student.safetensors``, main process
-    only). KD temperature: ``config.kd_temperature`` (default 1, the paper's plain KL). On the shared
-    CIFAR ResNet-20 (W4A4, 512 synthetic images, KD + selective CE, batch 128, 300 steps), SGD with
-    lr 1e-3 reached 89.0% against 84.3% for min-max PTQ (METHOD.md's trial).
+    only). ``augment`` overrides ``config.augment`` (``True``: shift + flip under 64 px, else crop + flip).
     """
     num_classes = image_shape = None
     if isinstance(teacher, LoadedModel):
@@ -93,7 +92,7 @@ def finetune(
         args = build_training_args(resolved, output_dir, max_steps=max_steps, progress=progress,
                                    **(training_args or {}))
     trainer = SynQTrainer(student, teacher, args, synthetic_dataset, config, augment=augment,
-                          image_shape=image_shape, num_classes=num_classes)
+                          image_shape=image_shape, num_classes=num_classes, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     if save_final:
         trainer.save_model(os.fspath(output_dir))

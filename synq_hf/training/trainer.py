@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -51,6 +52,14 @@ logger = logging.getLogger(__name__)
 STUDENT_WEIGHTS = "synq_student.safetensors"
 TRAINING_ARGS_NAME = "training_args.bin"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class TrainingDiverged(SynQError):
+    """Fine-tuning produced a non-finite or exploding loss; ``checkpoint`` is the last one saved before (or None)."""
+
+    def __init__(self, message: str, checkpoint: str | None) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 class TrainingInterrupted(SynQError):
@@ -179,7 +188,7 @@ class SynQTrainer(Trainer):
         train_dataset: Any,
         config: SynQConfig,
         *,
-        augment: bool = False,
+        augment: bool | str | None = None,
         image_shape: tuple[int, int, int] | None = None,
         num_classes: int | None = None,
         callbacks: list[TrainerCallback] | None = None,
@@ -202,7 +211,8 @@ class SynQTrainer(Trainer):
         if cfg.lpf_mode == "once":
             train_dataset = low_pass_dataset(train_dataset, cfg.lpf_d0)
         self.batch_transform = BatchTransform(
-            augment=augment, lpf_d0=cfg.lpf_d0 if cfg.lpf_mode == "per_batch" else None, seed=cfg.seed
+            augment=cfg.augment if augment is None else augment,
+            lpf_d0=cfg.lpf_d0 if cfg.lpf_mode == "per_batch" else None, seed=cfg.seed,
         )
         kwargs.setdefault("data_collator", SyntheticCollator())
         super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
@@ -213,6 +223,7 @@ class SynQTrainer(Trainer):
         self.cam_target = target
         self.hast_modules = feature_modules(teacher) if cfg.hast_feature_alignment else []
         self._channels_last = family == "swin" and type(teacher).__name__.startswith("SwinTransformer")
+        self._kd_start: float | None = None
         self._parts: dict[str, torch.Tensor] = {}
         self._parts_count = 0
         self._signal: int | None = None
@@ -250,17 +261,18 @@ class SynQTrainer(Trainer):
         return True
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        """SGD (momentum from the config); no weight decay on quantizer scales/zero points."""
+        """SGD (momentum from the config); quantizer step sizes in their own group (``quantizer_lr``, no decay)."""
         if self.optimizer is None:
             model = model if model is not None else self.model
-            decay, no_decay = [], []
+            decay, quant = [], []
             for name, p in model.named_parameters():
                 if p.requires_grad:
                     leaf = name.rsplit(".", 1)[-1]
-                    (no_decay if leaf in ("scale", "zero_point") else decay).append(p)
+                    (quant if leaf in ("scale", "zero_point") and "quantizer" in name else decay).append(p)
             groups = [{"params": decay, "weight_decay": self.args.weight_decay}]
-            if no_decay:
-                groups.append({"params": no_decay, "weight_decay": 0.0})
+            if quant:
+                lr = self.synq_config.quantizer_lr or self.args.learning_rate
+                groups.append({"params": quant, "weight_decay": 0.0, "lr": lr})
             self.optimizer = torch.optim.SGD(groups, lr=self.args.learning_rate, momentum=self.synq_config.momentum)
         return self.optimizer
 
@@ -301,7 +313,7 @@ class SynQTrainer(Trainer):
             s_act = s_hook.take() if s_hook is not None else None
         kd = kd_loss(s_logits, t_logits, cfg.kd_temperature)
         ce, easy = selective_ce(s_logits, t_logits, y, cfg.tau)
-        loss = kd + cfg.lambda_ce * ce
+        loss = cfg.kd_weight * kd + cfg.lambda_ce * ce
         parts = {"kd": kd, "ce": ce, "easy_fraction": easy.float().mean()}
         if hast:
             fa = feature_alignment_loss(s_feats.features, t_feats.features)
@@ -319,8 +331,35 @@ class SynQTrainer(Trainer):
             cam = cam_alignment_loss(student_cam(s_logits, s_act, cam_classes, target), t_cam)
             loss = loss + cfg.lambda_cam * cam
             parts["cam"] = cam
+        self._check_finite(loss, parts, num_classes=s_logits.shape[-1])
         self._record(parts)
         return (loss, {"logits": s_logits}) if return_outputs else loss
+
+    def _check_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], *, num_classes: int) -> None:
+        """Stop with ``TrainingDiverged`` on a non-finite loss or a KD term that exploded (one host sync a step).
+
+        Exploded: KD above ``max(4·ln K·T², 10 × the first step's KD)``, far worse than a uniform guess
+        (whose KD is at most ln K·T²) and than where fine-tuning started.
+        """
+        kd = parts["kd"].detach()
+        limit = 4.0 * math.log(max(num_classes, 2)) * self.synq_config.kd_temperature ** 2
+        if self._kd_start is not None:
+            limit = max(limit, 10.0 * self._kd_start)
+        bad = torch.stack([~torch.isfinite(loss.detach()), kd > limit]).tolist()
+        if self._kd_start is None and not bad[0]:
+            self._kd_start = float(kd)
+        if not (bad[0] or bad[1]):
+            return
+        step = self.state.global_step + 1
+        if bad[0]:
+            names = [k for k, v in parts.items() if not bool(torch.isfinite(v.detach()).all())] or ["total"]
+            what = f"the loss is not finite at step {step} (term{'s' if len(names) > 1 else ''}: {', '.join(names)})"
+        else:
+            what = f"the KD term exploded at step {step} ({float(kd):.3g} > {limit:.3g})"
+        ckpt = last_checkpoint(self.args.output_dir)
+        where = (f"; the last good checkpoint is {ckpt!r} (resume_from_checkpoint=...)" if ckpt
+                 else "; no checkpoint was saved before it")
+        raise TrainingDiverged(f"fine-tuning diverged: {what}; lower learning_rate or max_grad_norm{where}", ckpt)
 
     # -- logging ----------------------------------------------------------------------------------
     def _record(self, parts: dict[str, torch.Tensor]) -> None:
