@@ -52,10 +52,10 @@ def example_input(model: nn.Module) -> torch.Tensor | None:
     if size is None and cfg.get("input_size"):
         size = tuple(int(v) for v in cfg["input_size"])
     hf = getattr(model, "config", None)
-    if size is None and getattr(hf, "image_size", None) is not None:
-        side = hf.image_size
+    if size is None and hf is not None and getattr(hf, "num_channels", None) is not None:
+        side = getattr(hf, "image_size", None) or 64  # transformers CNNs (ResNet, ConvNeXt) take any size
         hw = tuple(side) if isinstance(side, (tuple, list)) else (side, side)
-        size = (int(getattr(hf, "num_channels", 3)), *hw)
+        size = (int(hf.num_channels), *hw)
     if size is None:
         return None
     param = next(model.parameters(), None)
