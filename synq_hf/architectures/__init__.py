@@ -29,12 +29,13 @@ SPECS: list[ArchSpec] = []
 _loaded = False
 
 
-def register_spec(spec: ArchSpec) -> ArchSpec:
-    """Add a spec; later registrations are tried after earlier ones (and after the built-in ones)."""
+def register_spec(spec: ArchSpec, *, first: bool = False) -> ArchSpec:
+    """Add a spec, tried after the registered ones (``first=True``: before them, e.g. to claim a model
+    the generic BatchNorm CNN spec would otherwise take)."""
     _load_builtin()
     if any(s.name == spec.name for s in SPECS):
         raise ValueError(f"architecture spec {spec.name!r} is already registered")
-    SPECS.append(spec)
+    SPECS.insert(0, spec) if first else SPECS.append(spec)
     return spec
 
 
