@@ -43,7 +43,8 @@ def _base_class_name(module: nn.Module) -> str:
 
 
 def example_input(model: nn.Module) -> torch.Tensor | None:
-    """One random image of the size the model takes (timm ``patch_embed``/``pretrained_cfg``, transformers config)."""
+    """One random image of the size the model takes (timm ``patch_embed``/``pretrained_cfg``, transformers config),
+    on the model's device; None when the size is unknown or the weights are on the meta device."""
     size = None
     img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
     if img_size is not None:
@@ -56,10 +57,10 @@ def example_input(model: nn.Module) -> torch.Tensor | None:
         side = getattr(hf, "image_size", None) or 64  # transformers CNNs (ResNet, ConvNeXt) take any size
         hw = tuple(side) if isinstance(side, (tuple, list)) else (side, side)
         size = (int(hf.num_channels), *hw)
-    if size is None:
+    params = list(model.parameters())
+    if size is None or any(p.is_meta for p in params):  # nothing to run on meta weights (transformers' lazy init)
         return None
-    param = next(model.parameters(), None)
-    device = param.device if param is not None and param.device.type != "meta" else torch.device("cpu")
+    device = params[0].device if params else torch.device("cpu")
     return torch.randn(1, *size, generator=torch.Generator().manual_seed(0)).to(device)
 
 
