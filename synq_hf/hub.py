@@ -309,26 +309,12 @@ def _hub_snapshot(repo: str, original: str) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _class_names(model: nn.Module) -> set[str]:
-    return {type(m).__name__ for m in model.modules()}
-
-
 def detect_family(model: nn.Module) -> Literal["cnn", "vit", "swin"]:
-    """Classify a classifier as ``cnn`` (BatchNorm), ``vit`` (ViT/DeiT) or ``swin`` for the quantizer."""
-    from timm.models.swin_transformer import SwinTransformer
-    from timm.models.vision_transformer import VisionTransformer
+    """The config-defaults family (``cnn``/``vit``/``swin``) of the model's architecture spec; a one-line
+    ``UnsupportedModelError`` naming the supported families when no spec recognises it."""
+    from .architectures import get_spec
 
-    names = _class_names(model)
-    if any(isinstance(m, SwinTransformer) for m in model.modules()) or names & {"SwinModel", "SwinEncoder"}:
-        return "swin"
-    if any(isinstance(m, VisionTransformer) for m in model.modules()) or names & {"ViTModel", "DeiTModel"}:
-        return "vit"
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return "cnn"
-    raise UnsupportedModelError(
-        f"{type(model).__name__} is not a supported architecture: synq_hf quantizes CNNs with BatchNorm "
-        "(e.g. ResNet, MobileNet, CIFAR ResNets), ViT/DeiT and Swin (timm or transformers) classifiers"
-    )
+    return get_spec(model).family
 
 
 def _timm_data_config(model: nn.Module) -> dict[str, Any]:

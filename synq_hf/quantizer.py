@@ -221,7 +221,15 @@ class SynQQuantizer:
             "hardware": hardware_description(self.device),
         }
         out.update({k: v for k, v in self.results.items() if k not in out})
+        out.update(self._coverage_json())
         return out
+
+    def _coverage_json(self) -> dict[str, Any]:
+        """Coverage hook for results.json (and the card): the summary of the report quantize_model recorded."""
+        from .quant.coverage import COVERAGE_ATTR, coverage_summary
+
+        report = getattr(self.model, COVERAGE_ATTR, None) if self.model is not None else None
+        return {"coverage": coverage_summary(report)} if report is not None else {}
 
     def save_pretrained(self, save_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the quantized model, its config, ``results.json`` and a model card to ``save_dir``.

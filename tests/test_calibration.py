@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from synq_hf import SynQConfig
+from synq_hf.architectures import ArchSpec, CamTarget, register_spec
 from synq_hf.errors import SynQError
 from synq_hf.quant import (
     act_quantizers,
@@ -17,6 +18,7 @@ from synq_hf.quant import (
     quantize_model,
     set_quant_mode,
 )
+from synq_hf.quant.placement.cnn import apply_after_relu
 
 
 class TinyCNN(nn.Module):
@@ -34,6 +36,16 @@ class TinyCNN(nn.Module):
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.act2(self.bn2(self.conv2(x)))
         return self.fc(x.mean((2, 3)))
+
+
+# TinyCNN gets the authors' after-ReLU placement through its own spec (one range per ReLU output to check);
+# registering it is all an architecture needs.
+register_spec(ArchSpec(
+    name="test_tiny_relu_cnn", family="cnn", description="TinyCNN of tests/test_calibration.py",
+    matches=lambda m: isinstance(m, TinyCNN), place=apply_after_relu, placement="after_relu",
+    first_last=lambda m: ("conv1", "fc"), cam_target=lambda m: CamTarget("fc", "input", "nchw"),
+    synthesis="bn_stats", feature_blocks=lambda m: [],
+), first=True)
 
 
 def _batches(n: int = 3, seed: int = 0) -> list[torch.Tensor]:

@@ -89,3 +89,28 @@ def test_demo_beats_ptq_offline(tmp_path: Path) -> None:
     assert record["fp_top1"] >= 95.0
     assert record["synq_top1"] > record["ptq_top1"]
     assert (out / "README.md").exists() and (out / "results.json").exists()
+
+
+def test_gelu_depthwise_convmixer_from_a_local_folder_w4a4(eval_parquet: Path, tmp_path: Path) -> None:
+    """A GELU/depthwise CNN (small CIFAR ConvMixer, random weights) runs `synq-hf quantize` W4A4 end to end."""
+    import timm
+    from torch import nn
+
+    torch.manual_seed(0)
+    folder = tmp_path / "convmixer"
+    model = timm.create_model("convmixer_cifar", num_classes=10, dim=32, depth=2, kernel_size=3).eval()
+    assert any(isinstance(m, nn.GELU) for m in model.modules())
+    save_for_hf(model, str(folder), model_args={"dim": 32, "depth": 2, "kernel_size": 3}, safe_serialization=True)
+    out = tmp_path / "q"
+    rc = main(["quantize", f"local-dir:{folder}", "--w-bits", "4", "--a-bits", "4", "--out", str(out),
+               "--eval-data", str(eval_parquet), *TINY])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    coverage = results["coverage"]
+    layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+    assert coverage["architecture"] == "bn_cnn" and coverage["placement"] == "layer_inputs"
+    assert coverage["weight_bits"] == [4] and coverage["input_bits"] == [4] and coverage["gaps"] == 0
+    assert coverage["quantized_layers"] == f"{layers}/{layers}"
+    assert coverage["quantized_inputs"] == f"{layers - 1}/{layers}"  # all but the stem, which reads the image
+    assert coverage["activation_quantizers"] == layers - 1
+    assert set(coverage["float_by_rule"]) == {"model_input"}

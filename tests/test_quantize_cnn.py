@@ -12,7 +12,6 @@ from torch import nn
 from synq_hf import SynQConfig
 from synq_hf.errors import SynQError, UnsupportedModelError
 from synq_hf.quant import (
-    ActQuantizer,
     QuantConv2d,
     QuantLinear,
     act_quantizers,
@@ -54,23 +53,24 @@ def _counts(model: nn.Module) -> tuple[int, int, int]:
     return convs, acts, len(list(model.modules()))
 
 
-def test_every_layer_swapped_and_every_relu_quantized(float_model: tuple[nn.Module, torch.Tensor]) -> None:
+def test_every_layer_swapped_and_every_layer_input_quantized(float_model: tuple[nn.Module, torch.Tensor]) -> None:
+    """Non-ReLU-ResNet CNNs: every conv/linear gets weights and an input quantizer, except the image reader."""
     model, _ = float_model
-    n_layers, n_acts, n_modules = _counts(model)
+    n_layers, _, _ = _counts(model)
     names_before = [n for n, _ in model.named_modules()]
     q = quantize_model(model, SynQConfig(w_bits=4, a_bits=4), inplace=False)
     assert is_quantized(q) and not is_quantized(model)  # inplace=False leaves the float model alone
     assert not any(type(m) in (nn.Conv2d, nn.Linear) for m in q.modules())
-    swapped = [m for m in q.modules() if isinstance(m, (QuantConv2d, QuantLinear))]
+    swapped = {n: m for n, m in q.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))}
     assert len(swapped) == n_layers
-    assert all(m.weight_quantizer.bits == 4 and m.weight_quantizer.per_channel for m in swapped)
-    assert all(m.input_quantizer is None for m in swapped)  # CNN inputs are quantized by the ReLUs before them
-    relus = [m for m in q.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
-    assert len(relus) == n_acts > 0
-    assert all(isinstance(m, OutputQuantized) and isinstance(m.output_quantizer, ActQuantizer) for m in relus)
-    assert len(act_quantizers(q)) == n_acts
+    assert all(m.weight_quantizer.bits == 4 and m.weight_quantizer.per_channel for m in swapped.values())
+    first = next(iter(swapped))
+    assert swapped[first].input_quantizer is None  # it reads the image
+    assert all(m.input_quantizer is not None and m.input_quantizer.bits == 4
+               for n, m in swapped.items() if n != first)
+    assert not any(isinstance(m, OutputQuantized) for m in q.modules())
     aq_names = [aq.name for aq in act_quantizers(q)]
-    assert all(aq_names) and len(set(aq_names)) == n_acts  # named after their layers, for error messages
+    assert len(aq_names) == n_layers - 1 and len(set(aq_names)) == len(aq_names)  # named after their layers
     # original module names survive (quantizers are added below them), so float weights load unchanged
     assert set(names_before) <= {n for n, _ in q.named_modules()}
     assert set(model.state_dict()) <= set(q.state_dict())
@@ -119,7 +119,9 @@ def test_first_last_bit_overrides(name: str, first: str, last: str) -> None:
     assert layers[last].weight_quantizer.bits == 6
     others = {m.weight_quantizer.bits for n, m in layers.items() if n not in (first, last)}
     assert others == {3}
-    assert {a.bits for a in act_quantizers(q)} == {3}  # ReLU outputs keep a_bits (the overrides are weights')
+    # a layer's input quantizer follows that layer's bits: the classifier's input gets last_layer_bits
+    assert {a.bits for a in act_quantizers(q) if a.name != f"{last}.input_quantizer"} == {3}
+    assert layers[last].input_quantizer.bits == 6
 
 
 def test_float_mode_reproduces_the_float_model(float_model: tuple[nn.Module, torch.Tensor]) -> None:

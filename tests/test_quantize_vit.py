@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from synq_hf import SynQConfig, UnsupportedModelError
+from synq_hf.architectures import find_spec
 from synq_hf.model_info import model_logits
 from synq_hf.quant import (
     ActQuantizer,
@@ -31,7 +32,6 @@ from synq_hf.quant import (
     WeightQuantizer,
     act_quantizers,
     calibrate,
-    find_placement,
     is_quantized,
     quant_mode,
     quantize_model,
@@ -217,8 +217,8 @@ def test_quantizers_sit_exactly_where_psaq_vit_puts_them(case: Case) -> None:
     quantizer); fc2 inputs are GELU outputs (>= -0.17), fc1 inputs LayerNorm outputs.
     """
     model = _float_model(case)
-    placement = find_placement(model)
-    assert placement is not None and placement.family == case.family
+    placement = find_spec(model)
+    assert placement is not None and placement.family == case.family and placement.placement == "psaq_vit"
     assert placement.first_last(model) == (case.first, case.heads[0])
     quantize_model(model, W4A8)
     assert _quantizer_names(model) == _expected_names(case)
@@ -244,8 +244,8 @@ def test_quantizers_sit_exactly_where_psaq_vit_puts_them(case: Case) -> None:
         assert float(model.get_submodule(block + ".mlp.fc1").input_quantizer.min_val) < -0.5
 
 
-def test_cnn_models_keep_the_cnn_placement() -> None:
-    assert find_placement(timm.create_model("test_resnet")).name == "cnn"
+def test_cnn_models_get_a_cnn_spec() -> None:
+    assert find_spec(timm.create_model("test_resnet")).family == "cnn"
 
 
 def test_w8a8_is_close_to_float_and_w4a8_is_coarser(case: Case) -> None:

@@ -9,6 +9,7 @@ from .cifar_resnet import (
     cifar_resnet44,
     cifar_resnet56,
 )
+from .convmixer import convmixer_cifar
 
 __all__ = [
     "BasicBlock",
@@ -18,4 +19,5 @@ __all__ = [
     "cifar_resnet32",
     "cifar_resnet44",
     "cifar_resnet56",
+    "convmixer_cifar",
 ]

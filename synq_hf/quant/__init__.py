@@ -1,8 +1,9 @@
-"""Fake quantization: quantizer modules, quantized layers, placements per architecture, calibration."""
+"""Fake quantization: quantizer modules, quantized layers, placements (chosen by ``synq_hf.architectures``),
+coverage reports, calibration."""
 
+from .coverage import coverage_report, coverage_summary
 from .fake_quant import fake_quantize_tensor, fake_quantize_weight, minmax_qparams, qrange
 from .layers import QuantConv2d, QuantLinear, attach_output_quantizer
-from .placement import Placement, find_placement, register_placement
 from .policy import LayerPolicy
 from .quantize import (
     act_quantizers,
@@ -19,16 +20,16 @@ from .quantizers import ActQuantizer, WeightQuantizer
 __all__ = [
     "ActQuantizer",
     "LayerPolicy",
-    "Placement",
     "QuantConv2d",
     "QuantLinear",
     "WeightQuantizer",
     "act_quantizers",
     "attach_output_quantizer",
     "calibrate",
+    "coverage_report",
+    "coverage_summary",
     "fake_quantize_tensor",
     "fake_quantize_weight",
-    "find_placement",
     "is_quantized",
     "iter_batches",
     "minmax_qparams",
@@ -36,6 +37,5 @@ __all__ = [
     "qrange",
     "quant_mode",
     "quantize_model",
-    "register_placement",
     "set_quant_mode",
 ]

@@ -3,44 +3,58 @@
 from __future__ import annotations
 
 import copy
+import logging
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..architectures import get_spec
 from ..config import SynQConfig
 from ..errors import SynQError, UnsupportedModelError
 from ..model_info import model_logits
+from .coverage import COVERAGE_ATTR, example_input, static_coverage, trace_coverage
 from .layers import OutputQuantized, QuantConv2d, QuantLinear
-from .placement import PLACEMENTS, find_placement
 from .policy import LayerPolicy
 from .quantizers import ActQuantizer, Mode
 
 SYNQ_CONFIG_ATTR = "synq_config"
+logger = logging.getLogger(__name__)
 
 
-def quantize_model(model: nn.Module, config: SynQConfig, *, inplace: bool = True) -> nn.Module:
-    """Insert fake quantizers into ``model`` according to ``config`` and return it.
+def quantize_model(
+    model: nn.Module,
+    config: SynQConfig,
+    *,
+    inplace: bool = True,
+    on_gap: Literal["error", "warn"] = "error",
+    example_input: torch.Tensor | None = None,
+) -> nn.Module:
+    """Insert fake quantizers into ``model`` according to ``config`` and its architecture spec; return it.
 
-    The architecture decides the placement (CNN: weights + every ReLU output; ViT/Swin: PSAQ-ViT).
-    Activation quantizers start uncalibrated: run :func:`calibrate` before using the model.
+    The spec (``synq_hf.architectures``) decides the placement: after every ReLU for plain ReLU ResNets,
+    on the input of every conv/linear for other CNNs, PSAQ-ViT for ViT/DeiT/Swin. One forward of
+    ``example_input`` (default: a random image of the model's size) then records the coverage report
+    (:func:`coverage_report`); a conv/linear whose weights or input stay float without a rule of the
+    spec raises ``UnsupportedModelError`` (``on_gap="warn"``: a warning). Activation quantizers start
+    uncalibrated: run :func:`calibrate` before using the model.
     """
     if is_quantized(model):
         raise SynQError(f"{type(model).__name__} is already quantized")
-    placement = find_placement(model)
-    if placement is None:
-        names = ", ".join(p.name for p in PLACEMENTS)
-        raise UnsupportedModelError(
-            f"cannot quantize {type(model).__name__}: supported are CNNs with BatchNorm (timm resnet*, "
-            f"mobilenetv2_*, the CIFAR ResNets) and ViT/DeiT/Swin from timm or transformers (placements: {names})"
-        )
+    if on_gap not in ("error", "warn"):
+        raise SynQError(f"on_gap={on_gap!r} is not allowed; choose 'error' or 'warn'")
+    spec = get_spec(model)
     if not inplace:
         model = copy.deepcopy(model)
-    symmetric = config.weight_symmetric if config.weight_symmetric is not None else placement.family != "cnn"
-    first, last = placement.first_last(model)
-    placement.apply(model, LayerPolicy(config, first=first, last=last, symmetric_weights=symmetric))
+    symmetric = config.weight_symmetric if config.weight_symmetric is not None else spec.family != "cnn"
+    first, last = spec.first_last(model)
+    policy = LayerPolicy(config, first=first, last=last, symmetric_weights=symmetric)
+    excluded = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and not policy.enabled(n)}
+    spec.place(model, policy)
     param = next(model.parameters(), None)
     device = param.device if param is not None else None
     for name, module in model.named_modules():
@@ -49,7 +63,34 @@ def quantize_model(model: nn.Module, config: SynQConfig, *, inplace: bool = True
             if device is not None and device.type != "meta":  # new quantizers follow the model's device
                 module.to(device)
     setattr(model, SYNQ_CONFIG_ATTR, config.replace(weight_symmetric=symmetric))
+    _record_coverage(model, spec, config, excluded, on_gap, example_input)
     return model
+
+
+def _record_coverage(model, spec, config, excluded, on_gap, example) -> None:  # noqa: ANN001
+    """Trace (or, without a known input size, derive) the coverage report, refuse gaps, store it on the model."""
+    rules = spec.rules()
+    example = example if example is not None else example_input(model)
+    report = None
+    if example is not None:
+        try:
+            report = trace_coverage(model, example, rules=rules, excluded=excluded)
+        except (RuntimeError, ValueError, TypeError, AssertionError) as e:
+            logger.warning("coverage: one forward of a %s image failed (%s); reporting placement only",
+                           tuple(example.shape[1:]), str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if report is None:
+        report = static_coverage(model, rules=rules, excluded=excluded)
+    report = {"architecture": spec.name, "placement": spec.placement, "w_bits": config.w_bits,
+              "a_bits": config.a_bits, "rules": rules, **report}
+    setattr(model, COVERAGE_ATTR, report)
+    gaps = report["gaps"]
+    if gaps:
+        shown = "; ".join(f"{g['name']}: {g['why']}" for g in gaps[:3]) + (" ..." if len(gaps) > 3 else "")
+        message = (f"{type(model).__name__} ({spec.name}): {len(gaps)} conv/linear layer(s) would run with float "
+                   f"weights or inputs without a rule: {shown}")
+        if on_gap == "error":
+            raise UnsupportedModelError(message + " (pass on_gap='warn' to accept them)")
+        warnings.warn(message, stacklevel=3)
 
 
 def is_quantized(model: nn.Module) -> bool:

@@ -13,11 +13,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..architectures import SPECS, find_spec
 from ..config import SynQConfig
 from ..errors import ConfigError, SynQError, UnsupportedModelError
-from .cnn import BNStatsObjective, batchnorm_layers
+from .cnn import BNStatsObjective
 from .engine import run_groups
-from .vit import PatchSimilarityObjective, attention_modules
+from .vit import PatchSimilarityObjective
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +45,28 @@ class SyntheticImages:
 
 
 def synthesis_family(teacher: nn.Module, family: str | None = None) -> str:
-    """``cnn`` when the teacher has BatchNorm, ``vit``/``swin`` when it has multi-head attention, else an error."""
-    has_bn = bool(batchnorm_layers(teacher))
-    attn = attention_modules(teacher)
-    if family is None:
-        if has_bn:
-            return "cnn"
-        if attn:
-            names = {type(m).__name__ for m, _, _ in attn} | {type(teacher).__name__}
-            return "swin" if any("swin" in n.lower() or "window" in n.lower() for n in names) else "vit"
-    elif family == "cnn" and has_bn or family in ("vit", "swin") and attn:
-        return family
-    what = f"{type(teacher).__name__}" + (f" (family {family!r})" if family else "")
-    raise UnsupportedModelError(
-        f"cannot synthesize images for {what}: it has "
-        f"{'BatchNorm' if has_bn else 'no BatchNorm'} and {'attention' if attn else 'no attention'} layers; "
-        f"supported teachers are {SUPPORTED}"
-    )
+    """The teacher's family from its architecture spec (``cnn``: BN statistics; ``vit``/``swin``: PSAQ-ViT).
+
+    Raises a one-line ``UnsupportedModelError`` at once for architectures without a synthesis objective
+    (no spec, or a spec such as LayerNorm CNNs that has none) or when ``family`` contradicts the spec.
+    """
+    spec = find_spec(teacher)
+    what = type(teacher).__name__
+    if spec is None:
+        raise UnsupportedModelError(
+            f"cannot synthesize images for {what}: no architecture spec recognises it; supported teachers are "
+            f"{SUPPORTED} (families: {', '.join(s.name for s in SPECS)})"
+        )
+    if spec.synthesis is None:
+        raise UnsupportedModelError(f"cannot synthesize images for {what} ({spec.name}): {spec.synthesis_hint}; "
+                                    f"supported teachers are {SUPPORTED}")
+    if family is not None and family != spec.family:
+        raise UnsupportedModelError(
+            f"cannot synthesize images for {what} as family {family!r}: it is a {spec.name} model "
+            f"({'BatchNorm statistics' if spec.synthesis == 'bn_stats' else 'attention'}, family {spec.family!r}); "
+            f"supported teachers are {SUPPORTED}"
+        )
+    return spec.family
 
 
 def _group_seed(seed: int, group: int, attempt: int) -> int:

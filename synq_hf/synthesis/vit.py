@@ -18,23 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..architectures import find_spec
 from ..model_info import model_logits
 from .augment import roll_jitter_flip
 
-_PROJ_NAMES = ("proj", "o_proj")
-
 
 def attention_modules(model: nn.Module) -> list[tuple[nn.Module, nn.Linear, int]]:
-    """``(attention, output projection, num_heads)`` for every multi-head attention of a timm/transformers ViT."""
-    found = []
-    for module in model.modules():
-        heads = getattr(module, "num_heads", None) or getattr(module, "num_attention_heads", None)
-        if not isinstance(heads, int) or "attention" not in type(module).__name__.lower():
-            continue
-        proj = next((getattr(module, n) for n in _PROJ_NAMES if isinstance(getattr(module, n, None), nn.Linear)), None)
-        if proj is not None:
-            found.append((module, proj, heads))
-    return found
+    """``(attention, output projection, num_heads)`` for every multi-head attention, as the model's spec lists them."""
+    spec = find_spec(model)
+    return spec.attention_modules(model) if spec is not None and spec.attention_modules is not None else []
 
 
 def prefix_tokens(model: nn.Module, family: str) -> int:

@@ -9,87 +9,32 @@ and the loss gradient flows back through the activation. Hooks live for one forw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..architectures import CamTarget, find_spec, supported_families
 from ..errors import UnsupportedModelError
 from ..model_info import model_logits
 
-Layout = Literal["nchw", "nhwc", "tokens"]
-
-
-@dataclass(frozen=True)
-class CamTarget:
-    """Where Grad-CAM looks: the input or output of module ``module`` and how that tensor is laid out.
-
-    ``tokens`` tensors are (B, N, C) with ``num_prefix_tokens`` class/distillation tokens first (dropped
-    from the map); ``nchw`` is a CNN feature map; ``nhwc`` a channels-last map (timm Swin stages).
-    """
-
-    module: str
-    site: Literal["input", "output"]
-    layout: Layout
-    num_prefix_tokens: int = 0
-    family: str = "cnn"
-
-
-def _first_layernorm(block: nn.Module) -> str | None:
-    return next((n for n, m in block.named_modules() if isinstance(m, nn.LayerNorm)), None)
-
-
-def _hf_prefix_tokens(embeddings: nn.Module) -> int:
-    return sum(1 for n, _ in embeddings.named_parameters(recurse=False) if n.endswith("_token") and n != "mask_token")
+__all__ = ["CamHook", "CamTarget", "compute_cam", "grad_cam_map", "resolve_cam_target"]
 
 
 def resolve_cam_target(model: nn.Module) -> CamTarget:
-    """The Grad-CAM target of ``model``: last conv features (CNN), last block's input tokens (ViT/DeiT), last Swin stage.
+    """The Grad-CAM target of ``model``, from its architecture spec (``synq_hf.architectures``).
 
-    DeiT/ViT use the output of the last block's first LayerNorm: Grad-CAM on the last block's output is
-    all zero because only the class token reaches the head. Names refer to the float model and stay
-    valid on its quantized copy (quantized layers are in-place subclasses).
+    CNNs: the feature map entering global pooling; ViT/DeiT: the output of the last block's first
+    LayerNorm (the last block's output reaches the head only through the class token); Swin: the last
+    stage. Names refer to the float model and stay valid on its quantized copy (in-place subclasses).
     """
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    # timm ViT / DeiT
-    if hasattr(model, "blocks") and hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens"):
-        last = len(model.blocks) - 1
-        ln = _first_layernorm(model.blocks[last])
-        if ln is not None:
-            return CamTarget(f"blocks.{last}.{ln}", "output", "tokens", int(model.num_prefix_tokens), "vit")
-    # transformers ViT / DeiT
-    if model_type in ("vit", "deit") and hasattr(model, model_type):
-        base = getattr(model, model_type)
-        layers = getattr(base, "layers", None) or getattr(getattr(base, "encoder", None), "layer", None)
-        if layers is not None and len(layers):
-            prefix = "layers" if getattr(base, "layers", None) is not None else "encoder.layer"
-            ln = _first_layernorm(layers[-1])
-            if ln is not None:
-                return CamTarget(
-                    f"{model_type}.{prefix}.{len(layers) - 1}.{ln}", "output", "tokens",
-                    _hf_prefix_tokens(base.embeddings), "vit",
-                )
-    # timm Swin: stages return NHWC maps
-    if type(model).__name__.startswith("SwinTransformer") and hasattr(model, "layers"):
-        return CamTarget(f"layers.{len(model.layers) - 1}", "output", "nhwc", 0, "swin")
-    # transformers Swin: stages return (tokens, ...)
-    if model_type in ("swin", "swinv2") and hasattr(model, model_type):
-        layers = getattr(model, model_type).encoder.layers
-        return CamTarget(f"{model_type}.encoder.layers.{len(layers) - 1}", "output", "tokens", 0, "swin")
-    # CNNs: the feature map entering global pooling (timm's ``global_pool``, else the last adaptive avg pool)
-    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        names = dict(model.named_modules())
-        if "global_pool" in names:
-            return CamTarget("global_pool", "input", "nchw", 0, "cnn")
-        pools = [n for n, m in names.items() if isinstance(m, nn.AdaptiveAvgPool2d)]
-        if pools:
-            return CamTarget(pools[-1], "input", "nchw", 0, "cnn")
-    raise UnsupportedModelError(
-        f"cannot find a Grad-CAM target layer in {type(model).__name__}: supported are CNNs with a global "
-        "average pool (timm `global_pool` or nn.AdaptiveAvgPool2d), timm/transformers ViT and DeiT, and Swin"
-    )
+    spec = find_spec(model)
+    if spec is None:
+        raise UnsupportedModelError(
+            f"cannot find a Grad-CAM target layer in {type(model).__name__}: supported are {supported_families()}"
+        )
+    return spec.cam_target(model)
 
 
 class CamHook:

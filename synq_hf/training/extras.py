@@ -15,26 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..architectures import get_spec
 from ..errors import UnsupportedModelError
-
-_BLOCK_CLASSES = {
-    "BasicBlock", "Bottleneck", "InvertedResidual", "ResNetBasicLayer", "ResNetBottleNeckLayer",
-    "Block", "ViTLayer", "DeiTLayer", "SwinTransformerBlock", "SwinLayer",
-}
-_PREFIX = "OutputQuantized"
-
-
-def _base_name(module: nn.Module) -> str:
-    name = type(module).__name__
-    return name[len(_PREFIX):] if name.startswith(_PREFIX) else name
 
 
 def feature_modules(model: nn.Module) -> list[str]:
-    """Names of the residual / transformer blocks whose outputs HAST aligns (resolved on the float teacher)."""
-    names = [n for n, m in model.named_modules() if n and _base_name(m) in _BLOCK_CLASSES]
+    """Names of the residual / transformer blocks whose outputs HAST aligns (the spec's ``feature_blocks``)."""
+    spec = get_spec(model)
+    names = spec.feature_blocks(model)
     if not names:
         raise UnsupportedModelError(
-            f"HAST feature alignment found no residual or transformer blocks in {type(model).__name__}"
+            f"HAST feature alignment found no residual or transformer blocks in {type(model).__name__} ({spec.name})"
         )
     return names
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from transformers import TrainingArguments
 
+from ..architectures import get_spec
 from ..config import SynQConfig
 from ..errors import ConfigError
 from ..model_info import LoadedModel
@@ -88,7 +89,7 @@ def finetune(
         args = training_args
     else:
         size = image_shape[-1] if image_shape else _first_side(synthetic_dataset)
-        resolved = config.resolve(family=_teacher_family(teacher), input_size=size)
+        resolved = config.resolve(family=get_spec(teacher).family, input_size=size)
         args = build_training_args(resolved, output_dir, max_steps=max_steps, progress=progress,
                                    **(training_args or {}))
     trainer = SynQTrainer(student, teacher, args, synthetic_dataset, config, augment=augment,
@@ -103,12 +104,3 @@ def _first_side(dataset: Any) -> int:
     import numpy as np
 
     return int(np.asarray(dataset.with_format("numpy")[0]["pixel_values"]).shape[-1])
-
-
-def _teacher_family(teacher: nn.Module) -> str:
-    from .cam import resolve_cam_target
-
-    try:
-        return resolve_cam_target(teacher).family
-    except Exception:  # noqa: BLE001 - unknown architectures fall back to the CNN defaults
-        return "cnn"

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from ..architectures import get_spec
 from ..config import CONFIG_NAME, SynQConfig
 from ..errors import CheckpointError, ConfigError, DataError, SynQError
 from ..model_info import model_logits
@@ -205,7 +206,8 @@ class SynQTrainer(Trainer):
             raise DataError(f"cannot tell how many classes {type(teacher).__name__} predicts: pass num_classes=")
         validate_synthetic_dataset(train_dataset, num_classes=num_classes, image_shape=image_shape)
         size = int(np.asarray(train_dataset.with_format("numpy")[0][PIXELS]).shape[-2])
-        family = target.family if target is not None else _family(teacher)
+        spec = get_spec(teacher)
+        family = spec.family
         self.synq_config = config.resolve(family=family, input_size=size)
         cfg = self.synq_config
         if cfg.lpf_mode == "once":
@@ -222,7 +224,7 @@ class SynQTrainer(Trainer):
         self.teacher = teacher.eval().requires_grad_(False).to(self.args.device)
         self.cam_target = target
         self.hast_modules = feature_modules(teacher) if cfg.hast_feature_alignment else []
-        self._channels_last = family == "swin" and type(teacher).__name__.startswith("SwinTransformer")
+        self._channels_last = spec.channels_last_features
         self._kd_start: float | None = None
         self._parts: dict[str, torch.Tensor] = {}
         self._parts_count = 0
@@ -442,13 +444,6 @@ class SynQTrainer(Trainer):
                 self._signal = signal.SIGTERM
             flag = bool(t.item() > 0)
         return flag
-
-
-def _family(model: nn.Module) -> str:
-    from ..quant.placement import find_placement
-
-    placement = find_placement(model)
-    return placement.family if placement is not None else "cnn"
 
 
 def checkpoint_summary(checkpoint_dir: str) -> dict[str, Any]:

@@ -1,8 +1,12 @@
-"""CNN placement (timm ResNets/MobileNetV2, the CIFAR ResNets): the authors' setting.
+"""CNN quantizer placements: the authors' after-ReLU one and quantized inputs of every conv/linear.
 
-Every ``nn.Conv2d``/``nn.Linear`` gets a min-max weight quantizer; every ReLU/ReLU6 quantizes its
-output (so every conv after the stem sees quantized inputs). The model input and non-ReLU
-activations (e.g. MobileNetV2's linear bottlenecks) stay float, as in the authors' code.
+``after_relu`` (SynQ's code, kept for plain ReLU ResNets so the CIFAR numbers stay comparable with
+the paper): every ``nn.Conv2d``/``nn.Linear`` gets a min-max weight quantizer and every
+``nn.ReLU``/``nn.ReLU6`` module quantizes its output. ``layer_inputs`` (every other CNN): every
+conv/linear gets a weight quantizer and an input quantizer, except the first layer, which reads the
+image. Quantizing layer inputs catches every activation that reaches a quantized layer (GELU, SiLU,
+Hardswish, functional ``F.relu``, a ReLU module reused twice, a residual sum) without knowing how
+the network computes it.
 """
 
 from __future__ import annotations
@@ -12,49 +16,69 @@ from torch import nn
 from ...errors import UnsupportedModelError
 from ..layers import QuantConv2d, QuantLinear, attach_output_quantizer
 from ..policy import LayerPolicy
-from . import Placement, register_placement
 
 _ACTS = (nn.ReLU, nn.ReLU6)
+_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
 
 
-def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+def plain_kind(module: nn.Module) -> type | None:
+    """``nn.Conv2d``/``nn.Linear`` when ``module`` computes exactly that (timm's torchscript ``Linear`` too), else None."""
+    kind = type(module)
+    if kind in (nn.Conv2d, nn.Linear):
+        return kind
+    if kind.__name__ == "Linear" and kind.__module__.startswith("timm.layers") and issubclass(kind, nn.Linear):
+        return nn.Linear  # same math as nn.Linear (it only casts for torchscript)
+    return None
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    """Names of the conv/linear layers in registration (for these CNNs: forward) order."""
-    return [n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
+def check_plain_layers(model: nn.Module) -> None:
+    """Refuse conv/linear variants whose forward a quantized swap would silently change (before any edit)."""
+    for name, m in model.named_modules():
+        if isinstance(m, _WEIGHTED) and plain_kind(m) is None:
+            raise UnsupportedModelError(
+                f"{type(model).__name__}: layer {name} is a {type(m).__name__}, which synq_hf cannot quantize "
+                "(only plain nn.Conv2d and nn.Linear layers; weight-standardized or 'same'-padded convs are not)"
+            )
 
 
-def first_last(model: nn.Module) -> tuple[str | None, str | None]:
-    """First conv and classifier: from timm's ``pretrained_cfg`` when present, else module order."""
-    names = layer_names(model)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    first = cfg.get("first_conv") if cfg.get("first_conv") in names else (names[0] if names else None)
-    classifier = cfg.get("classifier")
-    last = classifier if classifier in names else (names[-1] if names else None)
-    return first, last
-
-
-def apply(model: nn.Module, policy: LayerPolicy) -> None:
-    """Swap conv/linear layers for quantized ones and quantize every ReLU/ReLU6 output.
-
-    First/last-layer bit overrides apply to those layers' weights (their inputs are the image and
-    the pooled output of the last ReLU, which is quantized with ``a_bits``).
-    """
-    for name, module in list(model.named_modules()):
-        if not name or not policy.enabled(name):
-            continue
-        if type(module) is nn.Conv2d:
-            QuantConv2d.from_float(module, policy.weight_quantizer(name))
-        elif type(module) is nn.Linear:
-            QuantLinear.from_float(module, policy.weight_quantizer(name))
-        elif type(module) in _ACTS:
-            attach_output_quantizer(module, policy.act_quantizer(name))
+def _require_layers(model: nn.Module) -> None:
     if not any(isinstance(m, (QuantConv2d, QuantLinear)) for m in model.modules()):
         raise UnsupportedModelError(
             f"{type(model).__name__}: no nn.Conv2d/nn.Linear layer left to quantize (check include/exclude)"
         )
 
 
-register_placement(Placement("cnn", "cnn", _has_batchnorm, first_last, apply))
+def apply_after_relu(model: nn.Module, policy: LayerPolicy) -> None:
+    """Swap conv/linear layers for quantized ones and quantize every ReLU/ReLU6 output (the authors' setting).
+
+    First/last-layer bit overrides apply to those layers' weights (their inputs are the image and
+    the pooled output of the last ReLU, which is quantized with ``a_bits``).
+    """
+    check_plain_layers(model)
+    for name, module in list(model.named_modules()):
+        if not name or not policy.enabled(name):
+            continue
+        if plain_kind(module) is nn.Conv2d:
+            QuantConv2d.from_float(module, policy.weight_quantizer(name))
+        elif plain_kind(module) is nn.Linear:
+            QuantLinear.from_float(module, policy.weight_quantizer(name))
+        elif type(module) in _ACTS:
+            attach_output_quantizer(module, policy.act_quantizer(name))
+    _require_layers(model)
+
+
+def apply_layer_inputs(model: nn.Module, policy: LayerPolicy) -> None:
+    """Quantize the weights and the input of every conv/linear; the first layer's input (the image) stays float.
+
+    A layer's input quantizer uses that layer's ``a_bits`` (``last_layer_bits`` for the classifier).
+    """
+    check_plain_layers(model)
+    for name, module in list(model.named_modules()):
+        kind = plain_kind(module)
+        if not name or not policy.enabled(name) or kind is None:
+            continue
+        input_q = None if name == policy.first else policy.act_quantizer(f"{name}.input_quantizer",
+                                                                       bits=policy.a_bits(name))
+        layer = QuantConv2d if kind is nn.Conv2d else QuantLinear
+        layer.from_float(module, policy.weight_quantizer(name), input_q)
+    _require_layers(model)

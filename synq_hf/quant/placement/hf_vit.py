@@ -15,7 +15,6 @@ from torch import nn
 
 from ...errors import UnsupportedModelError
 from ..policy import LayerPolicy
-from . import Placement, register_placement
 from ._common import classifier_names, place_transformer_quantizers
 
 _VIT_CLASSES = (
@@ -24,11 +23,11 @@ _VIT_CLASSES = (
     "DeiTForImageClassificationWithTeacher",
 )
 _SWIN_CLASSES = ("SwinForImageClassification",)
-_HEADS = ("classifier", "cls_classifier", "distillation_classifier")
-_PATCH_CONV = "embeddings.patch_embeddings.projection"
+HEADS = ("classifier", "cls_classifier", "distillation_classifier")
+PATCH_CONV = "embeddings.patch_embeddings.projection"
 
 
-def _is_instance(model: nn.Module, class_names: tuple[str, ...]) -> bool:
+def is_instance(model: nn.Module, class_names: tuple[str, ...]) -> bool:
     """isinstance against transformers classes, importing transformers only for its own models."""
     if not any(c.__module__.startswith("transformers.") for c in type(model).__mro__):
         return False
@@ -37,34 +36,32 @@ def _is_instance(model: nn.Module, class_names: tuple[str, ...]) -> bool:
     return isinstance(model, tuple(getattr(transformers, n) for n in class_names))
 
 
-def _is_vit(model: nn.Module) -> bool:
-    return _is_instance(model, _VIT_CLASSES)
+def is_vit(model: nn.Module) -> bool:
+    return is_instance(model, _VIT_CLASSES)
 
 
-def _is_swin(model: nn.Module) -> bool:
-    return _is_instance(model, _SWIN_CLASSES)
+def is_swin(model: nn.Module) -> bool:
+    return is_instance(model, _SWIN_CLASSES)
 
 
-def _first_last(model: nn.Module) -> tuple[str | None, str | None]:
+def first_last(model: nn.Module) -> tuple[str | None, str | None]:
     """``<base>.embeddings.patch_embeddings.projection`` and the (cls) classifier."""
-    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n.endswith(_PATCH_CONV)]
-    heads = classifier_names(model, _HEADS)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n.endswith(PATCH_CONV)]
+    heads = classifier_names(model, HEADS)
     return (convs[0] if convs else None), (heads[0] if heads else None)
 
 
-def _apply(model: nn.Module, policy: LayerPolicy) -> None:
+def apply(model: nn.Module, policy: LayerPolicy) -> None:
     """Insert the PSAQ-ViT quantizers in place (see the module docstring)."""
     from ._hf_attention import BLOCK_TYPES, QUANT_ATTENTION
 
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if len(convs) != 1 or not convs[0].endswith(_PATCH_CONV):
+    if len(convs) != 1 or not convs[0].endswith(PATCH_CONV):
         raise UnsupportedModelError(
             f"{type(model).__name__}: expected one patch-embedding conv, found {convs}"
         )
-    heads = classifier_names(model, _HEADS)
+    heads = classifier_names(model, HEADS)
     place_transformer_quantizers(model, policy, heads=heads, attention_classes=QUANT_ATTENTION,
                                  is_block=lambda name, module: type(module) in BLOCK_TYPES)
 
 
-register_placement(Placement("hf_vit", "vit", _is_vit, _first_last, _apply))
-register_placement(Placement("hf_swin", "swin", _is_swin, _first_last, _apply))

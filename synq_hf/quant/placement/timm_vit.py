@@ -22,7 +22,6 @@ from torch import nn
 
 from ...errors import UnsupportedModelError
 from ..policy import LayerPolicy
-from . import Placement, register_placement
 from ._attention import quantized_attention
 from ._common import classifier_names, place_transformer_quantizers
 
@@ -71,20 +70,20 @@ class QuantWindowAttention(WindowAttention):
         return self.proj_drop(self.proj(x))
 
 
-_QUANT_ATTENTION: dict[type, type] = {Attention: QuantAttention, WindowAttention: QuantWindowAttention}
-_VIT_BLOCKS = (Block, ResPostBlock)
+QUANT_ATTENTION: dict[type, type] = {Attention: QuantAttention, WindowAttention: QuantWindowAttention}
+VIT_BLOCKS = (Block, ResPostBlock)
 
 
-def _is_vit(model: nn.Module) -> bool:
+def is_vit(model: nn.Module) -> bool:
     """timm ``VisionTransformer`` and subclasses (DeiT distilled); other ViT families are separate classes."""
     return isinstance(model, VisionTransformer)
 
 
-def _is_swin(model: nn.Module) -> bool:
+def is_swin(model: nn.Module) -> bool:
     return isinstance(model, SwinTransformer)
 
 
-def _blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def vit_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Transformer blocks by name: ``blocks.i`` (ViT) or ``layers.s.blocks.i`` (Swin)."""
     if isinstance(model, SwinTransformer):
         stages = enumerate(model.layers)
@@ -92,7 +91,7 @@ def _blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
 
 
-def _heads(model: nn.Module) -> tuple[str, ...]:
+def head_names(model: nn.Module) -> tuple[str, ...]:
     """Classifier Linear names: ``pretrained_cfg['classifier']`` plus the class defaults (DeiT: two)."""
     cfg_names = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
     cfg_names = (cfg_names,) if isinstance(cfg_names, str) else tuple(cfg_names)
@@ -100,13 +99,13 @@ def _heads(model: nn.Module) -> tuple[str, ...]:
     return classifier_names(model, tuple(dict.fromkeys(cfg_names + defaults)))
 
 
-def _first_last(model: nn.Module) -> tuple[str | None, str | None]:
+def first_last(model: nn.Module) -> tuple[str | None, str | None]:
     """Patch-embedding conv (``pretrained_cfg['first_conv']``) and the (first) classifier Linear."""
     modules = dict(model.named_modules())
     first = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
     if not isinstance(modules.get(first), nn.Conv2d):
         first = "patch_embed.proj"
-    heads = _heads(model)
+    heads = head_names(model)
     return first, (heads[0] if heads else None)
 
 
@@ -117,9 +116,9 @@ def _check_supported(model: nn.Module) -> None:
         raise UnsupportedModelError(f"{kind}: only the plain patch-embedding stem is supported (not hybrids)")
     if getattr(model, "attn_pool", None) is not None:
         raise UnsupportedModelError(f"{kind}: attention pooling heads (global_pool 'map'/'prr') unsupported")
-    block_types = (SwinTransformerBlock,) if isinstance(model, SwinTransformer) else _VIT_BLOCKS
+    block_types = (SwinTransformerBlock,) if isinstance(model, SwinTransformer) else VIT_BLOCKS
     attn_type = WindowAttention if isinstance(model, SwinTransformer) else Attention
-    for name, block in _blocks(model):
+    for name, block in vit_blocks(model):
         attn = getattr(block, "attn", None)
         if type(block) not in block_types or type(attn) is not attn_type:
             raise UnsupportedModelError(
@@ -131,14 +130,12 @@ def _check_supported(model: nn.Module) -> None:
         raise UnsupportedModelError(f"{kind}: expected one conv (patch_embed.proj), found {convs}")
 
 
-def _apply(model: nn.Module, policy: LayerPolicy) -> None:
+def apply(model: nn.Module, policy: LayerPolicy) -> None:
     """Insert the PSAQ-ViT quantizers in place (see the module docstring)."""
     _check_supported(model)
-    heads = _heads(model)
-    block_names = {name for name, _ in _blocks(model)}
-    place_transformer_quantizers(model, policy, heads=heads, attention_classes=_QUANT_ATTENTION,
+    heads = head_names(model)
+    block_names = {name for name, _ in vit_blocks(model)}
+    place_transformer_quantizers(model, policy, heads=heads, attention_classes=QUANT_ATTENTION,
                                  is_block=lambda name, module: name in block_names)
 
 
-register_placement(Placement("timm_vit", "vit", _is_vit, _first_last, _apply))
-register_placement(Placement("timm_swin", "swin", _is_swin, _first_last, _apply))

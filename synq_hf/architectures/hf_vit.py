@@ -1,0 +1,60 @@
+"""transformers ``ViTForImageClassification`` and ``DeiTForImageClassification(WithTeacher)``: PSAQ-ViT."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from ..quant.placement import hf_vit as placement
+from ._vit import PSAQ_RULES, attention_by_type, first_layernorm
+from .spec import ArchSpec, CamTarget
+
+
+def _attention_types() -> tuple[type, ...]:
+    from transformers.models.deit.modeling_deit import DeiTAttention
+    from transformers.models.vit.modeling_vit import ViTAttention
+
+    return (ViTAttention, DeiTAttention)
+
+
+def _layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    base_name = model.config.model_type
+    base = getattr(model, base_name)
+    if getattr(base, "layers", None) is not None:
+        return f"{base_name}.layers", base.layers
+    return f"{base_name}.encoder.layer", base.encoder.layer
+
+
+def _prefix_tokens(embeddings: nn.Module) -> int:
+    return sum(1 for n, _ in embeddings.named_parameters(recurse=False) if n.endswith("_token") and n != "mask_token")
+
+
+def cam_target(model: nn.Module) -> CamTarget:
+    """The output of the last layer's first LayerNorm (``layernorm_before``), class/distillation tokens dropped."""
+    prefix, layers = _layers(model)
+    ln = first_layernorm(layers[-1])
+    if ln is None:
+        raise UnsupportedModelError(f"{type(model).__name__}: its last layer has no LayerNorm for Grad-CAM")
+    base = getattr(model, model.config.model_type)
+    return CamTarget(f"{prefix}.{len(layers) - 1}.{ln}", "output", "tokens", _prefix_tokens(base.embeddings), "vit")
+
+
+def feature_blocks(model: nn.Module) -> list[str]:
+    prefix, layers = _layers(model)
+    return [f"{prefix}.{i}" for i in range(len(layers))]
+
+
+SPEC = ArchSpec(
+    name="hf_vit",
+    family="vit",
+    description="transformers ViT/DeiT image classifiers",
+    matches=placement.is_vit,
+    place=placement.apply,
+    placement="psaq_vit",
+    first_last=placement.first_last,
+    cam_target=cam_target,
+    synthesis="patch_similarity",
+    feature_blocks=feature_blocks,
+    float_rules=PSAQ_RULES,
+    attention_modules=attention_by_type(_attention_types, "o_proj"),
+)
