@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 
 from ..config import SynQConfig
 from ..errors import ConfigError
@@ -70,6 +70,7 @@ def finetune(
     augment: bool = False,
     progress: bool = True,
     save_final: bool = True,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> nn.Module:
     """Calibrate the student's activation ranges (if it has none yet) and fine-tune it with SynQ; return it.
 
@@ -77,7 +78,7 @@ def finetune(
     ``synthetic_dataset`` comes from ``synq_hf.synthesis.synthesize``. ``training_args`` is a ready
     ``TrainingArguments`` or a dict of overrides for :func:`build_training_args`. With ``save_final``
     the trained student's state dict goes to ``output_dir`` (``synq_student.safetensors``, main process
-    only). KD temperature: ``config.kd_temperature`` (default 1, the paper's plain KL). On the shared
+    only). ``callbacks`` are added to the trainer. KD temperature: ``config.kd_temperature`` (default 1, the paper's plain KL). On the shared
     CIFAR ResNet-20 (W4A4, 512 synthetic images, KD + selective CE, batch 128, 300 steps), SGD with
     lr 1e-3 reached 89.0% against 84.3% for min-max PTQ (METHOD.md's trial).
     """
@@ -93,7 +94,7 @@ def finetune(
         args = build_training_args(resolved, output_dir, max_steps=max_steps, progress=progress,
                                    **(training_args or {}))
     trainer = SynQTrainer(student, teacher, args, synthetic_dataset, config, augment=augment,
-                          image_shape=image_shape, num_classes=num_classes)
+                          image_shape=image_shape, num_classes=num_classes, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     if save_final:
         trainer.save_model(os.fspath(output_dir))
