@@ -44,6 +44,7 @@ class SynQQuantizer:
         if teacher.is_quantized:
             raise SynQError(f"{teacher.model_id!r} is already quantized; start from the float model")
         self.teacher = teacher
+        self._batch_given = (config or SynQConfig()).synthesis_batch_size is not None
         self.config = (config or SynQConfig()).resolve(family=teacher.family, input_size=teacher.input_size)
         self.device = torch.device(device) if device is not None else _default_device()
         self.teacher.model.to(self.device).eval()
@@ -96,6 +97,9 @@ class SynQQuantizer:
 
         overrides = {"num_images": num_images, "synthesis_iterations": iterations, "seed": seed}
         self.config = self.config.replace(**{k: v for k, v in overrides.items() if v is not None})
+        if not self._batch_given and self.config.num_images < self.config.synthesis_batch_size:
+            # the family's default batch, but never more images at once than are asked for
+            self.config = self.config.replace(synthesis_batch_size=self.config.num_images)
         start = time.perf_counter()
         self.synthetic = synthesize(
             self.teacher.model,
@@ -377,7 +381,9 @@ class SynQQuantizer:
 
 def _rounded(key: str, value: Any) -> Any:
     """Accuracies to 2 decimals and seconds to 0.1 s, so results.json shows no float noise."""
-    if isinstance(value, float) and not isinstance(value, bool):
+    if isinstance(value, dict):
+        return {k: _rounded(k, v) for k, v in value.items()}
+    if isinstance(value, float):
         if "_top" in key:
             return round(value, 2)
         if key.endswith("_s"):

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("timm").setLevel(logging.WARNING)  # per-load INFO lines add nothing for CLI users
     previous = _on_sigterm_raise_interrupt()
+    bars = _hide_datasets_bars() if getattr(args, "no_progress", False) else None
     try:
         with contextlib.redirect_stdout(sys.stderr):
             return int(args.func(args) or 0)
@@ -64,9 +65,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if bars:
+            import datasets
+
+            datasets.enable_progress_bars()
 
 
 _LAST_SIGNAL = [int(signal.SIGINT)]
+
+
+def _hide_datasets_bars() -> bool:
+    """``--no-progress`` also hides datasets' own bars; returns whether they were shown before."""
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    return shown
 
 
 def _on_sigterm_raise_interrupt() -> Any:
