@@ -291,13 +291,13 @@ class EvalTransform:
         self._warned = False
 
     def _check_once(self, mode: str, h: int, w: int) -> None:
-        """Warn once when images are not RGB, or not the model's size for a model that does not resize."""
+        """Warn once when images are not RGB, or (for a model that does not crop) of another aspect ratio."""
         if self._warned:
             return
         reasons = []
         if mode not in ("RGB", "RGBA"):
             reasons.append(f"mode {mode} (converted to RGB)")
-        if self.crop_pct >= 1.0 and (h, w) != self.crop_size:
+        if self.crop_pct >= 1.0 and h * self.crop_size[1] != w * self.crop_size[0]:  # another aspect ratio
             reasons.append(f"size {w}x{h} (resized to {self.crop_size[1]}x{self.crop_size[0]})")
         if reasons:
             self._warned = True
