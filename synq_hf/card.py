@@ -37,6 +37,8 @@ _TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
 _POSIX_PATH = re.compile(r"(?<![^\s'\"`(\[{=,:])~?/(?:[^\s/'\"`()\[\]{},|]+/)+[^\s/'\"`()\[\]{},|]*")
 _FILE_URI = re.compile(r"file://[^\s'\"`()\[\]{},|]+")
 _WINDOWS_PATH = re.compile(r"(?<![\w])[A-Za-z]:\\[^\s'\"`|]+")
+# A relative path that climbs or starts here (``../shared/x``, ``./x``): cut to its last name as well.
+_RELATIVE_PATH = re.compile(r"(?<![^\s'\"`(\[{=,:])\.\.?/[^\s'\"`()\[\]{},|]*")
 _RESULT_KEYS = {f"{m}_top{k}" for m in ("fp", "ptq", "synq") for k in (1, 5)} | {
     "dataset", "dataset_name", "dataset_config", "split", "num_samples", "method",
 }
@@ -84,6 +86,7 @@ def _scrub(text: str) -> str:
     text = _TOKEN.sub("hf_***", text)
     text = _FILE_URI.sub(lambda m: _path_name(m.group(0)), text)
     text = _POSIX_PATH.sub(lambda m: _path_name(m.group(0)), text)
+    text = _RELATIVE_PATH.sub(lambda m: _path_name(m.group(0)), text)
     return _WINDOWS_PATH.sub(lambda m: _path_name(m.group(0)), text)
 
 
@@ -178,8 +181,8 @@ def _check_keys(what: str, data: Mapping[str, Any], allowed: set[str]) -> None:
         raise ConfigError(f"{what} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
-def _method(results: Mapping[str, Any], training: Mapping[str, Any]) -> str:
-    method = results.get("method") or training.get("method")
+def _method(results: Mapping[str, Any], training: Mapping[str, Any], method: str | None = None) -> str:
+    method = method or results.get("method") or training.get("method")
     if method is None:
         method = "ptq" if "ptq_top1" in results and "synq_top1" not in results else "synq"
     if method not in _METHODS:
@@ -193,14 +196,29 @@ def _accuracy(results: Mapping[str, Any], key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 100.0:
         raise ConfigError(f"results[{key!r}]={value!r} must be an accuracy in percent (0-100)")
-    return round(float(value), 4)
+    return round(float(value), 2)
 
 
-def _eval_results(results: Mapping[str, Any], method: str, bits: str) -> tuple[list[Any], list[dict[str, str]]]:
-    """(EvalResult entries for model-index, rows of the results table).
+def _calibration_phrase(calibration: Mapping[str, Any]) -> str:
+    """E.g. '256 real images from `cifar10-test.parquet`' or '512 synthetic images'."""
+    n = calibration.get("num_images")
+    count = f"{_fmt(n)} " if n is not None else ""
+    source = calibration.get("source", "synthetic")
+    if source == "real":
+        data = calibration.get("data")
+        return f"{count}real images" + (f" from `{data}`" if data else "")
+    if source == "synthetic":
+        return f"{count}synthetic images"
+    return f"{count}user-provided images"
 
-    This model's accuracy is ``accuracy``/``top_5_accuracy``; the float and PTQ numbers measured for comparison
-    are kept in model-index too, under their own metric types, so no leaderboard mistakes them for this model's.
+
+def _eval_results(
+    results: Mapping[str, Any], method: str, bits: str, ptq_label: str
+) -> tuple[list[Any], list[dict[str, str]]]:
+    """(EvalResult entries for model-index: this model's own metrics only, rows of the results table).
+
+    The float and PTQ numbers measured for comparison appear only in the body table, never in model-index,
+    so no leaderboard mistakes them for this model's.
     """
     from huggingface_hub import EvalResult
 
@@ -216,27 +234,21 @@ def _eval_results(results: Mapping[str, Any], method: str, bits: str) -> tuple[l
         dataset_split=results.get("split"),
     )
     entries = [
-        ("fp", "Float base model (reference)", "float", "base_model_"),
-        ("ptq", "Min-max PTQ on synthetic data" + ("" if method == "ptq" else " (reference)"), bits,
-         "" if method == "ptq" else "ptq_baseline_"),
-        ("synq", "SynQ", bits, ""),
+        ("fp", "Float base model (reference)", "float"),
+        ("ptq", ptq_label + ("" if method == "ptq" else " (reference)"), bits),
+        ("synq", "SynQ", bits),
     ]
-    own, references, rows = [], [], []
-    for prefix, label, row_bits, type_prefix in entries:
+    own, rows = [], []
+    for prefix, label, row_bits in entries:
         top1, top5 = _accuracy(results, f"{prefix}_top1"), _accuracy(results, f"{prefix}_top5")
         if top1 is None and top5 is None:
             continue
         this = prefix == method
-        for k, value in ((1, top1), (5, top5)):
-            if value is None:
-                continue
-            metric_type = "accuracy" if k == 1 else "top_5_accuracy"
-            (own if this else references).append(EvalResult(
-                **common,
-                metric_type=metric_type if this else f"{type_prefix}{metric_type}",
-                metric_name=f"Top-{k} accuracy" + ("" if this else f" — {label}"),
-                metric_value=value,
-            ))
+        if this:
+            for k, value in ((1, top1), (5, top5)):
+                if value is not None:
+                    own.append(EvalResult(**common, metric_type="accuracy" if k == 1 else "top_5_accuracy",
+                                          metric_name=f"Top-{k} accuracy", metric_value=value))
         rows.append({
             "label": f"**{label} — this model**" if this else label,
             "bits": row_bits,
@@ -245,13 +257,12 @@ def _eval_results(results: Mapping[str, Any], method: str, bits: str) -> tuple[l
         })
     if not rows:
         raise ConfigError("results holds no accuracy: give at least one of fp_top1, ptq_top1, synq_top1")
-    return own + references, rows  # this model's metrics first: the Hub shows the first ones
+    return own, rows
 
 
-def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training: Mapping[str, Any]) -> dict[str, str]:
-    """The prose of 'What was done', from the recorded settings."""
-    n = synthetic.get("num_images", cfg.num_images)
-    iters = synthetic.get("iterations", cfg.synthesis_iterations)
+def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training: Mapping[str, Any],
+           calibration: Mapping[str, Any]) -> dict[str, str]:
+    """The prose of 'What was done', from the run's record (what actually ran, not the config's defaults)."""
     family = synthetic.get("family")
     objective = {
         "cnn": "match the batch statistics at every BatchNorm layer to the running statistics",
@@ -261,28 +272,36 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
     lr = f" (Adam, lr {cfg.synthesis_lr:g})" if cfg.synthesis_lr is not None else ""
     lpf = (f"They were then low-pass filtered (Gaussian, D0 = {cfg.lpf_d0:g}, {cfg.lpf_mode.replace('_', ' ')})."
            if cfg.lpf_d0 else "No low-pass filter was applied.")
-    synthesis = (
-        f"{_fmt(n)} images were generated from the base model alone, without any real image: starting from "
-        f"Gaussian noise with random labels, the pixels were optimized for {_fmt(iters)} iterations{lr} to "
-        f"{objective}, plus a hard-sample cross-entropy toward the labels. "
-        + (lpf if method == "synq" else "")
-    ).strip()
+    if synthetic:
+        n = synthetic.get("num_images")
+        iters = synthetic.get("iterations")
+        synthesis = (
+            f"{_fmt(n)} images were generated from the base model alone, without any real image: starting from "
+            f"Gaussian noise with random labels, the pixels were optimized for {_fmt(iters)} iterations{lr} to "
+            f"{objective}, plus a hard-sample cross-entropy toward the labels. "
+            + (lpf if method == "synq" else "")
+        ).strip()
+    else:
+        synthesis = "None: no images were synthesized for this model."
     sym = {True: "symmetric ", False: "asymmetric ", None: ""}[cfg.weight_symmetric]
     quant = (
         f"Weights of every convolution and linear layer: {cfg.weight_granularity.replace('_', '-')} {sym}"
         f"min-max, {cfg.w_bits}-bit. Activations: per-tensor "
         f"{'symmetric' if cfg.act_symmetric else 'asymmetric'} {cfg.a_bits}-bit (after every ReLU in CNNs, the "
         f"PSAQ-ViT positions in ViTs), ranges from an EMA (momentum {cfg.ema_momentum:g}) of min/max over "
-        f"{cfg.calibration_num_images} synthetic images, then "
-        f"{'learned (LSQ)' if cfg.learnable_act_scale else 'frozen'}. Gradients: {cfg.ste} straight-through estimator."
+        f"{_calibration_phrase(calibration)}, then "
+        f"{'learned (LSQ)' if cfg.learnable_act_scale and method == 'synq' else 'frozen'}. Gradients: {cfg.ste} "
+        "straight-through estimator."
     )
     if method == "ptq":
-        finetune = "None: this is the post-training-quantization baseline (calibration only)."
+        finetune = "None: this is post-training quantization (calibration only); nothing was fine-tuned."
     else:
-        length = (f"{training['steps']} steps" if training.get("steps") is not None else
-                  f"{cfg.max_steps} steps" if cfg.max_steps else f"{_fmt(cfg.num_epochs)} epochs")
+        steps, epochs = training.get("steps"), training.get("epochs")
+        length = (f"{steps} steps" + (f" ({_fmt(epochs)} epochs)" if epochs is not None else "")
+                  if steps is not None else "an unrecorded number of steps")
         tau = f"{cfg.tau:g}" if cfg.tau is not None else "auto"
         cam = f"{cfg.lambda_cam:g}"
+        batch = training.get("batch_size") or cfg.train_batch_size
         finetune = (
             f"The quantized student was trained against the float teacher on the synthetic images for {length} "
             f"with SynQ's loss (Eq. 6): KL(teacher ‖ student) at temperature {cfg.kd_temperature:g}, plus "
@@ -290,7 +309,7 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
             f"{cam} × Grad-CAM alignment on the last feature map (target: {cfg.cam_target}). SGD"
             + (f" lr {cfg.learning_rate:g}" if cfg.learning_rate is not None else "")
             + f", momentum {cfg.momentum:g}, weight decay {cfg.weight_decay:g}"
-            + (f", batch {cfg.train_batch_size}" if cfg.train_batch_size else "")
+            + (f", batch {batch}" if batch else "")
             + f"; BatchNorm statistics frozen; seed {cfg.seed}."
         )
     return {"synthesis_text": synthesis, "quant_text": quant, "finetune_text": finetune}
@@ -301,6 +320,25 @@ def _synthetic_dataset_text(dataset_repo: str | None) -> str:
         return (f"The synthetic images are published as the dataset "
                 f"[{dataset_repo}](https://huggingface.co/datasets/{dataset_repo}).")
     return "The synthetic images were not published."
+
+
+def _method_title(method: str, zero_shot: bool, calibrated_on: str) -> str:
+    if method == "synq":
+        return "SynQ zero-shot quantization (synthetic data + synthesis-aware fine-tuning; no real data)"
+    if zero_shot:
+        return f"min-max post-training quantization calibrated on {calibrated_on} (no real data)"
+    return f"min-max post-training quantization calibrated on {calibrated_on}"
+
+
+def _summary(bits: str, base_display: str, method: str, zero_shot: bool, calibrated_on: str) -> str:
+    if method == "synq":
+        return (f"A {bits} fake-quantized version of {base_display}, produced **without any real data**: images "
+                "synthesized from the base model were used to calibrate and fine-tune it with SynQ (ICLR 2025).")
+    if zero_shot:
+        return (f"A {bits} fake-quantized version of {base_display}, produced **without any real data**: "
+                f"{calibrated_on} generated from the base model calibrated it (post-training quantization).")
+    return (f"A {bits} fake-quantized version of {base_display}: post-training quantization (min-max) with its "
+            f"activation ranges calibrated on {calibrated_on}; nothing was fine-tuned.")
 
 
 def render_model_card(
@@ -316,6 +354,9 @@ def render_model_card(
     extra_tags: Iterable[str] = (),
     recipe: str | None = None,
     model_name: str | None = None,
+    calibration: Mapping[str, Any] | None = None,
+    method: str | None = None,
+    load_id: str | None = None,
 ) -> Any:
     """Render the card of a quantized model as a ``huggingface_hub.ModelCard`` (save it as ``README.md``).
 
@@ -323,8 +364,11 @@ def render_model_card(
     ``dataset`` (Hub id or short name), optional ``dataset_name``, ``split``, ``num_samples`` and ``method``
     (``"synq"`` or ``"ptq"``: which row is this model; default from the keys given). ``synthetic_data``
     (``num_images``, ``iterations``, ``seed``, ``family``, ``wall_time_s``, ``dataset_repo``...) and
-    ``training`` (``steps``, ``wall_time_s``, ``hardware``...) are shown as tables. ``repo_id`` is what the
-    loading snippet loads (default: the folder name, ``model_name``).
+    ``training`` (``steps`` actually trained, ``wall_time_s`` of the whole run, ``hardware``...) are shown as
+    tables. ``calibration`` says what calibrated the activation ranges (``source``: ``"synthetic"``,
+    ``"real"`` with ``data``, or ``"provided"``; ``num_images``): only a model calibrated and trained on
+    synthetic images alone is called zero-shot. ``method`` (``"synq"``/``"ptq"``) defaults from the other
+    records. ``repo_id`` (or ``load_id``, e.g. the folder name) is what the loading snippet loads.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -337,19 +381,27 @@ def render_model_card(
     if not isinstance(base_model, str) or not base_model.strip():
         raise ConfigError("base_model must name the float model (a Hub id, timm name or folder)")
     cfg = synq_config if isinstance(synq_config, SynQConfig) else SynQConfig.from_dict(dict(synq_config))
-    results, synthetic, training = (sanitize(dict(d or {})) for d in (results, synthetic_data, training))
+    results, synthetic, training, calibration = (
+        sanitize(dict(d or {})) for d in (results, synthetic_data, training, calibration))
     _check_keys("results", results, _RESULT_KEYS)
     hub_id = hub_base_model(base_model)
     base_display, base_name = _base_display(base_model, hub_id)
-    method = _method(results, training)
+    method = _method(results, training, method)
+    calibration.setdefault("source", "synthetic")
+    if "num_images" not in calibration and calibration["source"] == "synthetic" and synthetic.get("num_images"):
+        calibration["num_images"] = min(cfg.calibration_num_images, int(synthetic["num_images"]))
+    zero_shot = calibration["source"] == "synthetic"
     tag = f"w{cfg.w_bits}a{cfg.a_bits}"
     model_name = _scrub(model_name or (repo_id.split("/", 1)[1] if repo_id else f"{base_name}-{method}-{tag}"))
-    load_id = repo_id or model_name
+    load_id = repo_id or _scrub(load_id or model_name)
     bits_text = _bits_text(cfg)
-    evals, result_rows = _eval_results(results, method, tag.upper()) if results else ([], [])
+    calibrated_on = _calibration_phrase(calibration)
+    ptq_label = "Min-max PTQ on " + ("synthetic data" if zero_shot else calibrated_on.split(" ", 1)[-1])
+    evals, result_rows = _eval_results(results, method, tag.upper(), ptq_label) if results else ([], [])
     dataset_repo = synthetic.get("dataset_repo")
 
-    tags = ["synq-hf", "quantized", "zero-shot-quantization", "fake-quantization", tag, method, library]
+    tags = ["synq-hf", "quantized", *(["zero-shot-quantization"] if zero_shot else []), "fake-quantization", tag,
+            method, library]
     tags += [t for t in (_scrub(str(t)) for t in extra_tags) if t not in tags]
     data = ModelCardData(
         base_model=hub_id,
@@ -370,15 +422,21 @@ def render_model_card(
         "load_id": load_id,
         "library": library,
         "base_display": base_display,
-        "method_title": {
-            "synq": "SynQ zero-shot quantization (synthetic data + synthesis-aware fine-tuning; no real data)",
-            "ptq": "min-max post-training quantization calibrated on synthetic data (no real data)",
-        }[method],
-        "summary": (
-            f"A {bits_text.split(' (')[0]} fake-quantized version of {base_display}, produced **without any real "
-            "data**: images synthesized from the base model were used to calibrate"
-            + (" and fine-tune it with SynQ (ICLR 2025)." if method == "synq" else " it (post-training quantization).")
+        "method_title": _method_title(method, zero_shot, calibrated_on),
+        "summary": _summary(bits_text.split(" (")[0], base_display, method, zero_shot, calibrated_on),
+        "data_note": (
+            "The quantized models never saw these images (or any real image): calibration and fine-tuning used "
+            "only synthetic images generated from the base model." if zero_shot else
+            f"This model's activation ranges were calibrated on {calibrated_on}"
+            + (f" (the first {calibration['skip']} rows skipped)" if calibration.get("skip") else "") + "."
         ),
+        "data_limitation": (
+            "- Zero-shot: no real image was used to quantize this model, so its accuracy depends on how well the\n"
+            "  synthetic images cover what the base model learned; classes the base model is unsure about suffer "
+            "most." if zero_shot else
+            f"- Calibrated on {calibrated_on}: data unlike it may fall outside the calibrated ranges."
+        ),
+        "load_comment": "a Hub repo id" if repo_id else "this folder (its path), or its Hub repo id once pushed",
         "bits_text": bits_text,
         "bits_short": tag.upper(),
         "synq_hf_version": __version__,
@@ -402,7 +460,7 @@ def render_model_card(
             f"{base_display} — cite it as its model card asks; {_LIBRARY_CITATIONS[library]}" if hub_id else
             f"{base_display}; {_LIBRARY_CITATIONS[library]}"
         ),
-        **_texts(cfg, method, synthetic, training),
+        **_texts(cfg, method, synthetic, training, calibration),
     }
     card = ModelCard.from_template(data, template_str=template_text(), **sanitize(context))
     return ModelCard(_scrub(card.content))
@@ -415,7 +473,7 @@ def retarget_card(content: str, repo_id: str, dataset_repo: str | None = None) -
     if not _REPO_ID.match(repo_id):
         raise ConfigError(f"repo_id={repo_id!r} is not a Hub repo id of the form 'user/name'")
     card = ModelCard(content)
-    text = re.sub(r'load_model\("[^"\n]*"\)', f'load_model("{repo_id}")', card.text)
+    text = re.sub(r'load_model\("[^"\n]*"\)(  # [^\n]*)?', f'load_model("{repo_id}")  # a Hub repo id', card.text)
     text = re.sub(r"synq-hf evaluate \S+ ", f"synq-hf evaluate {repo_id} ", text)
     if dataset_repo is not None:
         if not _REPO_ID.match(dataset_repo):

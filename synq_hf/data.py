@@ -27,6 +27,7 @@ __all__ = [
     "detect_columns",
     "load_image_dataset",
     "make_batch_transform",
+    "raw_images",
     "select_split",
 ]
 
@@ -175,6 +176,40 @@ def load_image_dataset(
 # --------------------------------------------------------------------------------------------------
 
 
+def _is_image_struct(feature: Any) -> bool:
+    """An image stored as a plain struct ``{bytes, path}`` (parquet written without datasets' metadata)."""
+    return isinstance(feature, dict) and "bytes" in feature and set(feature) <= {"bytes", "path"}
+
+
+def raw_images(dataset: Any, column: str) -> Any:
+    """``dataset`` with ``column`` left undecoded (``{bytes, path}`` dicts): :func:`collate_images` decodes them
+    itself, naming the file of a broken image instead of failing deep inside ``datasets``."""
+    import datasets
+
+    feature = dataset.features.get(column)
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset
+
+
+def _decode(image: dict[str, Any]) -> Any:
+    """A PIL image from a ``{bytes, path}`` dict; a broken or missing file is a one-line ``DataError``."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    data, path = image.get("bytes"), image.get("path")
+    where = f"image {path!r}" if path else "an image in the dataset"
+    if data is None and path is None:
+        raise DataError("an image entry has neither bytes nor path (expected an image struct {bytes, path})")
+    try:
+        pil = Image.open(io.BytesIO(data) if data is not None else path)
+        pil.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"cannot read {where}: {e}; remove or replace that file") from None
+    return pil
+
+
 def detect_columns(
     dataset: Any,
     image_column: str | None = None,
@@ -199,7 +234,7 @@ def detect_columns(
         image = check(image_column, "image")
     else:
         found = [c for c in _IMAGE_COLUMNS if c in columns]
-        found += [c for c, f in features.items() if isinstance(f, datasets.Image)]
+        found += [c for c, f in features.items() if isinstance(f, datasets.Image) or _is_image_struct(f)]
         if not found:
             raise DataError(
                 f"cannot find an image column (tried {', '.join(_IMAGE_COLUMNS)} and Image() features); "
@@ -252,6 +287,22 @@ class EvalTransform:
         self.interpolation = _interpolation(str(data_config.get("interpolation", "bilinear")))
         self.mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(data_config["std"], dtype=torch.float32).view(-1, 1, 1)
+        self.crop_pct = crop_pct
+        self._warned = False
+
+    def _check_once(self, mode: str, h: int, w: int) -> None:
+        """Warn once when images are not RGB, or (for a model that does not crop) of another aspect ratio."""
+        if self._warned:
+            return
+        reasons = []
+        if mode not in ("RGB", "RGBA"):
+            reasons.append(f"mode {mode} (converted to RGB)")
+        if self.crop_pct >= 1.0 and h * self.crop_size[1] != w * self.crop_size[0]:  # another aspect ratio
+            reasons.append(f"size {w}x{h} (resized to {self.crop_size[1]}x{self.crop_size[0]})")
+        if reasons:
+            self._warned = True
+            logger.warning("the images are %s for a model expecting 3x%dx%d RGB input; check that this is the "
+                           "right data", " and ".join(reasons), *self.crop_size)
 
     def _target_size(self, h: int, w: int) -> tuple[int, int]:
         sh, sw = self.scale_size
@@ -277,7 +328,10 @@ class EvalTransform:
         """Resize and crop one PIL image or uint8 array (HWC or CHW) to a uint8 (3, H, W) tensor."""
         from torchvision.transforms import functional as F
 
+        if isinstance(image, dict):  # an undecoded {bytes, path} image (raw_images or plain parquet)
+            image = _decode(image)
         if hasattr(image, "convert"):  # PIL: resize in PIL like timm does
+            self._check_once(image.mode, image.height, image.width)
             if image.mode != "RGB":
                 image = image.convert("RGB")
             return F.pil_to_tensor(self._resize_crop(image, image.height, image.width))
@@ -295,6 +349,7 @@ class EvalTransform:
             raise DataError(f"expected an image (H, W, C) or (C, H, W), got shape {tuple(t.shape)}")
         if t.dtype != torch.uint8:
             raise DataError(f"expected uint8 pixels or already-normalized float arrays, got {t.dtype}")
+        self._check_once({1: "L", 3: "RGB", 4: "RGBA"}[int(t.shape[0])], int(t.shape[-2]), int(t.shape[-1]))
         t = t[:3] if t.shape[0] == 4 else t.expand(3, -1, -1)
         return self._resize_crop(t, int(t.shape[-2]), int(t.shape[-1]))
 
@@ -316,7 +371,7 @@ def collate_images(images: Sequence[Any], transform: EvalTransform) -> torch.Ten
     if len(images) == 0:
         raise DataError("empty batch of images")
     first = images[0]
-    is_float = not hasattr(first, "convert") and np.asarray(first).dtype.kind == "f"
+    is_float = not hasattr(first, "convert") and not isinstance(first, dict) and np.asarray(first).dtype.kind == "f"
     if is_float:  # already-normalized pixel values (e.g. synthetic images)
         batch = torch.as_tensor(np.stack([np.asarray(x, dtype=np.float32) for x in images]))
         if batch.ndim != 4 or tuple(batch.shape[1:]) != (3, *transform.crop_size):

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from tqdm.auto import tqdm
 
-from .data import build_eval_transform, detect_columns, make_batch_transform
+from .data import build_eval_transform, detect_columns, make_batch_transform, raw_images
 from .errors import DataError
 from .model_info import LoadedModel, model_logits
 
@@ -106,7 +106,7 @@ def evaluate_model(
     _check_labels(dataset, label_col, num_classes)
 
     transform = build_eval_transform(data_config)
-    view = dataset.select_columns([image_col, label_col]).with_transform(
+    view = raw_images(dataset.select_columns([image_col, label_col]), image_col).with_transform(
         make_batch_transform(transform, image_col, label_col)
     )
     # Index with whole batches so the transform runs once per batch (Arrow decodes in bulk).

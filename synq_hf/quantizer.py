@@ -10,7 +10,6 @@ import copy
 import json
 import os
 import platform
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 from .config import SynQConfig
 from .errors import DataError, SynQError
 from .model_info import LoadedModel
+from .outputs import is_local_name, public_name, write_output
 from .quant import calibrate, iter_batches, quantize_model
 
 RESULTS_NAME = "results.json"
@@ -44,6 +44,7 @@ class SynQQuantizer:
         if teacher.is_quantized:
             raise SynQError(f"{teacher.model_id!r} is already quantized; start from the float model")
         self.teacher = teacher
+        self._batch_given = (config or SynQConfig()).synthesis_batch_size is not None
         self.config = (config or SynQConfig()).resolve(family=teacher.family, input_size=teacher.input_size)
         self.device = torch.device(device) if device is not None else _default_device()
         self.teacher.model.to(self.device).eval()
@@ -56,6 +57,7 @@ class SynQQuantizer:
         self.training: dict[str, Any] = {}
         self.recipe: str | None = None
         self.record: dict[str, Any] = {}  # JSON provenance saved in config.json (e.g. calibration source)
+        self._start = time.perf_counter()  # total wall time is measured from here to save_pretrained
 
     @classmethod
     def from_pretrained(
@@ -83,13 +85,21 @@ class SynQQuantizer:
         iterations: int | None = None,
         seed: int | None = None,
         *,
+        checkpoint_dir: str | os.PathLike | None = None,
         progress: bool = True,
     ) -> Any:
-        """Generate the synthetic training set from the teacher (a ``datasets.Dataset``; also ``.synthetic``)."""
-        from .synthesis import synthesize
+        """Generate the synthetic training set from the teacher (a ``datasets.Dataset``; also ``.synthetic``).
+
+        With ``checkpoint_dir`` every finished group of images is saved there and reused on the next call
+        (resuming an interrupted synthesis gives the same pixels as an uninterrupted one).
+        """
+        from .synthesis import synthesis_metadata, synthesize
 
         overrides = {"num_images": num_images, "synthesis_iterations": iterations, "seed": seed}
         self.config = self.config.replace(**{k: v for k, v in overrides.items() if v is not None})
+        if not self._batch_given and self.config.num_images < self.config.synthesis_batch_size:
+            # the family's default batch, but never more images at once than are asked for
+            self.config = self.config.replace(synthesis_batch_size=self.config.num_images)
         start = time.perf_counter()
         self.synthetic = synthesize(
             self.teacher.model,
@@ -99,25 +109,55 @@ class SynQQuantizer:
             class_names=self.teacher.class_names,
             teacher_id=self.teacher.model_id,
             device=self.device,
+            checkpoint_dir=checkpoint_dir,
             progress=progress,
         )
         self.timings["synthesis_s"] = time.perf_counter() - start
+        self.record_synthetic(self.synthetic)
+        meta = synthesis_metadata(self.synthetic)
+        self.record["synthesis"]["restarts"] = meta.get("restarts", 0)
         return self.synthetic
 
+    def record_synthetic(self, dataset: Any) -> None:
+        """Record what the synthetic set really holds (images, iterations, batch, seed) from its metadata."""
+        from .synthesis import synthesis_metadata
+
+        meta = synthesis_metadata(dataset)
+        cfg = meta.get("config") or {}
+        self.record["synthesis"] = {
+            "num_images": len(dataset),
+            "iterations": cfg.get("synthesis_iterations"),
+            "batch_size": cfg.get("synthesis_batch_size"),
+            "seed": meta.get("seed"),
+            "family": meta.get("family"),
+            "wall_time_s": self.timings.get("synthesis_s"),
+        }
+
     # -- step 2: quantization ---------------------------------------------------------------------
-    def ptq(self, calibration: Any | None = None, *, progress: bool = True) -> nn.Module:
+    def ptq(
+        self, calibration: Any | None = None, *, source: dict[str, Any] | None = None, progress: bool = True
+    ) -> nn.Module:
         """Min-max PTQ baseline (no fine-tuning), calibrated on ``calibration`` or the synthetic set.
 
         ``calibration`` is a tensor of normalized images, a dataset with ``pixel_values`` or ``None``
-        (use ``.synthetic``, synthesizing it first if needed). Returns the model (also ``.ptq_model``).
+        (use ``.synthetic``, synthesizing it first if needed). ``source`` says what the images are
+        (e.g. ``{"source": "real", "data": "cifar10"}``) for the card. Returns the model (also ``.ptq_model``).
         """
+        synthetic = calibration is None or (calibration is self.synthetic and source is None)
         images = self._calibration_images(calibration, progress=progress)
+        record = {"source": "synthetic"} if synthetic else dict(source or {"source": "provided"})
+        if "data" in record and record["data"] is not None:
+            record["data"] = public_name(record["data"])
+        record["num_images"] = len(images)
         student = quantize_model(copy.deepcopy(self.teacher.model), self.config)
         batches = iter_batches(images, self.config.calibration_batch_size)
         total = -(-len(images) // self.config.calibration_batch_size)
         self.ptq_model = calibrate(student, batches, device=self.device, progress=progress, total=total)
-        if self.model is None:
+        if self.model is None or self.method == "ptq":
             self.model, self.method = self.ptq_model, "ptq"
+            self.record["calibration"] = record
+        else:
+            self.record["ptq_reference_calibration"] = record
         return self.ptq_model
 
     def quantize(
@@ -140,12 +180,14 @@ class SynQQuantizer:
 
         if synthetic is not None:
             self.synthetic = synthetic
+            self.record_synthetic(synthetic)
         elif self.synthetic is None:
             self.synthesize(progress=progress)
         if max_steps is not None:
             self.config = self.config.replace(max_steps=max_steps)
         # A previous fine-tuning froze the shared teacher (requires_grad False); the copy must train.
         student = quantize_model(copy.deepcopy(self.teacher.model), self.config).requires_grad_(True)
+        steps = _TrainedSteps()
         start = time.perf_counter()
         with _work_dir(output_dir) as work:
             self.model = finetune(
@@ -158,11 +200,16 @@ class SynQQuantizer:
                 resume_from_checkpoint=resume_from_checkpoint,
                 progress=progress,
                 save_final=False,
+                callbacks=[steps],
             )
         self.model.eval()
         self.method = "synq"
         self.timings["finetune_s"] = time.perf_counter() - start
-        self.training = {"max_steps": self.config.max_steps, "num_epochs": self.config.num_epochs}
+        self.training = {"steps": steps.state.get("global_step"), "epochs": steps.state.get("epoch"),
+                         "batch_size": steps.state.get("batch_size")}
+        n = min(self.config.calibration_num_images, len(self.synthetic))
+        self.record["calibration"] = {"source": "synthetic", "num_images": n}
+        self.record["training"] = dict(self.training, wall_time_s=self.timings["finetune_s"])
         return self.model
 
     # -- step 3: evaluation -----------------------------------------------------------------------
@@ -207,7 +254,7 @@ class SynQQuantizer:
 
     # -- step 4: save / push ----------------------------------------------------------------------
     def results_json(self) -> dict[str, Any]:
-        """The ``results.json`` record: accuracies, bits, timings (seconds) and hardware."""
+        """The ``results.json`` record: accuracies (2 decimals), bits, what ran, timings (seconds), hardware."""
         out = {
             "fp_top1": self.results.get("fp_top1"),
             "ptq_top1": self.results.get("ptq_top1"),
@@ -216,13 +263,20 @@ class SynQQuantizer:
             "a_bits": self.config.a_bits,
             "synthesis_s": self.timings.get("synthesis_s"),
             "finetune_s": self.timings.get("finetune_s"),
+            "total_s": self.timings.get("total_s", time.perf_counter() - self._start),
             "method": self.method,
             "base_model": public_name(self.teacher.model_id),
+            "base_model_local": is_local_name(self.teacher.model_id),
             "hardware": hardware_description(self.device),
         }
         out.update({k: v for k, v in self.results.items() if k not in out})
+        out.update({k: v for k, v in self.run_record().items() if k not in out})
         out.update(self._coverage_json())
-        return out
+        return {k: _rounded(k, v) for k, v in out.items()}
+
+    def run_record(self) -> dict[str, Any]:
+        """What actually ran: method, calibration data, synthetic set, fine-tuning steps (JSON, no local path)."""
+        return {"method": self.method, **copy.deepcopy(self.record)}
 
     def _coverage_json(self) -> dict[str, Any]:
         """Coverage hook for results.json (and the card): the summary of the report quantize_model recorded."""
@@ -235,7 +289,8 @@ class SynQQuantizer:
         """Write the quantized model, its config, ``results.json`` and a model card to ``save_dir``.
 
         The folder is assembled in a temporary sibling and moved into place, so a failure leaves no
-        partial output; an existing non-empty folder is refused unless ``overwrite``.
+        partial output; an existing non-empty folder is refused unless ``overwrite`` and it is an earlier
+        synq_hf output (see :mod:`synq_hf.outputs`).
         """
         from .card import render_model_card
         from .serialization import save_quantized
@@ -243,31 +298,25 @@ class SynQQuantizer:
         if self.model is None:
             raise SynQError("nothing to save: run quantize() (or ptq()) first")
         target = Path(save_dir)
-        if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
-            raise SynQError(f"{target} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        self.timings["total_s"] = time.perf_counter() - self._start
+
+        def write(tmp: Path) -> None:
             save_quantized(self.model, tmp, base_model=self.teacher.model_id, library=self.teacher.library,
-                           config=self.config, source=self.teacher, extra={"method": self.method, **self.record})
+                           config=self.config, source=self.teacher, extra=self.run_record())
             (tmp / RESULTS_NAME).write_text(json.dumps(self.results_json(), indent=2) + "\n")
-            card = render_model_card(**self.card_fields())
+            card = render_model_card(**self.card_fields(), load_id=target.name)
             card.save(tmp / "README.md")
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+
+        return write_output(target, write, overwrite=overwrite, flag="")
 
     def card_fields(self) -> dict[str, Any]:
         """Everything the model card shows, as keyword arguments of ``render_model_card``."""
         synthetic = None
-        if self.synthetic is not None:
-            synthetic = {"num_images": len(self.synthetic), "iterations": self.config.synthesis_iterations,
-                         "batch_size": self.config.synthesis_batch_size, "seed": self.config.seed,
-                         "family": self.teacher.family, "wall_time_s": self.timings.get("synthesis_s")}
+        syn = self.record.get("synthesis")
+        if syn is not None:
+            synthetic = {"num_images": syn["num_images"], "iterations": syn.get("iterations"),
+                         "batch_size": syn.get("batch_size"), "seed": syn.get("seed"),
+                         "family": syn.get("family"), "wall_time_s": self.timings.get("synthesis_s")}
         results: dict[str, Any] | None = {k: v for k, v in self.results.items() if v is not None}
         if not any(k.endswith("_top1") for k in results):
             results = None  # nothing measured: the card says so instead of showing an empty table
@@ -277,14 +326,22 @@ class SynQQuantizer:
             results["dataset"] = results.pop("eval_data")
         if results and "eval_split" in results:
             results["split"] = results.pop("eval_split")
+        training = {"method": self.method}
+        if self.method == "synq":
+            training.update(steps=self.training.get("steps"), epochs=self.training.get("epochs"),
+                            batch_size=self.training.get("batch_size"),
+                            finetune_wall_time_s=self.timings.get("finetune_s"))
+        training.update(synthesis_wall_time_s=self.timings.get("synthesis_s"),
+                        wall_time_s=self.timings.get("total_s", time.perf_counter() - self._start),
+                        hardware=hardware_description(self.device))
         return {
             "base_model": self.teacher.model_id,
             "library": self.teacher.library,
             "synq_config": self.config,
             "results": results,
             "synthetic_data": synthetic,
-            "training": {**self.training, "wall_time_s": self.timings.get("finetune_s"),
-                         "hardware": hardware_description(self.device)},
+            "calibration": self.record.get("calibration"),
+            "training": training,
             "license": self.teacher.extra.get("license"),
             "recipe": self.recipe,
         }
@@ -330,12 +387,32 @@ class SynQQuantizer:
         return images[:n].float()
 
 
-def public_name(name: str) -> str:
-    """A model or data id safe for a card: local paths become their last component."""
-    name = str(name).removeprefix("local-dir:").removeprefix("parquet:")
-    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
-        return Path(name).name
-    return name
+def _rounded(key: str, value: Any) -> Any:
+    """Accuracies to 2 decimals and seconds to 0.1 s, so results.json shows no float noise."""
+    if isinstance(value, dict):
+        return {k: _rounded(k, v) for k, v in value.items()}
+    if isinstance(value, float):
+        if "_top" in key:
+            return round(value, 2)
+        if key.endswith("_s"):
+            return round(value, 1)
+    return value
+
+
+class _TrainedSteps:
+    """A ``TrainerCallback`` noting how many steps and epochs were really trained (for the card)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:  # every other TrainerCallback event is a no-op
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.state = {"global_step": state.global_step, "epoch": round(float(state.epoch or 0), 2),
+                      "batch_size": args.per_device_train_batch_size * max(args.world_size, 1)}
 
 
 def _default_device() -> torch.device:

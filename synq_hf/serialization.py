@@ -26,6 +26,7 @@ from torch import nn
 from .config import SynQConfig
 from .errors import CheckpointError, ConfigError, SynQError
 from .model_info import LoadedModel
+from .outputs import is_local_name, public_name
 from .quant import ActQuantizer, WeightQuantizer, act_quantizers, is_quantized, quantize_model
 from .quant.quantize import SYNQ_CONFIG_ATTR
 from .version import __version__
@@ -115,7 +116,8 @@ def _synq_block(
     base_model: str, library: str, config: SynQConfig | None, extra: dict[str, Any] | None
 ) -> dict[str, Any]:
     block: dict[str, Any] = {
-        "base_model": base_model,
+        "base_model": public_name(base_model),  # never a local path: a local folder is recorded by its name
+        **({"base_model_local": True} if is_local_name(base_model) else {}),
         "library": library,
         "synq_hf_version": __version__,
         "format_version": FORMAT_VERSION,
@@ -194,7 +196,8 @@ def save_quantized(
 ) -> Path:
     """Write a calibrated fake-quantized ``model`` to ``save_dir`` (safetensors + JSON only); returns the folder.
 
-    ``base_model`` names the float model it came from, ``library`` is ``"timm"`` or ``"transformers"``;
+    ``base_model`` names the float model it came from (a local path is recorded by its last name, flagged
+    ``base_model_local``), ``library`` is ``"timm"`` or ``"transformers"``;
     ``config`` (default: the one ``quantize_model`` applied) is recorded with ``extra`` (JSON metadata).
     transformers models also need their preprocessing: ``processor_config`` (a ``preprocessor_config.json``
     dict, copied as is), else the base model's own processor file when ``source`` (the float

@@ -47,8 +47,8 @@ def test_card_yaml_holds_the_measured_results(tmp_path):
     assert data.library_name == "timm" and data.pipeline_tag == "image-classification"
     assert data.license == "apache-2.0" and {"w4a4", "synq", "synq-hf"} <= set(data.tags)
     values = {r.metric_type: r.metric_value for r in data.eval_results}
-    assert values == {"accuracy": 89.07, "top_5_accuracy": 99.41, "base_model_accuracy": 91.64,
-                      "ptq_baseline_accuracy": 84.3}
+    assert values == {"accuracy": 89.07, "top_5_accuracy": 99.41}  # only this model's own metrics
+    assert "91.64" in card.text and "84.30" in card.text  # the references are in the body table
     assert all(r.dataset_type == "cifar10" and r.dataset_split == "test" for r in data.eval_results)
     assert all(r.task_type == "image-classification" for r in data.eval_results)
     assert data.model_name == "resnet18.a1_in1k-synq-w4a4"
@@ -64,7 +64,7 @@ def test_card_yaml_holds_the_measured_results(tmp_path):
 
 def test_ptq_card_and_card_without_results():
     card = _card(results=dict(fp_top1=99.6, ptq_top1=97.0, dataset="digits"), training=None)
-    assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "base_model_accuracy"}
+    assert {r.metric_type for r in card.data.eval_results} == {"accuracy"}
     assert "**Min-max PTQ on synthetic data — this model**" in card.text
     bare = _card(results=None, synthetic_data=None, training=None, license=None)
     assert bare.data.eval_results is None and bare.data.license is None
@@ -149,7 +149,7 @@ def test_snippet_runs_on_a_saved_quantized_model(tmp_path, monkeypatch, capsys):
     assert str(tmp_path) not in card.content and "site-packages" not in card.content
     reloaded = ModelCard.load(folder / "README.md")
     assert {r.metric_type: r.metric_value for r in reloaded.data.eval_results} == {
-        "accuracy": round(results["ptq_top1"], 4), "base_model_accuracy": round(results["fp_top1"], 4)
+        "accuracy": round(results["ptq_top1"], 2)
     }
 
     code = _snippet(reloaded).replace('load_model("me/digits-ptq-w4a4")', f"load_model({str(folder)!r})")

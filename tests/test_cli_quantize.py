@@ -107,7 +107,11 @@ def test_output_folder_rules(cifar_model: Path, images: Path, tmp_path: Path, ca
     assert _quantize(cifar_model, out, *args) == 1
     assert "not empty; pass --overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").exists()
-    assert _quantize(cifar_model, out, *args, "--overwrite") == 0
+    assert _quantize(cifar_model, out, *args, "--overwrite") == 1  # not a synq_hf output: never replaced
+    assert "not written by synq_hf" in capsys.readouterr().err and (out / "keep.txt").read_text() == "user data"
+    (out / "keep.txt").unlink()
+    assert _quantize(cifar_model, out, *args) == 0
+    assert _quantize(cifar_model, out, *args, "--overwrite") == 0  # an earlier output is replaced
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md", "config.json", "model.safetensors", "quantizers.safetensors", "results.json"
     ]
@@ -183,7 +187,9 @@ def test_synthetic_calibration_without_data(cifar_model: Path, tmp_path: Path) -
     assert _quantize(cifar_model, out, "--config", cfg, "--calibration-num-images", "8") == 0
     loaded = load_model(str(out))
     cal = loaded.extra["calibration"]
-    assert cal["source"] == "synthetic" and cal["num_images"] == 8 and cal["synthesis_iterations"] == 2
+    syn = loaded.extra["synthesis"]
+    assert cal["source"] == "synthetic" and cal["num_images"] == 8 and syn["iterations"] == 2
+    assert syn["num_images"] == 8 and syn["batch_size"] == 4
     with torch.no_grad():
         assert torch.isfinite(loaded.model(torch.randn(2, 3, 32, 32))).all()
 

@@ -51,13 +51,13 @@ def test_refuses_to_delete_a_folder_that_is_not_a_dataset(model_dir, tmp_path, c
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     assert _run(model_dir, out, "--overwrite") == 1
-    assert "refusing to delete" in capsys.readouterr().err and (out / "notes.txt").exists()
+    assert "refusing to replace it" in capsys.readouterr().err and (out / "notes.txt").exists()
 
 
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["--num-images", "3"], "not a multiple of the synthesis batch size 2"),
+        (["--num-images", "3"], "not a multiple of synthesis_batch_size=2"),
         (["--num-images", "0"], "--num-images must be an integer >= 1"),
         (["--iterations", "-1"], "--iterations must be an integer >= 0"),
     ],

@@ -130,7 +130,7 @@ def test_pushed_synthetic_dataset_card_records_how_it_was_made_without_local_pat
     push_folder_to_hub(folder, REPO, dataset=ds, api=api)
     readme = api.uploads[0]["files"]["README.md"].decode()
     assert "Synthetic images from" in readme and f"(https://huggingface.co/{REPO})" in readme
-    assert str(D.demo_teacher_path()) not in readme and "`local-dir:digits_teacher`" in readme
+    assert str(D.demo_teacher_path()) not in readme and "`digits_teacher`" in readme
     assert "data/train-*" in readme  # the Hub finds the parquet shards
     shard = api.uploads[0]["parquet"]["data/train-00000-of-00001.parquet"]
     assert np.array_equal(np.asarray(shard["pixel_values"]), np.asarray(ds["pixel_values"]))

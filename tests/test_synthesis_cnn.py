@@ -176,8 +176,8 @@ def test_unsupported_teacher_names_both_kinds():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"num_images": 10}, "multiple of the synthesis batch size 4.*8 or 12"),
-        ({"num_images": 2}, "use 4 images"),
+        ({"num_images": 10}, "multiple of synthesis_batch_size=4.*8 or 12"),
+        ({"num_images": 2}, r"num_images \(--num-images\) to 4,"),
         ({"num_images": 0}, "num_images"),
         ({"iterations": -1}, "synthesis_iterations"),
     ],

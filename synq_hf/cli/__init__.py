@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
+import threading
+from pathlib import Path
+from typing import Any
 
 from ..errors import SynQError
 from ..version import __version__
@@ -29,22 +34,77 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``synq-hf`` console script; returns the process exit code."""
+    """Entry point of the ``synq-hf`` console script; returns the process exit code.
+
+    Results go to stdout; logs, progress bars and Trainer logs to stderr. SIGTERM is handled like Ctrl-C:
+    a command with a work folder keeps it and prints the exact command that resumes it.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.argv, args.stdout = argv, sys.stdout
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("timm").setLevel(logging.WARNING)  # per-load INFO lines add nothing for CLI users
+    previous = _on_sigterm_raise_interrupt()
+    bars = _hide_datasets_bars() if getattr(args, "no_progress", False) else None
     try:
-        return int(args.func(args) or 0)
+        with contextlib.redirect_stdout(sys.stderr):
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return _interrupted(args, "interrupted", 128 + _LAST_SIGNAL[0])
     except SynQError as e:
+        trainer = sys.modules.get("synq_hf.training.trainer")  # only loaded when something was trained
+        if trainer is not None and isinstance(e, trainer.TrainingInterrupted):
+            signum = getattr(e, "signum", None) or int(signal.SIGTERM)
+            return _interrupted(args, f"stopped by signal {signum} (fine-tuning checkpoint saved)", 128 + signum)
         print(f"synq-hf {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"synq-hf {args.command}: interrupted", file=sys.stderr)
-        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if bars:
+            import datasets
+
+            datasets.enable_progress_bars()
+
+
+_LAST_SIGNAL = [int(signal.SIGINT)]
+
+
+def _hide_datasets_bars() -> bool:
+    """``--no-progress`` also hides datasets' own bars; returns whether they were shown before."""
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    return shown
+
+
+def _on_sigterm_raise_interrupt() -> Any:
+    """Make SIGTERM raise KeyboardInterrupt (main thread only); returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _LAST_SIGNAL[0] = int(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        _LAST_SIGNAL[0] = signum
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _interrupted(args: argparse.Namespace, what: str, code: int) -> int:
+    resume = getattr(args, "resume_command", None)
+    work = getattr(args, "work_path", None)
+    if resume and work is not None and Path(work).is_dir():
+        print(f"synq-hf {args.command}: {what}; the work folder {work} is kept. Resume with:\n  {resume}",
+              file=sys.stderr)
+    else:
+        print(f"synq-hf {args.command}: {what}; nothing was written", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

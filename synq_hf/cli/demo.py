@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("synq-demo-w4a4"), help="output folder (default ./synq-demo-w4a4)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of synthesis and fine-tuning (default 0)")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -35,23 +35,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo and print a float / PTQ / SynQ table."""
-    from ..demo.run import DEMO_CONFIG, run_demo
-    from ..errors import SynQError
+    """Run the demo and print a float / PTQ / SynQ table (results on stdout, progress and logs on stderr)."""
+    import os
 
-    out = args.out
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise SynQError(f"{out} exists and is not empty; pass --overwrite to replace it")
-    record = run_demo(out, config=DEMO_CONFIG.replace(seed=args.seed), overwrite=args.overwrite,
+    import torch
+
+    from ..demo.run import DEMO_CONFIG, run_demo
+    from ..outputs import check_output
+    from .common import result
+
+    check_output(args.out, overwrite=args.overwrite)  # before any work
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(1)  # the digits CNN is tiny: one thread is fastest, above all on busy cores
+    record = run_demo(args.out, config=DEMO_CONFIG.replace(seed=args.seed), overwrite=args.overwrite,
                       progress=not args.no_progress)
     bits = f"W{record['w_bits']}A{record['a_bits']}"
-    print(f"\nsynq-hf demo: digits CNN, {bits}, 500 real held-out images")
-    print(f"  float top-1  {record['fp_top1']:6.2f}")
-    print(f"  PTQ   top-1  {record['ptq_top1']:6.2f}   (min-max calibration on the synthetic images)")
-    print(f"  SynQ  top-1  {record['synq_top1']:6.2f}   (synthesis-aware fine-tuning, no real data)")
-    print(f"  synthesis {record['synthesis_s']:.0f} s, fine-tuning {record['finetune_s']:.0f} s, "
-          f"total {record['wall_s']:.0f} s on {record['hardware']}")
-    print(f"  saved to {record['out_dir']} (model, config, results.json, model card)")
+    result(args, f"synq-hf demo: digits CNN, {bits}, 500 real held-out images")
+    result(args, f"  float top-1  {record['fp_top1']:6.2f}")
+    result(args, f"  PTQ   top-1  {record['ptq_top1']:6.2f}   (min-max calibration on the synthetic images)")
+    result(args, f"  SynQ  top-1  {record['synq_top1']:6.2f}   (synthesis-aware fine-tuning, no real data)")
+    result(args, f"  synthesis {record['synthesis_s']:.0f} s, fine-tuning {record['finetune_s']:.0f} s, "
+                 f"total {record['wall_s']:.0f} s on {record['hardware']}")
+    result(args, f"  saved to {args.out} (model, config, results.json, model card)")
     if args.json:
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        try:
+            args.json.write_text(json.dumps(record, indent=2) + "\n")
+        except OSError as e:
+            from ..outputs import output_error
+
+            raise output_error(args.json, e, flag="--json") from e
     return 0

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from .common import resolve_device, result
 
 _EPILOG = """\
 examples:
@@ -50,8 +51,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and data, evaluate, print one result line and optionally write JSON."""
-    import torch
-
     from ..data import load_image_dataset
     from ..evaluation import evaluate_model
     from ..hub import load_model
@@ -60,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be positive, got {args.limit}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     logging.getLogger("timm").setLevel(logging.WARNING)  # its per-load INFO lines add nothing here
 
     loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         args.data, split=args.split, image_column=args.image_column, label_column=args.label_column
     )
     start = time.perf_counter()
-    result = evaluate_model(
+    metrics = evaluate_model(
         loaded.model,
         dataset,
         loaded.data_config,
@@ -81,18 +80,18 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     kind = "quantized" if loaded.is_quantized else "float"
-    print(
+    result(args,
         f"{args.model} ({loaded.library}, {kind}) on {args.data}: "
-        f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
-        f"({result['num_samples']} images, {seconds:.1f} s)"
+        f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
+        f"({metrics['num_samples']} images, {seconds:.1f} s)"
     )
     if args.json is not None:
         payload = {
             "model": args.model,
             "data": args.data,
-            "num_samples": result["num_samples"],
-            "top1": round(result["top1"], 2),
-            "top5": round(result["top5"], 2),
+            "num_samples": metrics["num_samples"],
+            "top1": round(metrics["top1"], 2),
+            "top5": round(metrics["top5"], 2),
         }
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import result
+
 _EPILOG = """\
 examples:
   hf auth login                                   # once, with a write token (or export HF_TOKEN=...)
@@ -53,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
         commit_message=args.message,
         dataset=args.dataset,
     )
-    print(f"pushed {args.folder} to https://huggingface.co/{args.repo_id}")
-    print(f"commit: {url}")
+    result(args, f"pushed {args.folder} to https://huggingface.co/{args.repo_id}")
+    result(args, f"commit: {url}")
     return 0

@@ -9,11 +9,10 @@ synthesized from the model itself (zero-shot).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,9 @@ import torch
 from ..config import SynQConfig
 from ..errors import ConfigError, DataError, SynQError
 from ..model_info import LoadedModel
-from ..quantizer import SynQQuantizer, public_name
+from ..outputs import OutputError, check_output, output_error, public_name
+from ..quantizer import SynQQuantizer
+from .common import pick_threads, resolve_device, result, work_session
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,14 @@ PTQ calibration images: the dataset (after --split, minus its first --calibratio
 with --seed and the first N images are taken, preprocessed with the model's eval transform. Without
 --calibration-data the N images are synthesized from the model (zero-shot; slow on CPU).
 The output folder loads with `synq-hf evaluate DIR` and synq_hf.load_model(DIR).
+
+Interrupted (Ctrl-C, SIGTERM)? The synthetic images (saved group by group) and the fine-tuning checkpoints are
+kept in the work folder (--work-dir, default OUT.synq-work beside --out) and the exact command to resume is
+printed: the same command with --resume. The resumed model equals an uninterrupted run's. The work folder is
+removed after a successful run. --overwrite replaces only an earlier synq-hf output, never other files.
 """
+
+_WORK_ITEMS = ("synthetic-groups", "finetune")
 
 
 @dataclass
@@ -89,13 +97,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-images", type=int, metavar="N", help="synq: synthetic images (default: config, 5120)")
     p.add_argument("--synthesis-iterations", type=int, metavar="K",
                    help="synq: synthesis iterations (default: config, 1000)")
+    p.add_argument("--synthesis-batch-size", type=int, metavar="B",
+                   help="images synthesized together (default: min(images, 256 CNN / 32 ViT))")
     p.add_argument("--max-steps", type=int, metavar="N", help="synq: cap fine-tuning steps (default: epochs)")
     p.add_argument("--eval-data", metavar="DATA",
                    help="real labelled data: evaluate float, PTQ-on-synthetic and the result; writes results.json")
     p.add_argument("--eval-split", metavar="S", help="split of --eval-data")
     p.add_argument("--config", metavar="JSON", help="SynQConfig as a JSON file or an inline JSON object")
     p.add_argument("--seed", type=int, metavar="S", help="seed of sampling/synthesis (default: the config's, 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace DIR if it is an earlier synq-hf output (never a folder holding other files)")
+    p.add_argument("--work-dir", type=Path, metavar="DIR",
+                   help="synthetic images and fine-tuning checkpoints, kept if interrupted (default: OUT.synq-work)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run kept in the work folder")
     p.add_argument("--device", metavar="D", help="torch device (default: cuda if available)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -126,39 +140,17 @@ def build_config(args: argparse.Namespace) -> SynQConfig:
         "seed": args.seed,
         "num_images": getattr(args, "num_images", None),
         "synthesis_iterations": getattr(args, "synthesis_iterations", None),
+        "synthesis_batch_size": getattr(args, "synthesis_batch_size", None),
         "max_steps": getattr(args, "max_steps", None),
     }
     return config.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def check_output(out: Path, overwrite: bool, model_id: str) -> None:
-    """Refuse (before any work) an output that is a file, a non-empty folder without --overwrite, or the input."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+def check_not_input(out: Path, model_id: str) -> None:
+    """Refuse an ``--out`` that is the input model's own folder."""
     source = Path(model_id.removeprefix("local-dir:")).expanduser()
-    if source.exists() and source.resolve() == out.resolve():
+    if source.exists() and source.resolve() == out.expanduser().resolve():
         raise ConfigError(f"--out {out} is the input model's folder; write the quantized model elsewhere")
-
-
-def write_atomically(out: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temporary sibling of ``out`` and move it into place; on failure remove it."""
-    out = out.expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        write(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,13 +174,13 @@ def sample_indices(num_rows: int, num_images: int, skip: int, seed: int) -> list
 
 def real_calibration(args: argparse.Namespace, loaded: LoadedModel, config: SynQConfig) -> Calibration:
     """Seed-sampled real images from ``--calibration-data``, preprocessed with the model's eval transform."""
-    from ..data import build_eval_transform, collate_images, detect_columns, load_image_dataset
+    from ..data import build_eval_transform, collate_images, detect_columns, load_image_dataset, raw_images
 
     dataset = load_image_dataset(args.calibration_data, split=args.split, image_column=args.image_column)
     image_column, _ = detect_columns(dataset, args.image_column, None, require_label=False)
     n = config.calibration_num_images
     indices = sample_indices(len(dataset), n, args.calibration_skip, config.seed)
-    subset = dataset.select_columns([image_column]).select(indices)
+    subset = raw_images(dataset.select_columns([image_column]).select(indices), image_column)
     transform = build_eval_transform(loaded.data_config)
     bs = config.calibration_batch_size
 
@@ -198,7 +190,7 @@ def real_calibration(args: argparse.Namespace, loaded: LoadedModel, config: SynQ
 
     record = {
         "source": "real",
-        "data": args.calibration_data,
+        "data": public_name(args.calibration_data),
         "split": args.split,
         "image_column": image_column,
         "num_images": n,
@@ -219,17 +211,14 @@ def run_ptq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
     if args.calibration_data:
         calibration = real_calibration(args, quantizer.teacher, quantizer.config)
         images = torch.cat(list(calibration.batches))
-        quantizer.record["calibration"] = calibration.record
+        source = calibration.record
     else:
         logger.info("no --calibration-data: synthesizing %d calibration images from the model",
                     quantizer.config.calibration_num_images)
-        quantizer.synthesize(num_images=quantizer.config.calibration_num_images, progress=not args.no_progress)
-        images = None
-        cfg = quantizer.config
-        quantizer.record["calibration"] = {"source": "synthetic", "num_images": len(quantizer.synthetic),
-                                           "seed": cfg.seed, "synthesis_iterations": cfg.synthesis_iterations,
-                                           "synthesis_batch_size": cfg.synthesis_batch_size}
-    quantizer.ptq(images, progress=not args.no_progress)
+        quantizer.synthesize(num_images=quantizer.config.calibration_num_images, progress=not args.no_progress,
+                             checkpoint_dir=args.work_path / "synthetic-groups")
+        images, source = None, None
+    quantizer.ptq(images, source=source, progress=not args.no_progress)
     if args.eval_data:
         _evaluate(args, quantizer, ("float", "ptq"))
 
@@ -246,8 +235,14 @@ def run_synq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
             raise DataError(f"--synthetic {args.synthetic} is not a dataset folder written by synq-hf synthesize: "
                             f"{e}") from e
     else:
-        quantizer.synthesize(progress=progress)
-    quantizer.quantize(progress=progress)
+        quantizer.synthesize(progress=progress, checkpoint_dir=args.work_path / "synthetic-groups")
+    from ..training.trainer import last_checkpoint
+
+    finetune_dir = args.work_path / "finetune"
+    resume = last_checkpoint(os.fspath(finetune_dir)) if args.resume else None
+    if resume:
+        logger.info("resuming fine-tuning from %s", resume)
+    quantizer.quantize(progress=progress, output_dir=finetune_dir, resume_from_checkpoint=resume)
     if args.eval_data:
         quantizer.ptq(progress=progress)
         _evaluate(args, quantizer, ("float", "ptq", "synq"))
@@ -268,7 +263,7 @@ METHODS: dict[str, Callable[[argparse.Namespace, SynQQuantizer], None]] = {"synq
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model, quantize it with ``--method``, save it to ``--out``, print a summary."""
+    """Check everything, load the model, quantize it with ``--method``, save it to ``--out``, print a summary."""
     from ..hub import load_model
 
     config = build_config(args)
@@ -280,23 +275,32 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--calibration-data is for --method ptq; SynQ is zero-shot (it calibrates on synthetic data)")
     if args.method == "ptq" and (args.synthetic or args.max_steps is not None):
         raise ConfigError("--synthetic/--max-steps are for --method synq")
-    check_output(args.out, args.overwrite, args.model)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(config.seed)
-
-    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    if loaded.is_quantized:
-        raise SynQError(f"{args.model!r} is already quantized; pass its float base model ({loaded.base_model})")
-    quantizer = SynQQuantizer(loaded, config, device=device)
-    METHODS[args.method](args, quantizer)
-    try:
-        quantizer.save_pretrained(args.out, overwrite=args.overwrite)
-    except OSError as e:
-        raise SynQError(f"cannot write --out {args.out}: {e}") from e
+    device = resolve_device(args.device)
+    check_not_input(args.out, args.model)
+    check_output(args.out, overwrite=args.overwrite)  # before any work: never after hours of it
+    uses_work = args.method == "synq" or not args.calibration_data
+    if args.resume and not uses_work:
+        raise ConfigError("--resume: PTQ on real calibration data has nothing to resume; run it again")
+    fingerprint = {"command": "quantize", "model": args.model, "method": args.method, "config": config.to_dict(),
+                   "synthetic": str(args.synthetic or "")}
+    with work_session(args, fingerprint, _WORK_ITEMS) if uses_work else contextlib.nullcontext():
+        torch.manual_seed(config.seed)
+        loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
+        if loaded.is_quantized:
+            raise SynQError(f"{args.model!r} is already quantized; pass its float base model ({loaded.base_model})")
+        pick_threads(loaded.model, device)
+        quantizer = SynQQuantizer(loaded, config, device=device)
+        METHODS[args.method](args, quantizer)
+        try:
+            quantizer.save_pretrained(args.out, overwrite=args.overwrite)
+        except OutputError:
+            raise
+        except OSError as e:
+            raise output_error(args.out, e) from e
     record = quantizer.results_json()
     cfg = quantizer.config
-    print(f"saved {args.method.upper()} W{cfg.w_bits}A{cfg.a_bits} {args.model} to {args.out}")
+    result(args, f"saved {args.method.upper()} W{cfg.w_bits}A{cfg.a_bits} {args.model} to {args.out}")
     for key in ("fp_top1", "ptq_top1", "synq_top1"):
         if record.get(key) is not None:
-            print(f"  {key:10s} {record[key]:6.2f}")
+            result(args, f"  {key:10s} {record[key]:6.2f}")
     return 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..outputs import OutputError, check_output, output_error, write_output
+from .common import pick_threads, resolve_device, result, work_session
 
 _EPILOG = """\
 examples:
@@ -19,9 +20,12 @@ CNNs with BatchNorm are synthesized by BatchNorm-statistics matching (batch 256)
 PSAQ-ViT patch similarity (batch 32). OUT becomes a datasets save_to_disk folder (datasets.load_from_disk) with
 float32 'pixel_values' in the teacher's normalized space and 'label'; its dataset_info.json records the teacher,
 the full resolved config and the seed. The same seed reproduces the same pixels.
+
+Each finished group is saved in the work folder (--work-dir, default OUT.synq-work); if interrupted, run the
+printed command (the same one with --resume) to continue: the result equals an uninterrupted run's.
 """
 
-_DATASET_MARKERS = ("dataset_info.json", "state.json")
+_WORK_ITEMS = ("synthetic-groups",)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="model id or folder (timm name, Hub repo, local-dir:PATH)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (save_to_disk)")
     p.add_argument("--num-images", type=int, metavar="N", help="images to make (default 5120; multiple of the batch)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="images optimized together (default 256 CNN, 32 ViT)")
+    p.add_argument("--batch-size", type=int, metavar="B",
+                   help="images optimized together (default min(N, 256) for CNNs, min(N, 32) for ViTs)")
     p.add_argument("--iterations", type=int, metavar="K", help="optimization iterations per batch (default 1000)")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
     p.add_argument("--groups-per-forward", type=int, metavar="G",
@@ -46,23 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, metavar="JSON", help="SynQConfig JSON file to start from")
     p.add_argument("--device", metavar="D", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it is an earlier synthesize output")
+    p.add_argument("--work-dir", type=Path, metavar="DIR",
+                   help="finished groups, saved as they complete and kept if interrupted (default: OUT.synq-work)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run kept in the work folder")
     p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
-
-
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless ``overwrite`` and it is a datasets folder (never delete other data)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
-        if not any((out / m).exists() for m in _DATASET_MARKERS):
-            raise ConfigError(
-                f"--out {out} is not empty and is not a datasets folder (no {' or '.join(_DATASET_MARKERS)}); "
-                "refusing to delete it even with --overwrite"
-            )
 
 
 def _build_config(args: argparse.Namespace):
@@ -83,28 +77,29 @@ def _build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the options, load the teacher, synthesize with a progress bar and ``save_to_disk``."""
-    import torch
-
+    """Check the options and output, load the teacher, synthesize group by group, write the dataset folder."""
     from ..hub import load_model
     from ..synthesis import synthesis_metadata, synthesize
 
     cfg = _build_config(args)
-    check_output_dir(args.out, args.overwrite)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
+    check_output(args.out, overwrite=args.overwrite)
     logging.getLogger("timm").setLevel(logging.WARNING)
-    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
-    dataset = synthesize(loaded.model, cfg, data_config=loaded.data_config, family=None,
-                         class_names=loaded.class_names, teacher_id=loaded.model_id, device=device,
-                         progress=not args.no_progress)
-    tmp = args.out.with_name(args.out.name + ".synq-tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    dataset.save_to_disk(str(tmp))
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    tmp.rename(args.out)
+    fingerprint = {"command": "synthesize", "model": args.model, "config": cfg.to_dict()}
+    with work_session(args, fingerprint, _WORK_ITEMS) as work:
+        loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
+        pick_threads(loaded.model, device)
+        dataset = synthesize(loaded.model, cfg, data_config=loaded.data_config, family=None,
+                             class_names=loaded.class_names, teacher_id=loaded.model_id, device=device,
+                             progress=not args.no_progress, checkpoint_dir=work / "synthetic-groups")
+        try:
+            write_output(args.out, lambda tmp: dataset.save_to_disk(str(tmp)), overwrite=args.overwrite)
+        except OutputError:
+            raise
+        except OSError as e:
+            raise output_error(args.out, e) from e
     meta = synthesis_metadata(dataset)
     restarts = f", {meta['restarts']} diverged group(s) restarted" if meta.get("restarts") else ""
-    print(f"wrote {len(dataset)} synthetic images ({meta['family']}, seed {meta['seed']}) to {args.out}{restarts}")
+    result(args, f"wrote {len(dataset)} synthetic images ({meta['family']}, seed {meta['seed']}) to {args.out}"
+                 f"{restarts}")
     return 0

@@ -53,5 +53,5 @@ def run_demo(
     quantizer.results["eval_split"] = "test"
     folder = quantizer.save_pretrained(out_dir, overwrite=overwrite)
     record = quantizer.results_json()
-    record.update(wall_s=time.perf_counter() - start, out_dir=str(Path(folder)))
+    record.update(wall_s=round(time.perf_counter() - start, 1), out_dir=Path(folder).name)
     return record

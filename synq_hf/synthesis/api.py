@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 from ..architectures import SPECS, find_spec
 from ..config import SynQConfig
 from ..errors import ConfigError, SynQError, UnsupportedModelError
+from ..outputs import public_name
 from .cnn import BNStatsObjective
 from .engine import run_groups
 from .vit import PatchSimilarityObjective
@@ -89,8 +91,9 @@ def _check_counts(num_images: int, batch: int, iterations: int) -> None:
         lower, upper = num_images // batch * batch, (num_images // batch + 1) * batch
         hint = f"{lower} or {upper}" if lower else f"{upper}"
         raise ConfigError(
-            f"num_images={num_images} is not a multiple of the synthesis batch size {batch} (BatchNorm statistics "
-            f"and patch-similarity densities are per batch): use {hint} images, or a batch size dividing {num_images}"
+            f"num_images={num_images} is not a multiple of synthesis_batch_size={batch} (BatchNorm statistics "
+            f"and patch-similarity densities are per batch): set num_images (--num-images) to {hint}, or "
+            f"synthesis_batch_size (--batch-size / --synthesis-batch-size) to a divisor of {num_images}"
         )
 
 
@@ -98,17 +101,25 @@ def generate_synthetic(
     teacher: nn.Module, config: SynQConfig, *, data_config: dict[str, Any], family: str | None = None,
     num_classes: int | None = None, num_images: int | None = None, iterations: int | None = None,
     seed: int | None = None, device: str | torch.device | None = None, progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None, fingerprint: dict[str, Any] | None = None,
 ) -> SyntheticImages:
     """Synthesize images as tensors (no ``datasets`` overhead): the lower level of :func:`synthesize`.
 
     ``config`` may be unresolved; it is resolved for the teacher's family and input size and the resolved copy is
-    returned in the result. ``num_images``/``iterations``/``seed`` override the config fields of the same role.
+    returned in the result. ``num_images``/``iterations``/``seed`` override the config fields of the same role;
+    an unset ``synthesis_batch_size`` becomes ``min(num_images, the family's default)``. With ``checkpoint_dir``
+    each finished group is saved there (:class:`~synq_hf.synthesis.groups.GroupStore`, keyed by ``fingerprint``
+    and the resolved config) and groups already there are loaded instead of synthesized again.
     """
     family = synthesis_family(teacher, family)
     input_size = tuple(int(v) for v in data_config["input_size"])
     overrides = {k: v for k, v in (("num_images", num_images), ("synthesis_iterations", iterations),
                                    ("seed", seed)) if v is not None}
-    cfg = config.replace(**overrides).resolve(family=family, input_size=input_size[-1])
+    cfg = config.replace(**overrides)
+    if cfg.synthesis_batch_size is None and isinstance(cfg.num_images, int) and cfg.num_images > 0:
+        default = cfg.resolve(family=family, input_size=input_size[-1]).synthesis_batch_size
+        cfg = cfg.replace(synthesis_batch_size=min(cfg.num_images, default))
+    cfg = cfg.resolve(family=family, input_size=input_size[-1])
     n, batch, iters = cfg.num_images, cfg.synthesis_batch_size, cfg.synthesis_iterations
     _check_counts(n, batch, iters)
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
@@ -131,8 +142,14 @@ def generate_synthetic(
                 centre_batch = num_classes
             labels_plan += list(centre_labels.split(centre_batch))
             centres = num_classes
+        store = None
+        if checkpoint_dir is not None:
+            from .groups import GroupStore
+
+            store = GroupStore(checkpoint_dir, {**(fingerprint or {}), "config": cfg.to_dict(), "family": family,
+                                                "groups": len(labels_plan), "num_classes": num_classes})
         return _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch, num_classes, device,
-                         progress, centres)
+                         progress, centres, store)
     finally:
         for p, flag in zip(teacher.parameters(), grad_flags):
             p.requires_grad_(flag)
@@ -143,20 +160,22 @@ def synthesize(
     teacher: nn.Module, config: SynQConfig | None = None, *, data_config: dict[str, Any], family: str | None = None,
     class_names: list[str] | None = None, teacher_id: str = "", num_images: int | None = None,
     iterations: int | None = None, seed: int | None = None, device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
 ) -> datasets.Dataset:
     """Synthesize a labelled image dataset from ``teacher`` alone (SynQ step 1), as a ``datasets.Dataset``.
 
     CNNs with BatchNorm use BN-statistics synthesis, ViT/DeiT/Swin models PSAQ-ViT patch similarity. The
     dataset's ``info.description`` holds the teacher id, the resolved config and the seed (see
-    ``synthesis_metadata``); the same seed gives the same pixels.
+    ``synthesis_metadata``); the same seed gives the same pixels. ``checkpoint_dir`` saves each finished group
+    and resumes from the groups already there (same pixels as an uninterrupted run).
     """
     from .dataset import to_dataset
 
     num_classes = len(class_names) if class_names else None
     images = generate_synthetic(teacher, config or SynQConfig(), data_config=data_config, family=family,
                                 num_classes=num_classes, num_images=num_images, iterations=iterations, seed=seed,
-                                device=device, progress=progress)
+                                device=device, progress=progress, checkpoint_dir=checkpoint_dir,
+                                fingerprint={"teacher": public_name(teacher_id)})
     return to_dataset(images, teacher_id=teacher_id, data_config=data_config, class_names=class_names,
                       num_classes=num_classes or _num_classes(teacher))
 
@@ -169,8 +188,12 @@ def _num_classes(teacher: nn.Module) -> int:
 
 
 def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch, num_classes, device, progress,
-              centres) -> SyntheticImages:
-    """Optimize every planned group, ``synthesis_groups_per_forward`` at a time, restarting diverged groups."""
+              centres, store=None) -> SyntheticImages:
+    """Optimize every planned group, ``synthesis_groups_per_forward`` at a time, restarting diverged groups.
+
+    Augmentation randomness is re-seeded per chunk from (seed, first group, attempt), so a group's pixels do not
+    depend on which groups ran before it (resuming from ``store`` gives the same pixels).
+    """
     iters, per_forward = cfg.synthesis_iterations, cfg.synthesis_groups_per_forward
     host_rng = random.Random(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -190,9 +213,17 @@ def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch,
     results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     history: list[dict[str, float]] = []
     restarts = 0
-    pending = list(range(len(labels_plan)))
-    bar = tqdm(total=len(pending) * iters, disable=not progress, desc="synthesizing", unit="it")
     done_images = 0
+    if store is not None:
+        for g in sorted(store.done() & set(range(len(labels_plan)))):
+            pixels, labels, tries = store.load(g)
+            results[g] = (pixels, labels)
+            restarts += tries
+            done_images += labels.numel()
+        if results:
+            logger.info("synthesis: resuming, %d of %d groups already done", len(results), len(labels_plan))
+    pending = [g for g in range(len(labels_plan)) if g not in results]
+    bar = tqdm(total=len(pending) * iters, disable=not progress, desc="synthesizing", unit="it")
     attempt = 0
     shown: dict[str, Any] = {}
     with objective:
@@ -204,6 +235,9 @@ def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch,
                 )
             failed = []
             for chunk in _chunks(pending, labels_plan, per_forward):
+                chunk_seed = _group_seed(cfg.seed, chunk[0], attempt)
+                aug_gen.manual_seed(chunk_seed)
+                host_rng.seed(chunk_seed)
                 pixels, labels = _init_chunk(chunk, labels_plan, batch, input_size, num_classes, cfg.seed,
                                              attempt, device)
                 last = [0]
@@ -227,6 +261,8 @@ def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch,
                     else:
                         results[g] = (run.pixels[gi].cpu(), labels[gi].cpu())
                         done_images += labels[gi].numel()
+                        if store is not None:
+                            store.save(g, results[g][0], results[g][1], attempt)
                 history.extend({"chunk": chunk[0], "attempt": attempt, **e} for e in run.history)
                 bar.set_postfix(**shown, images=f"{done_images}/{total_images}", refresh=True)
             if failed:

@@ -9,6 +9,7 @@ import datasets
 import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from ..outputs import public_name
 from ..version import __version__
 from .api import SyntheticImages
 
@@ -26,7 +27,7 @@ def provenance(images: SyntheticImages, teacher_id: str, data_config: dict[str, 
     return {
         "generator": "synq_hf.synthesize",
         "synq_hf_version": __version__,
-        "teacher": teacher_id,
+        "teacher": public_name(teacher_id),  # never a local path
         "family": images.family,
         "seed": images.seed,
         "num_images": int(images.labels.numel()),

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 
 from ..architectures import get_spec
 from ..config import SynQConfig
@@ -71,7 +71,7 @@ def finetune(
     augment: bool | str | None = None,
     progress: bool = True,
     save_final: bool = True,
-    callbacks: list[Any] | None = None,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> nn.Module:
     """Calibrate the student's activation ranges (if it has none yet) and fine-tune it with SynQ; return it.
 
@@ -79,7 +79,8 @@ def finetune(
     ``synthetic_dataset`` comes from ``synq_hf.synthesis.synthesize``. ``training_args`` is a ready
     ``TrainingArguments`` or a dict of overrides for :func:`build_training_args`. With ``save_final``
     the trained student's state dict goes to ``output_dir`` (``synq_student.safetensors``, main process
-    only). ``augment`` overrides ``config.augment`` (``True``: shift + flip under 64 px, else crop + flip).
+    only). ``augment`` overrides ``config.augment`` (``True``: shift + flip under 64 px, else crop + flip);
+    ``callbacks`` are added to the trainer.
     """
     num_classes = image_shape = None
     if isinstance(teacher, LoadedModel):

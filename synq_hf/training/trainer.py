@@ -66,9 +66,10 @@ class TrainingDiverged(SynQError):
 class TrainingInterrupted(SynQError):
     """Training stopped on SIGTERM after finishing its step; ``checkpoint`` is the folder to resume from."""
 
-    def __init__(self, message: str, checkpoint: str) -> None:
+    def __init__(self, message: str, checkpoint: str, signum: int | None = None) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
+        self.signum = signum
 
 
 # -- checkpoints -------------------------------------------------------------------------------------
@@ -415,7 +416,7 @@ class SynQTrainer(Trainer):
             ckpt = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
             raise TrainingInterrupted(
                 f"training stopped by signal {self._signal} at step {self.state.global_step}; resume with "
-                f"resume_from_checkpoint={ckpt!r}", ckpt,
+                f"resume_from_checkpoint={ckpt!r}", ckpt, self._signal,
             )
         return out
 
@@ -427,13 +428,17 @@ class SynQTrainer(Trainer):
             return
 
         def handler(signum: int, frame: Any) -> None:
+            if signum == signal.SIGINT and self._signal == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C stops at once
             self._signal = signum
 
-        previous = signal.signal(signal.SIGTERM, handler)
+        # Ctrl-C (SIGINT) is handled like SIGTERM: finish the step, save a checkpoint, stop.
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     def _stop_requested(self) -> bool:
         flag = self._signal is not None

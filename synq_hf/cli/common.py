@@ -1,0 +1,149 @@
+"""What every ``synq-hf`` subcommand shares: the device, the thread count, the work folder and resuming."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from ..outputs import OutputError
+
+logger = logging.getLogger(__name__)
+
+SMALL_MODEL_PARAMS = 1_000_000
+"""Models with fewer parameters run on one CPU thread: their small ops gain little from more, and lose a lot
+when the cores are busy (the digits demo: 27 s on one thread, 3 min 40 s on two busy cores)."""
+
+RUN_FILE = "run.json"
+
+
+def resolve_device(spec: str | None) -> torch.device:
+    """``--device`` as a ``torch.device`` (default: cuda if available), refusing CUDA where there is none."""
+    if spec is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {spec!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type not in ("cpu", "mps", "xpu"):
+        raise ConfigError(f"--device {spec}: unsupported device type {device.type!r}; use cpu or cuda")
+    return device
+
+
+def pick_threads(model: torch.nn.Module, device: torch.device) -> None:
+    """One CPU thread for small models (unless OMP_NUM_THREADS is set): see :data:`SMALL_MODEL_PARAMS`."""
+    if device.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        return
+    if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS and torch.get_num_threads() > 1:
+        logger.debug("small model: using 1 CPU thread (set OMP_NUM_THREADS to choose)")
+        torch.set_num_threads(1)
+
+
+def default_work_dir(out: Path) -> Path:
+    """The work folder beside ``--out``: ``<out>.synq-work``."""
+    out = Path(out).expanduser()
+    return out.with_name(out.name + ".synq-work")
+
+
+def open_work_dir(args: argparse.Namespace, fingerprint: dict[str, Any]) -> Path:
+    """Create (or, with ``--resume``, reopen) the work folder; record how to resume; refuse a foreign one.
+
+    ``fingerprint`` (model, method, config...) is saved in ``run.json``; ``--resume`` with different settings,
+    or a work folder left by an interrupted run without ``--resume``, is refused with one line.
+    """
+    work = Path(args.work_dir or default_work_dir(args.out)).expanduser()
+    run_file = work / RUN_FILE
+    fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
+    if run_file.is_file():
+        try:
+            saved = json.loads(run_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{run_file} is unreadable ({e}); delete {work} to start over") from None
+        if not args.resume:
+            raise CheckpointError(f"--work-dir {work} holds an interrupted run: pass --resume to continue it, "
+                                  "or delete that folder to start over")
+        diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+        if diff:
+            raise CheckpointError(f"--resume: the run in {work} used different settings ({', '.join(diff)}); "
+                                  "resume with the same command, or delete that folder")
+    elif args.resume:
+        raise CheckpointError(f"--resume: {work} holds no interrupted run to continue")
+    elif work.exists() and (not work.is_dir() or any(work.iterdir())):
+        raise OutputError(f"--work-dir {work} exists and is not an empty folder; choose another")
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        if not run_file.is_file():
+            run_file.write_text(json.dumps(fingerprint, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise OutputError(f"cannot write --work-dir {work}: {e.strerror or e}") from None
+    args.resume_command = resume_command(args, work)
+    args.work_path = work
+    return work
+
+
+def resume_command(args: argparse.Namespace, work: Path) -> str:
+    """The exact command line that resumes this run (its work folder as an absolute path)."""
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])
+    if "--work-dir" in argv:
+        i = argv.index("--work-dir")
+        argv[i + 1 : i + 2] = [str(work.resolve())]
+    else:
+        argv += ["--work-dir", str(work.resolve())]
+    argv = [a for a in argv if a != "--resume" and not a.startswith("--work-dir=")] + ["--resume"]
+    return "synq-hf " + shlex.join(argv)
+
+
+def close_work_dir(work: Path, names: tuple[str, ...]) -> None:
+    """After success: remove what this run wrote in ``work`` (``names`` and run.json), and ``work`` if empty."""
+    for name in (*names, RUN_FILE):
+        path = work / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    try:
+        work.rmdir()
+    except OSError:
+        pass  # it holds something else: leave it
+
+
+@contextlib.contextmanager
+def work_session(args: argparse.Namespace, fingerprint: dict[str, Any], items: tuple[str, ...]) -> Iterator[Path]:
+    """:func:`open_work_dir` for the duration of a run: removed after success, kept when it holds progress.
+
+    On any failure or interruption the folder is kept if one of ``items`` has content (synthesized groups,
+    checkpoints), so the printed resume command works; a folder holding no progress is removed.
+    """
+    work = open_work_dir(args, fingerprint)
+    try:
+        yield work
+    except BaseException:
+        if not any(_has_content(work / name) for name in items):
+            close_work_dir(work, items)
+        raise
+    close_work_dir(work, items)
+
+
+def _has_content(path: Path) -> bool:
+    return path.is_dir() and any(p.name != "groups.json" for p in path.iterdir())
+
+
+def result(args: argparse.Namespace, text: str) -> None:
+    """Print a result line to stdout (logs, progress bars and Trainer dicts go to stderr)."""
+    print(text, file=getattr(args, "stdout", None) or sys.stdout, flush=True)
