@@ -9,6 +9,7 @@ from .cifar_resnet import (
     cifar_resnet44,
     cifar_resnet56,
 )
+from .quantized_guard import GUARD_ARCHITECTURE  # noqa: F401  registers the guard with timm
 
 __all__ = [
     "BasicBlock",
