@@ -104,7 +104,7 @@ def test_packed_w4a4_folder_is_five_times_smaller(teacher: str, shared_data: Pat
     float_dir = tmp_path / "float"
     from timm.models._hub import save_for_hf  # the float folder timm itself writes
 
-    save_for_hf(timm.create_model(f"local-dir:{source}", pretrained=True), str(float_dir))
+    save_for_hf(timm.create_model(f"local-dir:{source}", pretrained=True), str(float_dir), safe_serialization=True)
     assert _folder_bytes(tmp_path / "q") <= 0.2 * _folder_bytes(float_dir)
     loaded = load_quantized(tmp_path / "q").model
     with torch.no_grad():
