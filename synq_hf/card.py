@@ -405,7 +405,7 @@ def render_model_card(
     tags += [t for t in (_scrub(str(t)) for t in extra_tags) if t not in tags]
     data = ModelCardData(
         base_model=hub_id,
-        library_name=library,
+        library_name="synq-hf",  # what loads it (synq_hf.load_model); plain timm refuses a packed folder
         pipeline_tag="image-classification",
         tags=tags,
         license=license,
@@ -475,6 +475,7 @@ def retarget_card(content: str, repo_id: str, dataset_repo: str | None = None) -
     card = ModelCard(content)
     text = re.sub(r'load_model\("[^"\n]*"\)(  # [^\n]*)?', f'load_model("{repo_id}")  # a Hub repo id', card.text)
     text = re.sub(r"synq-hf evaluate \S+ ", f"synq-hf evaluate {repo_id} ", text)
+    text = re.sub(r"synq-hf export \S+ ", f"synq-hf export {repo_id} ", text)
     if dataset_repo is not None:
         if not _REPO_ID.match(dataset_repo):
             raise ConfigError(f"dataset repo {dataset_repo!r} is not a Hub repo id of the form 'user/name'")

@@ -3,9 +3,11 @@
 Layouts (``config.json`` always says what was quantized, from which base model, with which ``SynQConfig``):
 
 * timm base: timm's own ``config.json`` (``architecture``, ``num_classes``, ``pretrained_cfg``, ``model_args``)
-  plus a top-level ``"synq"`` key; the float weights in ``model.safetensors`` (so
-  ``timm.create_model("local-dir:FOLDER", pretrained=True)`` still loads the float model) and the quantizer
-  tensors (activation ranges, learnable scales) in ``quantizers.safetensors``.
+  plus a top-level ``"synq"`` key; ``model.safetensors`` holds the quantized weights as packed integer codes
+  (:mod:`synq_hf.quant.packing`, the qmap in its metadata) and the float tensors, ``quantizers.safetensors``
+  the quantizer tensors (activation ranges, learnable scales). config.json names the guard architecture
+  ``synq_hf_quantized`` (the real one is ``synq.architecture``), so plain timm fails with a message instead
+  of loading a float model.
 * transformers base: the model's ``config.json`` with ``quantization_config = {"quant_method": "synq", ...}``
   and the same ``"synq"`` key, every tensor in ``model.safetensors``, and ``preprocessor_config.json``.
 
@@ -26,8 +28,10 @@ from torch import nn
 from .config import SynQConfig
 from .errors import CheckpointError, ConfigError, SynQError
 from .model_info import LoadedModel
+from .models.quantized_guard import GUARD_ARCHITECTURE
 from .outputs import is_local_name, public_name
 from .quant import ActQuantizer, WeightQuantizer, act_quantizers, is_quantized, quantize_model
+from .quant.packing import pack_state_dict, unpack_state_dict
 from .quant.quantize import SYNQ_CONFIG_ATTR
 from .version import __version__
 
@@ -40,8 +44,13 @@ __all__ = [
     "save_quantized",
 ]
 
-FORMAT_VERSION = 1
-"""Version of the folder layout; bump it when a change would make older readers load a model wrongly."""
+FORMAT_VERSION = 2
+"""Version of the folder layout; bump it when a change would make older readers load a model wrongly.
+
+1: float weights (fake quantization only). 2: timm folders store packed integer weights (the qmap in
+``model.safetensors``'s metadata) and name the guard architecture in config.json. Version 1 still loads.
+"""
+QMAP_METADATA_KEY = "synq_qmap"
 
 WEIGHTS_FILE = "model.safetensors"
 QUANTIZERS_FILE = "quantizers.safetensors"
@@ -137,10 +146,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, qmap: dict[str, Any] | None = None) -> None:
     from safetensors.torch import save_file
 
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    metadata = {"format": "pt"}
+    if qmap is not None:
+        metadata[QMAP_METADATA_KEY] = json.dumps(qmap)
+    save_file(tensors, str(path), metadata=metadata)
 
 
 def _processor_from_data_config(data_config: dict[str, Any]) -> dict[str, Any]:
@@ -223,9 +235,13 @@ def save_quantized(
         except (ValueError, TypeError) as e:
             raise SynQError(f"timm cannot describe {type(model).__name__} in config.json: {e}") from e
         timm_config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        # packed integer weights; timm alone meets the guard architecture instead of loading floats silently
+        packed, qmap = pack_state_dict(model, weights)
+        block["architecture"] = timm_config["architecture"]
+        timm_config["architecture"] = GUARD_ARCHITECTURE
         timm_config["synq"] = block
         _write_json(folder / CONFIG_FILE, timm_config)
-        _save_tensors(weights, folder / WEIGHTS_FILE)
+        _save_tensors(packed, folder / WEIGHTS_FILE, qmap)
         _save_tensors(quantizers, folder / QUANTIZERS_FILE)
         return folder
 
@@ -325,6 +341,20 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         ) from e
 
 
+def _read_qmap(path: Path) -> dict[str, Any] | None:
+    """The packed-weight map in a safetensors file's metadata, or None for float weights."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(QMAP_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: the packed-weight map in its metadata is not valid JSON ({e})") from e
+
+
 def _load_strict(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
@@ -342,11 +372,16 @@ def _load_strict(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path
     model.load_state_dict(tensors, strict=True)
 
 
-def _build_timm(folder: Path) -> nn.Module:
+def _build_timm(folder: Path, block: dict[str, Any]) -> nn.Module:
     import timm
 
     try:
-        return timm.create_model(f"local-dir:{folder}", pretrained=False)
+        if "architecture" not in block:  # format 1: config.json names the real architecture
+            return timm.create_model(f"local-dir:{folder}", pretrained=False)
+        from timm.models._hub import load_model_config_from_path
+
+        pretrained_cfg, _, model_args = load_model_config_from_path(folder)
+        return timm.create_model(block["architecture"], pretrained=False, pretrained_cfg=pretrained_cfg, **model_args)
     except RuntimeError as e:
         raise CheckpointError(f"{folder}: timm cannot build the architecture in config.json: {e}") from e
 
@@ -397,15 +432,20 @@ def load_quantized(path: str | os.PathLike, *, device: str | torch.device | None
     data = _read_config(folder)
     block, cfg, library = _parse_synq(data, folder / CONFIG_FILE)
     tensors = _load_tensors(folder / WEIGHTS_FILE)
+    qmap = _read_qmap(folder / WEIGHTS_FILE)
+    if qmap is not None and block.get("format_version", 1) < 2:
+        raise CheckpointError(f"{folder}: format_version 1 folders hold float weights, but this one is packed")
     if library == "timm":
         tensors.update(_load_tensors(folder / QUANTIZERS_FILE))
-        model = _build_timm(folder)
+        model = _build_timm(folder, block)
     else:
         model = _build_transformers(folder, data)
     from .hub import detect_family
 
     family = detect_family(model)
     quantize_model(model, cfg)
+    if qmap is not None:  # format 2: integer codes back to the exact fake-quant weights
+        tensors = unpack_state_dict(model, tensors, qmap)
     _load_strict(model, tensors, folder)
     uncalibrated = [q.name for q in act_quantizers(model) if not q._is_calibrated]
     if uncalibrated:

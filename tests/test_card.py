@@ -44,7 +44,7 @@ def test_card_yaml_holds_the_measured_results(tmp_path):
     card = ModelCard.load(tmp_path / "README.md")
     data = card.data
     assert data.base_model == "timm/resnet18.a1_in1k" and data.base_model_relation == "quantized"
-    assert data.library_name == "timm" and data.pipeline_tag == "image-classification"
+    assert data.library_name == "synq-hf" and data.pipeline_tag == "image-classification"
     assert data.license == "apache-2.0" and {"w4a4", "synq", "synq-hf"} <= set(data.tags)
     values = {r.metric_type: r.metric_value for r in data.eval_results}
     assert values == {"accuracy": 89.07, "top_5_accuracy": 99.41}  # only this model's own metrics

@@ -95,24 +95,24 @@ def test_save_load_gives_identical_logits(case: Case, tmp_path: Path) -> None:
     assert is_synq_folder(tmp_path)
 
 
-def test_timm_layout_keeps_float_weights_loadable_by_timm(tmp_path: Path) -> None:
+def test_timm_layout_packs_weights_and_plain_timm_refuses(tmp_path: Path) -> None:
     case = CASES[0]
     q, x = _save_case(case, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", WEIGHTS_FILE, QUANTIZERS_FILE]
     data = json.loads((tmp_path / "config.json").read_text())
     assert {"architecture", "num_classes", "pretrained_cfg", "synq"} <= set(data)
-    assert data["architecture"] == "test_resnet" and data["num_classes"] == 10
+    assert data["architecture"] == "synq_hf_quantized" and data["num_classes"] == 10
+    assert data["synq"]["architecture"] == "test_resnet"
     assert SynQConfig.from_dict(data["synq"]["config"]) == q.synq_config
     assert data["synq"]["library"] == "timm"
     weights, quantizers = load_file(tmp_path / WEIGHTS_FILE), load_file(tmp_path / QUANTIZERS_FILE)
     assert not any("quantizer" in k for k in weights)
+    assert any(k.endswith(".weight_codes") for k in weights)  # packed integer codes, not float weights
     assert quantizers and all(".input_quantizer." in k or ".output_quantizer." in k for k in quantizers)
     assert len(quantizers) == 3 * len(act_quantizers(q))  # min_val, max_val, calibrated
-    float_model = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()  # strict timm loader
-    reference = case.build()
-    reference.load_state_dict({k: v for k, v in q.state_dict().items() if k in weights})
-    with torch.no_grad():
-        assert torch.equal(float_model(x), reference(x))
+    # no silent float model: the strict timm loader meets the guard architecture and says how to load it
+    with pytest.raises(CheckpointError, match=r"synq_hf\.load_model"):
+        timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
 
 
 def test_transformers_layout(tmp_path: Path) -> None:

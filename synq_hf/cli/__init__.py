@@ -17,7 +17,7 @@ from ..version import __version__
 
 # Subcommand modules in the order ``synq-hf --help`` lists them; each defines ``register(subparsers)``
 # which adds its parser and sets ``func=run`` (``run(args) -> int``).
-_COMMANDS: tuple[str, ...] = ("demo", "quantize", "synthesize", "evaluate", "push")
+_COMMANDS: tuple[str, ...] = ("demo", "quantize", "synthesize", "evaluate", "export", "push")
 
 
 def build_parser() -> argparse.ArgumentParser:

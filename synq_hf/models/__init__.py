@@ -10,6 +10,7 @@ from .cifar_resnet import (
     cifar_resnet56,
 )
 from .convmixer import convmixer_cifar
+from .quantized_guard import GUARD_ARCHITECTURE  # noqa: F401  registers the guard with timm
 
 __all__ = [
     "BasicBlock",

@@ -117,6 +117,16 @@ class WeightQuantizer(nn.Module):
                 w, scale, self.zero_point, qmin, qmax, grad_factor)
         return out.to(weight.dtype)
 
+    @torch.no_grad()
+    def qparams(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale (float32) and zero point (int32) for ``weight``: shape [C_out] per channel, 0-dim per tensor."""
+        w = weight.detach().float()
+        if self.per_channel:
+            flat = w.reshape(w.shape[0], -1)
+            return minmax_qparams(flat.amin(dim=1), flat.amax(dim=1), self.bits, self.symmetric)
+        scale, zp = minmax_qparams(w.amin(), w.amax(), self.bits, self.symmetric)
+        return scale.reshape(()), zp.reshape(())
+
     def extra_repr(self) -> str:
         gran = "per_channel" if self.per_channel else "per_tensor"
         extra = f", range={self.range_init}" + (", learnable" if self.learnable else "")

@@ -1,0 +1,318 @@
+"""ONNX export of fake-quantized models as standard QuantizeLinear/DequantizeLinear (QDQ) graphs.
+
+Every quantizer becomes QDQ on an 8-bit container, so onnxruntime's QDQ fusion can turn the pairs
+around Conv/MatMul into integer kernels:
+
+* weights: integer initializers with ``DequantizeLinear`` (per channel along axis 0). Symmetric codes are
+  ``int8`` as they are; asymmetric codes of <= 7 bits become ``int8`` with zero point 0 (``code - zp`` fits
+  in [-127, 127], exactly the same values); 8-bit asymmetric codes stay ``uint8`` with their zero points.
+* activations: ``QuantizeLinear`` to ``uint8`` (asymmetric) or ``int8`` (symmetric) with the quantizer's
+  scale and zero point; below 8 bits an integer ``Clip`` to the low-bit range sits between Q and DQ, so the
+  codes are exactly those of the fake-quant model, on the low-bit grid.
+* BatchNormalization after a conv with a quantized weight is folded into that weight's per-channel scale
+  (the integer codes do not change) and bias, so onnxruntime sees DQ -> Conv -> Q. Biases stay float: the
+  graph computes what the fake-quant model computes (to float rounding); onnxruntime's fused integer
+  kernels then round the bias to int32 and requantize their outputs themselves.
+
+The batch dimension is dynamic; the file is checked with ``onnx.checker`` and written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError, SynQError
+from ..model_info import model_logits
+from ..quant import ActQuantizer, QuantConv2d, QuantLinear, is_quantized, qrange
+from ..quant.packing import packed_layers, weight_codes
+
+__all__ = ["DEFAULT_OPSET", "export_onnx", "require_onnx"]
+
+DEFAULT_OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
+
+
+def require_onnx() -> Any:
+    """Import ``onnx``, or fail in one line naming the extra to install."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise SynQError(
+            "ONNX export needs the onnx package: pip install 'synq-hf[export]' (installs onnx and onnxruntime)"
+        ) from e
+    return onnx
+
+
+# -- export-time stand-ins for the quantizers ------------------------------------------------------------
+
+
+class _QDQ(torch.autograd.Function):
+    """Fake quantization in torch; QuantizeLinear [-> Clip] -> DequantizeLinear in ONNX."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin, qmax, container):  # noqa: ANN001, ANN205
+        return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero_point, qmin, qmax).to(x.dtype)
+
+    @staticmethod
+    def symbolic(g, x, scale, zero_point, qmin, qmax, container):  # noqa: ANN001, ANN205
+        dtype = torch.uint8 if container == "uint8" else torch.int8
+        s = g.op("Constant", value_t=torch.tensor(scale, dtype=torch.float32))
+        z = g.op("Constant", value_t=torch.tensor(zero_point, dtype=dtype))
+        q = g.op("QuantizeLinear", x, s, z)
+        info = torch.iinfo(dtype)
+        if (qmin, qmax) != (info.min, info.max):
+            lo = g.op("Constant", value_t=torch.tensor(qmin, dtype=dtype))
+            hi = g.op("Constant", value_t=torch.tensor(qmax, dtype=dtype))
+            q = g.op("Clip", q, lo, hi)
+        return g.op("DequantizeLinear", q, s, z)
+
+
+class _ExportAct(nn.Module):
+    def __init__(self, quantizer: ActQuantizer) -> None:
+        super().__init__()
+        scale, zero_point = quantizer.qparams()
+        self.scale, self.zero_point = float(scale), int(zero_point)
+        self.qmin, self.qmax = qrange(quantizer.bits, quantizer.symmetric)
+        self.container = "int8" if quantizer.symmetric else "uint8"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _QDQ.apply(x, self.scale, self.zero_point, self.qmin, self.qmax, self.container)
+
+
+class _DQ(torch.autograd.Function):
+    """Dequantization of constant integer codes; DequantizeLinear in ONNX."""
+
+    @staticmethod
+    def forward(ctx, codes, scale, zero_point, axis):  # noqa: ANN001, ANN205
+        shape = (-1,) + (1,) * (codes.dim() - 1) if scale.dim() else ()
+        return (codes.to(torch.int32) - zero_point.to(torch.int32).reshape(shape)).float() * scale.reshape(shape)
+
+    @staticmethod
+    def symbolic(g, codes, scale, zero_point, axis):  # noqa: ANN001, ANN205
+        if axis is None:
+            return g.op("DequantizeLinear", codes, scale, zero_point)
+        return g.op("DequantizeLinear", codes, scale, zero_point, axis_i=axis)
+
+
+class _ExportWeight(nn.Module):
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        codes, scale, zero_point = weight_codes(layer)
+        q = layer.weight_quantizer
+        if q.symmetric:
+            codes, zero_point, dtype = codes, zero_point, torch.int8
+        elif q.bits <= 7:  # code - zp lies in [-127, 127]: the same values with zero point 0, as int8
+            shape = (-1,) + (1,) * (codes.dim() - 1) if scale.dim() else ()
+            codes, zero_point, dtype = codes - zero_point.reshape(shape), torch.zeros_like(zero_point), torch.int8
+        else:
+            dtype = torch.uint8
+        self.register_buffer("codes", codes.to(dtype))
+        self.register_buffer("scale", scale.float())
+        self.register_buffer("zero_point", zero_point.to(dtype))
+        self.axis = 0 if scale.dim() else None
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return _DQ.apply(self.codes, self.scale, self.zero_point, self.axis)
+
+
+class _Logits(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return model_logits(self.model, pixel_values)
+
+
+def _export_copy(model: nn.Module) -> nn.Module:
+    """A CPU float32 copy of ``model`` whose quantizers are the ONNX stand-ins."""
+    model = copy.deepcopy(model).cpu().float().eval()
+    for layer in packed_layers(model).values():
+        layer.weight_quantizer = _ExportWeight(layer)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, ActQuantizer):
+                if child.mode != "quantize":
+                    raise SynQError(f"activation quantizer {child.name or name} is in {child.mode!r} mode, not 'quantize'")
+                if not child._is_calibrated:
+                    raise SynQError(f"activation quantizer {child.name or name} is uncalibrated: calibrate first")
+                setattr(module, name, _ExportAct(child))
+    return _Logits(model)
+
+
+# -- graph rewrites -------------------------------------------------------------------------------------------
+
+
+def _fold_batchnorm(graph: Any, numpy_helper: Any) -> int:
+    """Fold BatchNormalization into the per-channel scale and bias of a preceding DQ-weight Conv."""
+    inits = {i.name: i for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    folded, dead = 0, []
+    for bn in [n for n in graph.node if n.op_type == "BatchNormalization"]:
+        conv = producers.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or len(consumers.get(conv.output[0], [])) != 1:
+            continue
+        dq = producers.get(conv.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear" or len(consumers.get(dq.output[0], [])) != 1:
+            continue
+        if not all(x in inits for x in list(dq.input) + list(bn.input[1:])):
+            continue
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        codes = numpy_helper.to_array(inits[dq.input[0]])
+        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+        zp = numpy_helper.to_array(inits[dq.input[2]])
+        if scale.ndim == 1 and axis != 0:
+            continue
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[x]).astype(np.float64) for x in bn.input[1:])
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        factor = gamma / np.sqrt(var + eps)
+        channels = codes.shape[0]
+        scale = np.broadcast_to(scale, (channels,)) * factor
+        zp = np.broadcast_to(zp, (channels,)).copy()
+        codes = codes.copy()
+        for c in np.nonzero(scale < 0)[0]:  # keep scales positive: negate the codes instead
+            if codes.dtype == np.uint8:
+                codes[c], zp[c] = 255 - codes[c], 255 - zp[c]
+            elif codes[c].min() > -128 and zp[c] == 0:
+                codes[c] = -codes[c]
+            else:
+                continue
+            scale[c] = -scale[c]
+        bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 else 0.0
+        new_bias = (bias - mean) * factor + beta
+        prefix = conv.output[0]
+        names = [f"{prefix}_codes", f"{prefix}_scale", f"{prefix}_zp", f"{prefix}_bias"]
+        arrays = [codes, scale.astype(np.float32), zp, new_bias.astype(np.float32)]
+        for name, arr in zip(names, arrays):
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        dq.input[0], dq.input[1], dq.input[2] = names[:3]
+        _set_axis(dq, 0)
+        if len(conv.input) > 2:
+            conv.input[2] = names[3]
+        else:
+            conv.input.append(names[3])
+        conv.output[0] = bn.output[0]
+        dead.append(bn)
+        folded += 1
+    for n in dead:
+        graph.node.remove(n)
+    return folded
+
+
+def _set_axis(node: Any, axis: int) -> None:
+    from onnx import helper
+
+    for a in list(node.attribute):
+        if a.name == "axis":
+            node.attribute.remove(a)
+    node.attribute.append(helper.make_attribute("axis", axis))
+
+
+def _bypass_identities(graph: Any) -> None:
+    """Drop Identity nodes that forward an initializer (the exporter's de-duplicated constants)."""
+    inits = {i.name for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    alias: dict[str, str] = {}
+    for n in list(graph.node):
+        if n.op_type == "Identity" and alias.get(n.input[0], n.input[0]) in inits and n.output[0] not in outputs:
+            alias[n.output[0]] = alias.get(n.input[0], n.input[0])
+            graph.node.remove(n)
+    for n in graph.node:
+        for k, name in enumerate(n.input):
+            if name in alias:
+                n.input[k] = alias[name]
+
+
+def _prune_initializers(graph: Any) -> None:
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+# -- public entry point ----------------------------------------------------------------------------------
+
+
+def export_onnx(
+    model: nn.Module,
+    out: str | os.PathLike,
+    *,
+    input_size: tuple[int, int, int] | list[int],
+    opset: int = DEFAULT_OPSET,
+    quantized: bool = True,
+) -> Path:
+    """Write ``model`` (fake-quantized, calibrated) to ``out`` as a QDQ ONNX model with a dynamic batch.
+
+    ``input_size`` is (C, H, W) (``LoadedModel.data_config["input_size"]``). ``quantized=False`` exports the
+    same network with every quantizer left out (the float reference). Returns the written path.
+    """
+    onnx = require_onnx()
+    from onnx import numpy_helper
+
+    if opset < 13:
+        raise ConfigError(f"opset {opset} is too old: per-channel DequantizeLinear needs opset 13 or newer")
+    if len(tuple(input_size)) != 3:
+        raise ConfigError(f"input_size must be (C, H, W), got {input_size!r}")
+    if quantized and not is_quantized(model):
+        raise SynQError(f"{type(model).__name__} is not quantized: quantize and calibrate it first, or quantized=False")
+    if quantized:
+        wrapped = _export_copy(model)
+    else:
+        wrapped = _Logits(_float_copy(model))
+    path = Path(out)
+    if path.is_dir():
+        raise ConfigError(f"--out {str(path)!r} is a folder; give a file name such as model.onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(2, *(int(v) for v in input_size))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        import warnings
+
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapped, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset, do_constant_folding=True, dynamo=False,
+            )
+        proto = onnx.load(str(tmp))
+        if quantized:
+            _bypass_identities(proto.graph)
+            _fold_batchnorm(proto.graph, numpy_helper)
+            _prune_initializers(proto.graph)
+        proto.producer_name = "synq-hf"
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise SynQError(f"ONNX export of {type(model).__name__} failed: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _float_copy(model: nn.Module) -> nn.Module:
+    """``model`` without quantization: quantized layers run their float weights, activations pass through."""
+    model = copy.deepcopy(model).cpu().float().eval()
+    for layer in model.modules():
+        if isinstance(layer, (QuantConv2d, QuantLinear)):
+            layer.weight_quantizer = nn.Identity()
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, ActQuantizer):
+                setattr(module, name, nn.Identity())
+    return model

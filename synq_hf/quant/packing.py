@@ -1,0 +1,236 @@
+"""Packed integer weights: the on-disk form of a fake-quantized model's conv/linear weights.
+
+A quantized layer's float ``weight`` is replaced by three tensors (``NAME`` is the module name):
+
+* ``NAME.weight_codes``: the integer codes ``clamp(round_half_even(w / scale) + zero_point, qmin, qmax)``.
+  5-8 bits: one code per byte, ``int8`` (symmetric) or ``uint8`` (asymmetric), in the weight's shape.
+  2-4 bits: two codes per byte (``uint8``, 1-D): the weight is flattened row-major, ``code - qmin`` (0-15)
+  is stored, element ``2i`` in the low nibble and ``2i+1`` in the high nibble, an odd count padded with 0.
+  3- and 2-bit codes use the same 4-bit container.
+* ``NAME.weight_scale`` (float32) and ``NAME.weight_zero_point`` (int32): shape ``[C_out]`` per channel
+  (axis 0), 0-dim per tensor.
+
+The qmap (:func:`pack_state_dict`'s second result, a JSON-able dict) records per weight its bits,
+symmetry, axis, shape, dtype and container, and per activation quantizer its bits, symmetry, scale and
+zero point. Dequantizing, ``(codes - zero_point) * scale``, reproduces the fake-quant weight bit for bit
+(checked when packing). Loaded layers get a :class:`FrozenWeightQuantizer` holding the stored scale and
+zero point: min-max ranges recomputed from dequantized weights can move by one ulp.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from .fake_quant import qrange
+from .layers import QuantConv2d, QuantLinear
+from .quantizers import ActQuantizer, WeightQuantizer
+
+__all__ = [
+    "PACKED_FORMAT",
+    "FrozenWeightQuantizer",
+    "dequantize_codes",
+    "pack_codes",
+    "pack_state_dict",
+    "packed_layers",
+    "unpack_codes",
+    "unpack_state_dict",
+    "weight_codes",
+]
+
+PACKED_FORMAT = "synq-packed-1"
+"""Name of this packing scheme, recorded in every qmap."""
+
+CODES, SCALE, ZERO_POINT = "weight_codes", "weight_scale", "weight_zero_point"
+
+
+def _container(bits: int, symmetric: bool) -> str:
+    if bits <= 4:
+        return "uint4x2"
+    return "int8" if symmetric else "uint8"
+
+
+def packed_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Conv/linear layers whose weights are stored as codes: every one with an enabled weight quantizer."""
+    return {
+        name: m for name, m in model.named_modules()
+        if isinstance(m, (QuantConv2d, QuantLinear)) and getattr(m.weight_quantizer, "enabled", True)
+    }
+
+
+def _per_channel_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    return t.reshape(-1, *([1] * (ndim - 1))) if t.dim() else t
+
+
+def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """``(codes - zero_point) * scale`` in float32; per-channel qparams apply along axis 0."""
+    s = _per_channel_view(scale.float(), codes.dim())
+    z = _per_channel_view(zero_point, codes.dim())
+    return (codes.to(torch.int32) - z.to(torch.int32)).float() * s
+
+
+@torch.no_grad()
+def weight_codes(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(int32 codes shaped like the weight, scale, zero point) of a quantized layer's weight.
+
+    The codes are read back from the layer's own fake-quant output, and dequantizing them must give that
+    output exactly; otherwise a ``CheckpointError`` says so (packing would change the model).
+    """
+    quantizer: WeightQuantizer = layer.weight_quantizer
+    weight = layer.weight.detach()
+    scale, zero_point = quantizer.qparams(weight)
+    scale = scale.detach().float().cpu()
+    zero_point = zero_point.detach().to(torch.int32).cpu()
+    fq = quantizer(weight).detach().float().cpu()
+    qmin, qmax = qrange(quantizer.bits, quantizer.symmetric)
+    s = _per_channel_view(scale, fq.dim())
+    z = _per_channel_view(zero_point, fq.dim())
+    codes = torch.clamp(torch.round(fq / s) + z, qmin, qmax).to(torch.int32)
+    if not torch.equal(dequantize_codes(codes, scale, zero_point).to(weight.dtype), fq.to(weight.dtype)):
+        raise CheckpointError(
+            f"cannot pack {type(layer).__name__} weights exactly: its quantizer's output is not "
+            "(codes - zero_point) * scale for the scale/zero point its qparams() reports"
+        )
+    return codes, scale, zero_point
+
+
+def pack_codes(codes: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+    """Store integer codes compactly: two per byte for <= 4 bits, else one ``int8``/``uint8`` per code."""
+    qmin, qmax = qrange(bits, symmetric)
+    if codes.numel() and (int(codes.min()) < qmin or int(codes.max()) > qmax):
+        raise CheckpointError(f"codes outside the {bits}-bit range [{qmin}, {qmax}]")
+    if bits > 4:
+        return codes.to(torch.int8 if symmetric else torch.uint8).contiguous()
+    flat = (codes.reshape(-1).to(torch.int32) - qmin).to(torch.uint8)
+    if flat.numel() % 2:
+        flat = torch.cat([flat, flat.new_zeros(1)])
+    return (flat[0::2] | (flat[1::2] << 4)).contiguous()
+
+
+def unpack_codes(data: torch.Tensor, bits: int, symmetric: bool, shape: tuple[int, ...] | list[int]) -> torch.Tensor:
+    """Inverse of :func:`pack_codes`: int32 codes of ``shape``."""
+    qmin, _ = qrange(bits, symmetric)
+    numel = 1
+    for d in shape:
+        numel *= int(d)
+    if bits > 4:
+        expected = torch.int8 if symmetric else torch.uint8
+        if data.dtype != expected or data.numel() != numel:
+            raise CheckpointError(f"packed codes are {data.dtype} x {data.numel()}, expected {expected} x {numel}")
+        return data.to(torch.int32).reshape(tuple(shape))
+    if data.dtype != torch.uint8 or data.numel() != (numel + 1) // 2:
+        raise CheckpointError(
+            f"packed 4-bit codes are {data.dtype} x {data.numel()}, expected torch.uint8 x {(numel + 1) // 2}"
+        )
+    flat = data.reshape(-1)
+    out = torch.stack([flat & 0x0F, flat >> 4], dim=1).reshape(-1)[:numel]
+    return (out.to(torch.int32) + qmin).reshape(tuple(shape))
+
+
+class FrozenWeightQuantizer(WeightQuantizer):
+    """A weight quantizer with a fixed scale and zero point (those stored in a packed checkpoint)."""
+
+    def __init__(self, bits: int, symmetric: bool, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        super().__init__(bits, symmetric, per_channel=scale.dim() > 0)
+        # Not persistent: the checkpoint keeps them as ``weight_scale``/``weight_zero_point`` of the layer.
+        self.register_buffer("scale", scale.detach().float().clone(), persistent=False)
+        self.register_buffer("zero_point", zero_point.detach().to(torch.int32).clone(), persistent=False)
+
+    @torch.no_grad()
+    def qparams(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.scale, self.zero_point
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return weight
+        qmin, qmax = qrange(self.bits, self.symmetric)
+        w = weight.float()
+        if self.per_channel:
+            out = torch.fake_quantize_per_channel_affine(w, self.scale, self.zero_point, 0, qmin, qmax)
+        else:
+            out = torch.fake_quantize_per_tensor_affine(w, self.scale, self.zero_point, qmin, qmax)
+        return out.to(weight.dtype)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", frozen"
+
+
+def pack_state_dict(
+    model: nn.Module, state_dict: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors with every quantized weight replaced by its codes/scale/zero point, qmap) for ``model``.
+
+    ``state_dict`` is ``model``'s (CPU) state dict; float layers and every other tensor pass through.
+    """
+    out = dict(state_dict)
+    weights: dict[str, Any] = {}
+    for name, layer in packed_layers(model).items():
+        key = f"{name}.weight"
+        if key not in out:
+            raise CheckpointError(f"{key} is not in the state dict to pack")
+        codes, scale, zero_point = weight_codes(layer)
+        q = layer.weight_quantizer
+        del out[key]
+        out[f"{name}.{CODES}"] = pack_codes(codes, q.bits, q.symmetric)
+        out[f"{name}.{SCALE}"] = scale.contiguous()
+        out[f"{name}.{ZERO_POINT}"] = zero_point.contiguous()
+        weights[key] = {
+            "bits": q.bits,
+            "symmetric": q.symmetric,
+            "axis": 0 if scale.dim() else None,
+            "shape": list(layer.weight.shape),
+            "dtype": str(layer.weight.dtype).removeprefix("torch."),
+            "container": _container(q.bits, q.symmetric),
+        }
+    activations: dict[str, Any] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, ActQuantizer) and m._is_calibrated:
+            scale, zero_point = m.qparams()
+            activations[name] = {
+                "bits": m.bits, "symmetric": m.symmetric,
+                "scale": float(scale), "zero_point": int(zero_point),
+            }
+    return out, {"format": PACKED_FORMAT, "weights": weights, "activations": activations}
+
+
+def unpack_state_dict(
+    model: nn.Module, tensors: dict[str, torch.Tensor], qmap: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """Tensors with float weights (the exact fake-quant values) restored from codes; freezes the qparams.
+
+    ``model`` is the quantized architecture about to receive the tensors: every packed layer must exist
+    with the recorded bit-width, and gets a :class:`FrozenWeightQuantizer` with the stored scale/zero point.
+    """
+    if not isinstance(qmap, dict) or qmap.get("format") != PACKED_FORMAT:
+        found = qmap.get("format") if isinstance(qmap, dict) else type(qmap).__name__
+        raise CheckpointError(f"unknown packed weight format {found!r} (this synq_hf reads {PACKED_FORMAT!r})")
+    out = dict(tensors)
+    layers = packed_layers(model)
+    entries = qmap.get("weights") or {}
+    unlisted = sorted(set(layers) - {k.removesuffix(".weight") for k in entries})
+    if unlisted:
+        raise CheckpointError(f"the checkpoint has no packed weights for quantized layer(s) {unlisted[:4]}")
+    for key, info in entries.items():
+        name = key.removesuffix(".weight")
+        layer = layers.get(name)
+        if layer is None:
+            raise CheckpointError(f"packed weight {key} has no quantized layer in the model built from config.json")
+        q = layer.weight_quantizer
+        if (int(info["bits"]), bool(info["symmetric"])) != (q.bits, q.symmetric):
+            raise CheckpointError(
+                f"{key}: stored as {info['bits']}-bit symmetric={info['symmetric']}, but config.json builds "
+                f"{q.bits}-bit symmetric={q.symmetric}"
+            )
+        try:
+            data, scale, zero_point = (out.pop(f"{name}.{s}") for s in (CODES, SCALE, ZERO_POINT))
+        except KeyError as e:
+            raise CheckpointError(f"{key}: packed tensor {e} is missing; re-save or re-download the model") from e
+        codes = unpack_codes(data, q.bits, q.symmetric, info["shape"])
+        dtype = getattr(torch, str(info.get("dtype", "float32")))
+        out[key] = dequantize_codes(codes, scale, zero_point).to(dtype)
+        frozen = FrozenWeightQuantizer(q.bits, q.symmetric, scale, zero_point)
+        layer.weight_quantizer = frozen.to(layer.weight.device)
+    return out

@@ -1,0 +1,135 @@
+"""ONNX QDQ export: onnx.checker, dynamic batch, exact low-bit emulation, integer kernels, CLI, missing extra."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from synq_hf import SynQConfig
+from synq_hf.cli import main
+from synq_hf.errors import SynQError
+from synq_hf.export import export_onnx
+from synq_hf.model_info import model_logits
+from synq_hf.quant import ptq
+from synq_hf.serialization import save_quantized
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+def _session(path: Path, optimize: bool, saved: Path | None = None):  # noqa: ANN202
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if saved is not None:
+        so.optimized_model_filepath = str(saved)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _timm_q(name: str, size: int, config: SynQConfig) -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=10).eval()
+    x = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(1))
+    return ptq(model, config, x, progress=False), x
+
+
+def _hf_q(config: SynQConfig) -> tuple[torch.nn.Module, torch.Tensor]:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                                num_attention_heads=2, intermediate_size=64, num_labels=10)).eval()
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    return ptq(model, config, x, progress=False), x
+
+
+CASES = {
+    "resnet-w8a8": lambda: _timm_q("test_resnet", 32, SynQConfig(w_bits=8, a_bits=8)),
+    "resnet-w4a4": lambda: _timm_q("test_resnet", 32, SynQConfig(w_bits=4, a_bits=4)),
+    "resnet-w3a3": lambda: _timm_q("test_resnet", 32, SynQConfig(w_bits=3, a_bits=3)),
+    "timm-vit-w8a8": lambda: _timm_q("test_vit", 160, SynQConfig(w_bits=8, a_bits=8)),
+    "timm-vit-w4a4": lambda: _timm_q("test_vit", 160, SynQConfig(w_bits=4, a_bits=4)),
+    "hf-vit-w8a8": lambda: _hf_q(SynQConfig(w_bits=8, a_bits=8)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_qdq_graph_reproduces_the_fake_quant_model(case: str, tmp_path: Path, one_thread: None) -> None:
+    q, x = CASES[case]()
+    path = export_onnx(q, tmp_path / "m.onnx", input_size=tuple(x.shape[1:]))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # the temporary sibling is gone
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "BatchNormalization" not in ops
+    assert ("Clip" in ops) == ("w8a8" not in case)  # low-bit codes are clipped on the 8-bit container
+    with torch.no_grad():
+        expected = model_logits(q, x).numpy()
+    # the plain graph computes the fake-quant model (up to float rounding), at any batch size
+    plain = _session(path, optimize=False)
+    for n in (1, 8):
+        got = plain.run(None, {"pixel_values": x[:n].numpy()})[0]
+        assert got.shape == (n, 10)
+        np.testing.assert_allclose(got, expected[:n], atol=2e-2 * np.abs(expected).max(), rtol=0)
+    # onnxruntime's fused integer kernels run it and agree on the predicted class
+    fused = _session(path, optimize=True, saved=tmp_path / "opt.onnx")
+    got = fused.run(None, {"pixel_values": x.numpy()})[0]
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.75
+    fused_ops = {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
+    integer = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "ConvInteger"}
+    assert fused_ops & integer, fused_ops
+
+
+def test_low_bit_activations_are_exact_on_the_container(tmp_path: Path, one_thread: None) -> None:
+    q, x = CASES["resnet-w4a4"]()
+    path = export_onnx(q, tmp_path / "m.onnx", input_size=(3, 32, 32))
+    with torch.no_grad():
+        expected = model_logits(q, x).numpy()
+    got = _session(path, optimize=False).run(None, {"pixel_values": x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_float_export_has_no_quantizers(tmp_path: Path, one_thread: None) -> None:
+    q, x = CASES["resnet-w8a8"]()
+    path = export_onnx(q, tmp_path / "f.onnx", input_size=(3, 32, 32), quantized=False)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert not ops & {"QuantizeLinear", "DequantizeLinear"}
+
+
+def test_missing_onnx_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    q, _ = CASES["resnet-w4a4"]()
+    with pytest.raises(SynQError, match=r"pip install 'synq-hf\[export\]'"):
+        export_onnx(q, tmp_path / "m.onnx", input_size=(3, 32, 32))
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "synq-hf[export]" in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_exports_a_saved_folder(tmp_path: Path, capsys, one_thread: None) -> None:  # noqa: ANN001
+    q, x = _timm_q("test_resnet", 160, SynQConfig(w_bits=4, a_bits=4))  # the size its pretrained_cfg names
+    x = x[:2]
+    save_quantized(q, tmp_path / "q", base_model="test_resnet", library="timm")
+    out = tmp_path / "onnx" / "q.onnx"
+    assert main(["export", str(tmp_path / "q"), "--format", "onnx", "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with torch.no_grad():
+        expected = model_logits(q, x).numpy()
+    got = _session(out, optimize=False).run(None, {"pixel_values": x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_cli_refuses_a_float_model(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    folder = tmp_path / "float"
+    from timm.models._hub import save_for_hf
+
+    save_for_hf(timm.create_model("test_resnet", pretrained=False, num_classes=10), str(folder))
+    assert main(["export", str(folder), "--out", str(tmp_path / "m.onnx")]) == 1
+    assert "float model" in capsys.readouterr().err

@@ -1,0 +1,111 @@
+"""Packed integer checkpoints: code packing, exact reload, float layers, size, and format-1 folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from synq_hf import SynQConfig
+from synq_hf.model_info import model_logits
+from synq_hf.quant import ptq
+from synq_hf.quant.fake_quant import qrange
+from synq_hf.quant.packing import FrozenWeightQuantizer, pack_codes, unpack_codes
+from synq_hf.serialization import QUANTIZERS_FILE, WEIGHTS_FILE, load_quantized, save_quantized
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_pack_unpack_roundtrip(bits: int, symmetric: bool) -> None:
+    qmin, qmax = qrange(bits, symmetric)
+    codes = torch.randint(qmin, qmax + 1, (7, 3, 3, 3), generator=torch.Generator().manual_seed(bits))
+    data = pack_codes(codes, bits, symmetric)
+    assert data.numel() == ((codes.numel() + 1) // 2 if bits <= 4 else codes.numel())
+    assert torch.equal(unpack_codes(data, bits, symmetric, codes.shape), codes.to(torch.int32))
+
+
+def _quantized(name: str, config: SynQConfig, size: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=10).eval()
+    x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(1))
+    return ptq(model, config, x, progress=False), x
+
+
+def test_packed_reload_is_exact_and_resaves_identically(tmp_path: Path) -> None:
+    q, x = _quantized("test_resnet", SynQConfig(w_bits=4, a_bits=4), 32)
+    save_quantized(q, tmp_path / "a", base_model="test_resnet", library="timm")
+    loaded = load_quantized(tmp_path / "a").model
+    with torch.no_grad():
+        assert torch.equal(model_logits(q, x), model_logits(loaded, x))
+    assert any(isinstance(m, FrozenWeightQuantizer) for m in loaded.modules())
+    save_quantized(loaded, tmp_path / "b", base_model="test_resnet", library="timm")
+    a, b = load_file(tmp_path / "a" / WEIGHTS_FILE), load_file(tmp_path / "b" / WEIGHTS_FILE)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_qmap_describes_weights_and_activations(tmp_path: Path) -> None:
+    q, _ = _quantized("test_resnet", SynQConfig(w_bits=3, a_bits=4), 32)
+    save_quantized(q, tmp_path, base_model="test_resnet", library="timm")
+    with safe_open(str(tmp_path / WEIGHTS_FILE), framework="pt") as f:
+        qmap = json.loads(f.metadata()["synq_qmap"])
+        codes = f.get_tensor("conv1.0.weight_codes")
+    entry = qmap["weights"]["conv1.0.weight"]
+    assert entry["bits"] == 3 and entry["container"] == "uint4x2" and entry["axis"] == 0
+    assert codes.dtype == torch.uint8 and codes.numel() == (torch.Size(entry["shape"]).numel() + 1) // 2
+    act = next(iter(qmap["activations"].values()))
+    assert act["bits"] == 4 and act["scale"] > 0 and 0 <= act["zero_point"] <= 15
+
+
+def test_float_layers_stay_float(tmp_path: Path) -> None:
+    q, x = _quantized("test_resnet", SynQConfig(w_bits=4, a_bits=4, exclude=("fc",)), 32)
+    save_quantized(q, tmp_path, base_model="test_resnet", library="timm")
+    tensors = load_file(tmp_path / WEIGHTS_FILE)
+    assert tensors["fc.weight"].dtype == torch.float32 and "fc.weight_codes" not in tensors
+    assert "conv1.weight" not in tensors and "conv1.0.weight_codes" in tensors
+    with torch.no_grad():
+        assert torch.equal(model_logits(q, x), model_logits(load_quantized(tmp_path).model, x))
+
+
+def test_format_1_float_folder_still_loads(tmp_path: Path) -> None:
+    """A folder as synq_hf wrote it before packing: real architecture, float weights, format_version 1."""
+    q, x = _quantized("test_resnet", SynQConfig(w_bits=4, a_bits=4), 32)
+    save_quantized(q, tmp_path, base_model="test_resnet", library="timm")
+    data = json.loads((tmp_path / "config.json").read_text())
+    data["architecture"] = data["synq"].pop("architecture")
+    data["synq"]["format_version"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    state = {k: v.contiguous() for k, v in q.state_dict().items() if "quantizer" not in k}
+    save_file(state, str(tmp_path / WEIGHTS_FILE), metadata={"format": "pt"})
+    loaded = load_quantized(tmp_path).model
+    with torch.no_grad():
+        assert torch.equal(model_logits(q, x), model_logits(loaded, x))
+    assert (tmp_path / QUANTIZERS_FILE).is_file()
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("teacher", ["cifar10-resnet20", "cifar10-vit-tiny"])
+def test_packed_w4a4_folder_is_five_times_smaller(teacher: str, shared_data: Path, tmp_path: Path) -> None:
+    import synq_hf  # noqa: F401  registers cifar_resnet*
+
+    source = shared_data / "teachers" / teacher
+    model = timm.create_model(f"local-dir:{source}", pretrained=True).eval()
+    x = torch.randn(8, *model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(0))
+    q = ptq(model, SynQConfig(w_bits=4, a_bits=4), x, progress=False)
+    save_quantized(q, tmp_path / "q", base_model=str(source), library="timm")
+    float_dir = tmp_path / "float"
+    from timm.models._hub import save_for_hf  # the float folder timm itself writes
+
+    save_for_hf(timm.create_model(f"local-dir:{source}", pretrained=True), str(float_dir), safe_serialization=True)
+    assert _folder_bytes(tmp_path / "q") <= 0.2 * _folder_bytes(float_dir)
+    loaded = load_quantized(tmp_path / "q").model
+    with torch.no_grad():
+        assert torch.equal(model_logits(q, x), model_logits(loaded, x))
