@@ -237,6 +237,9 @@ def save_quantized(
         timm_config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         # packed integer weights; timm alone meets the guard architecture instead of loading floats silently
         packed, qmap = pack_state_dict(model, weights)
+        # a packed layer's weight range (searched clips, learned step sizes) lives on as its stored scale/zero point
+        frozen = tuple(f"{k.removesuffix('.weight')}.weight_quantizer." for k in qmap["weights"])
+        quantizers = {k: v for k, v in quantizers.items() if not k.startswith(frozen)}
         block["architecture"] = timm_config["architecture"]
         timm_config["architecture"] = GUARD_ARCHITECTURE
         timm_config["synq"] = block

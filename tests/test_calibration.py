@@ -81,7 +81,7 @@ def test_calibrate_matches_hooked_ema(momentum: float) -> None:
     torch.manual_seed(0)
     model = TinyCNN().eval()
     batches = _batches()
-    q = quantize_model(model, SynQConfig(ema_momentum=momentum, act_range_init="minmax"), inplace=False)
+    q = quantize_model(model, SynQConfig(ema_momentum=momentum, act_range_init="minmax", weight_range_init="minmax"), inplace=False)
     expected = _expected_ranges(q, batches, momentum)
     calibrate(q, batches, progress=False)
     for name in ("act1", "act2"):
@@ -94,7 +94,7 @@ def test_ptq_batches_by_config_and_leaves_input_model_float() -> None:
     torch.manual_seed(0)
     model = TinyCNN().eval()
     images = torch.cat(_batches(3))  # 12 images
-    cfg = SynQConfig(calibration_batch_size=5, act_range_init="minmax")
+    cfg = SynQConfig(calibration_batch_size=5, act_range_init="minmax", weight_range_init="minmax")
     q = ptq(model, cfg, images, progress=False)
     assert q is not model and not any(hasattr(m, "output_quantizer") for m in model.modules())
     expected = _expected_ranges(q, list(iter_batches(images, 5)), cfg.ema_momentum)
@@ -111,7 +111,7 @@ def test_ptq_batches_by_config_and_leaves_input_model_float() -> None:
 def test_recalibration_resets_previous_ranges() -> None:
     torch.manual_seed(0)
     model = TinyCNN().eval()
-    q = ptq(model, SynQConfig(act_range_init="minmax"), _batches(2, seed=1), progress=False)
+    q = ptq(model, SynQConfig(act_range_init="minmax", weight_range_init="minmax"), _batches(2, seed=1), progress=False)
     first = q.act1.output_quantizer.max_val.clone()
     small = [b * 0.01 for b in _batches(1, seed=2)]
     calibrate(q, small, progress=False)

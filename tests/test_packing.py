@@ -73,7 +73,9 @@ def test_float_layers_stay_float(tmp_path: Path) -> None:
 
 def test_format_1_float_folder_still_loads(tmp_path: Path) -> None:
     """A folder as synq_hf wrote it before packing: real architecture, float weights, format_version 1."""
-    q, x = _quantized("test_resnet", SynQConfig(w_bits=4, a_bits=4), 32)
+    # format-1 folders come with version-1 configs, which migrate to min-max ranges (no stored weight ranges)
+    q, x = _quantized("test_resnet", SynQConfig(w_bits=4, a_bits=4, act_range_init="minmax",
+                                                weight_range_init="minmax"), 32)
     save_quantized(q, tmp_path, base_model="test_resnet", library="timm")
     data = json.loads((tmp_path / "config.json").read_text())
     data["architecture"] = data["synq"].pop("architecture")

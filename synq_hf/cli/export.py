@@ -46,5 +46,6 @@ def run(args: argparse.Namespace) -> int:
     path = export_onnx(
         loaded.model, args.out, input_size=loaded.data_config["input_size"], opset=args.opset or DEFAULT_OPSET
     )
-    print(f"wrote {path} ({path.stat().st_size:,} bytes, QDQ ONNX, opset {args.opset or DEFAULT_OPSET})")
+    print(f"wrote {path} ({path.stat().st_size:,} bytes, QDQ ONNX, opset {args.opset or DEFAULT_OPSET})",
+          file=args.stdout)
     return 0

@@ -80,6 +80,7 @@ class WeightQuantizer(nn.Module):
         scale, zp = minmax_qparams(lo, hi, self.bits, self.symmetric)
         return (scale, zp) if self.per_channel else (scale.reshape(()), zp.reshape(()))
 
+    @torch.no_grad()
     def qparams(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scale (float32) and zero point (int32) used for ``weight``: per output channel, or 0-dim per tensor."""
         if self.learnable:
@@ -116,16 +117,6 @@ class WeightQuantizer(nn.Module):
             out = torch._fake_quantize_learnable_per_tensor_affine(
                 w, scale, self.zero_point, qmin, qmax, grad_factor)
         return out.to(weight.dtype)
-
-    @torch.no_grad()
-    def qparams(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scale (float32) and zero point (int32) for ``weight``: shape [C_out] per channel, 0-dim per tensor."""
-        w = weight.detach().float()
-        if self.per_channel:
-            flat = w.reshape(w.shape[0], -1)
-            return minmax_qparams(flat.amin(dim=1), flat.amax(dim=1), self.bits, self.symmetric)
-        scale, zp = minmax_qparams(w.amin(), w.amax(), self.bits, self.symmetric)
-        return scale.reshape(()), zp.reshape(())
 
     def extra_repr(self) -> str:
         gran = "per_channel" if self.per_channel else "per_tensor"
