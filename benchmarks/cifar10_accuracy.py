@@ -27,6 +27,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import math
 import os
 import statistics
 import sys
@@ -45,6 +46,7 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from synq_hf import SynQConfig, SynQQuantizer, evaluate_model, load_image_dataset, load_model  # noqa: E402
+from synq_hf.config import LOSS_PRESETS  # noqa: E402
 from synq_hf.data import build_eval_transform, detect_columns  # noqa: E402
 from synq_hf.errors import ConfigError  # noqa: E402
 from synq_hf.quant import calibrate, iter_batches, quantize_model  # noqa: E402
@@ -83,10 +85,12 @@ BUDGETS: dict[str, Budget] = {
     # random-resized-crop + flip on every batch with the filter after it, 20 x T^2 x KL at T = 20.
     "authors": Budget(num_images=5120, iterations=1000, synthesis_batch_size=256, train_batch_size=256,
                       max_steps=19200, eval_every=1000,
-                      config={"augment": "crop_flip", "lpf_mode": "per_batch", "kd_weight": 20.0,
-                              "kd_temperature": 20.0, "learning_rate": 1e-4}),
+                      config={**LOSS_PRESETS["authors"], "learning_rate": 1e-4}),
     # <= 30 min for both bit-widths on 2 idle CPU cores, synthesis and evaluation included (BENCHMARKS.md).
     "cpu": Budget(num_images=512, iterations=200, synthesis_batch_size=256, train_batch_size=128, max_steps=300),
+    # A few CPU minutes: the CI guard (tests/test_cifar10_benchmark.py) that SynQ still beats the PTQ it starts from.
+    "guard": Budget(num_images=256, iterations=100, synthesis_batch_size=256, train_batch_size=128, max_steps=120,
+                    eval_every=0),
     # Seconds: checks the pipeline and the row format only (tests/test_cifar10_benchmark.py).
     "smoke": Budget(num_images=16, iterations=2, synthesis_batch_size=16, train_batch_size=8, max_steps=2,
                     eval_limit=64, eval_every=1,
@@ -297,8 +301,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _log(f"seed {seed} W{w_bits}A{a_bits} PTQ top-1: min-max {ptq_minmax}, clip-searched {ptq_search}")
             ceiling = None
             if real is not None:
-                _, tracker, _ = fine_tune(teacher, cfg, real, dataclasses.replace(budget, eval_every=0), args.device,
-                                          progress, evaluate, None)
+                # the same number of steps as SynQ takes on the synthetic set (not the same number of epochs)
+                steps = budget.max_steps or math.ceil(len(synthetic) / cfg.train_batch_size) * math.ceil(
+                    budget.num_epochs)
+                same = dataclasses.replace(budget, eval_every=0, max_steps=steps)
+                _, tracker, _ = fine_tune(teacher, cfg, real, same, args.device, progress, evaluate, None)
                 ceiling = tracker.history[-1][1]
                 _log(f"seed {seed} W{w_bits}A{a_bits} real-data ceiling ({args.ceiling_images} images): {ceiling}")
             for variant, changes in variants.items():

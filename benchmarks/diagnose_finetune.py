@@ -7,6 +7,9 @@ step. Gradient clipping is whatever ``--set max_grad_norm=...`` says (0 reproduc
 
     python benchmarks/diagnose_finetune.py --synthetic /tmp/syn512 --steps 100 \
         --set act_range_init=minmax --set weight_range_init=minmax --set max_grad_norm=0
+
+``--cam-flat 0`` restores the CAM normalization without a floor (the divisor of a nearly flat map can then be
+float noise); the last line says how the run ended (``{"end": "completed"}`` or the divergence message).
 """
 
 from __future__ import annotations
@@ -28,15 +31,11 @@ sys.modules["cifar10_accuracy"] = bench
 _SPEC.loader.exec_module(bench)
 
 from synq_hf.quant import act_quantizers, quantize_model  # noqa: E402
-from synq_hf.training import SynQTrainer, build_training_args  # noqa: E402
+from synq_hf.training import SynQTrainer, TrainingDiverged, build_training_args  # noqa: E402
 
 
 class DiagnosticTrainer(SynQTrainer):
     """SynQTrainer that also records each term's gradient norm and the most saturated activation quantizer."""
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN201
-        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        return loss
 
     def _record(self, parts: dict[str, torch.Tensor]) -> None:
         cfg = self.synq_config
@@ -49,7 +48,7 @@ class DiagnosticTrainer(SynQTrainer):
             grads = torch.autograd.grad(w * parts[term], [p for _, p in params], retain_graph=True, allow_unused=True)
             norms = {n: float(g.norm()) for (n, _), g in zip(params, grads) if g is not None}
             top = max(norms, key=norms.get)
-            row[term] = {"value": round(float(parts[term]), 4), "grad_norm": round(sum(v * v for v in norms.values())
+            row[term] = {"value": round(float(parts[term].detach()), 4), "grad_norm": round(sum(v * v for v in norms.values())
                                                                                   ** 0.5, 3),
                          "top_layer": top, "top_layer_norm": round(norms[top], 3)}
         row["saturation"] = self._saturation
@@ -64,14 +63,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cam-flat", type=float, default=None, help="floor of the CAM divisor (default: the library's)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.cam_flat is not None:
+        import functools
+
+        import synq_hf.training.cam as cam
+
+        cam.minmax_normalize = functools.partial(cam.minmax_normalize, flat=args.cam_flat)
     (w, a), = bench.parse_bits(args.bits)
     teacher = bench.load_model(f"local-dir:{bench.DEFAULT_TEACHER}")
     budget = bench.BUDGETS["cpu"]
     cfg = bench.SynQConfig(train_batch_size=budget.train_batch_size, max_steps=args.steps, w_bits=w, a_bits=a,
-                           **bench.parse_overrides(args.set))
-    cfg = bench.SynQQuantizer(teacher, cfg, device="cpu").config
+                           seed=args.seed, **bench.parse_overrides(args.set))
+    cfg = bench.SynQQuantizer(teacher, cfg, device=args.device).config
     synthetic = datasets.load_from_disk(args.synthetic)
     student = quantize_model(copy.deepcopy(teacher.model), cfg).requires_grad_(True)
     quantizers = act_quantizers(student)
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for q in quantizers:
         q.register_forward_hook(saturation_hook)
     with tempfile.TemporaryDirectory() as tmp:
-        targs = build_training_args(cfg, tmp, progress=False, save_strategy="no")
+        targs = build_training_args(cfg, tmp, progress=False, save_strategy="no", use_cpu=args.device == "cpu")
         trainer = DiagnosticTrainer(student, teacher.model, targs, synthetic, cfg)
         trainer._saturation = {}
         orig = trainer._record
@@ -97,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             trainer._saturation = {}
 
         trainer._record = reset_then_record
-        trainer.train()
+        try:
+            trainer.train()
+            end = "completed"
+        except TrainingDiverged as e:
+            end = str(e)
+    print(json.dumps({"end": end}), flush=True)
     return 0
 
 

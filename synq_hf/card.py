@@ -284,13 +284,19 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
     else:
         synthesis = "None: no images were synthesized for this model."
     sym = {True: "symmetric ", False: "asymmetric ", None: ""}[cfg.weight_symmetric]
+    wrange = ("min-max" if cfg.weight_range_init == "minmax"
+              else f"min-max shrunk per channel to the lowest L{cfg.range_search_p:g} error")
+    arange = (f"an EMA (momentum {cfg.ema_momentum:g}) of min/max" if cfg.act_range_init == "minmax"
+              else f"the clip with the lowest L{cfg.range_search_p:g} error (histogram search)")
+    trained = method == "synq"
     quant = (
-        f"Weights of every convolution and linear layer: {cfg.weight_granularity.replace('_', '-')} {sym}"
-        f"min-max, {cfg.w_bits}-bit. Activations: per-tensor "
-        f"{'symmetric' if cfg.act_symmetric else 'asymmetric'} {cfg.a_bits}-bit (after every ReLU in CNNs, the "
-        f"PSAQ-ViT positions in ViTs), ranges from an EMA (momentum {cfg.ema_momentum:g}) of min/max over "
-        f"{_calibration_phrase(calibration)}, then "
-        f"{'learned (LSQ)' if cfg.learnable_act_scale and method == 'synq' else 'frozen'}. Gradients: {cfg.ste} "
+        f"Weights of every quantized convolution and linear layer: {cfg.weight_granularity.replace('_', '-')} {sym}"
+        f"{wrange}, {cfg.w_bits}-bit"
+        + (", step sizes then learned (LSQ)" if cfg.learnable_weight_scale and trained else "")
+        + f". Activations: per-tensor {'symmetric' if cfg.act_symmetric else 'asymmetric'} {cfg.a_bits}-bit at the "
+        f"positions of the architecture's placement rule (see the coverage in results.json), ranges from {arange} "
+        f"over {_calibration_phrase(calibration)}, then "
+        f"{'learned (LSQ)' if cfg.learnable_act_scale and trained else 'frozen'}. Gradients: {cfg.ste} "
         "straight-through estimator."
     )
     if method == "ptq":
@@ -304,11 +310,14 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
         batch = training.get("batch_size") or cfg.train_batch_size
         finetune = (
             f"The quantized student was trained against the float teacher on the synthetic images for {length} "
-            f"with SynQ's loss (Eq. 6): KL(teacher ‖ student) at temperature {cfg.kd_temperature:g}, plus "
+            f"with SynQ's loss (Eq. 6): {'' if cfg.kd_weight == 1 else f'{cfg.kd_weight:g} × '}KL(teacher ‖ student) "
+            f"at temperature {cfg.kd_temperature:g} (× T²), plus "
             f"{cfg.lambda_ce:g} × cross-entropy on easy samples only (teacher difficulty 1 − p_y ≤ τ = {tau}), plus "
             f"{cam} × Grad-CAM alignment on the last feature map (target: {cfg.cam_target}). SGD"
             + (f" lr {cfg.learning_rate:g}" if cfg.learning_rate is not None else "")
             + f", momentum {cfg.momentum:g}, weight decay {cfg.weight_decay:g}"
+            + (f", gradient norm clipped at {cfg.max_grad_norm:g}" if cfg.max_grad_norm else ", no gradient clipping")
+            + (f", augmentation {cfg.augment.replace('_', ' + ')}" if cfg.augment != "none" else "")
             + (f", batch {batch}" if batch else "")
             + f"; BatchNorm statistics frozen; seed {cfg.seed}."
         )
@@ -326,8 +335,8 @@ def _method_title(method: str, zero_shot: bool, calibrated_on: str) -> str:
     if method == "synq":
         return "SynQ zero-shot quantization (synthetic data + synthesis-aware fine-tuning; no real data)"
     if zero_shot:
-        return f"min-max post-training quantization calibrated on {calibrated_on} (no real data)"
-    return f"min-max post-training quantization calibrated on {calibrated_on}"
+        return f"post-training quantization calibrated on {calibrated_on} (no real data)"
+    return f"post-training quantization calibrated on {calibrated_on}"
 
 
 def _summary(bits: str, base_display: str, method: str, zero_shot: bool, calibrated_on: str) -> str:
@@ -337,7 +346,7 @@ def _summary(bits: str, base_display: str, method: str, zero_shot: bool, calibra
     if zero_shot:
         return (f"A {bits} fake-quantized version of {base_display}, produced **without any real data**: "
                 f"{calibrated_on} generated from the base model calibrated it (post-training quantization).")
-    return (f"A {bits} fake-quantized version of {base_display}: post-training quantization (min-max) with its "
+    return (f"A {bits} fake-quantized version of {base_display}: post-training quantization with its "
             f"activation ranges calibrated on {calibrated_on}; nothing was fine-tuned.")
 
 

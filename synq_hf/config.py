@@ -243,6 +243,12 @@ class SynQConfig(QuantizationConfigMixin):
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return self.replace(**filled)
 
+    def with_loss_preset(self, name: str) -> SynQConfig:
+        """A copy with the loss weights, temperature and augmentation of ``LOSS_PRESETS[name]``."""
+        if name not in LOSS_PRESETS:
+            raise ConfigError(f"loss preset {name!r} does not exist; choose one of {sorted(LOSS_PRESETS)}")
+        return self.replace(**LOSS_PRESETS[name])
+
     def replace(self, **changes: Any) -> SynQConfig:
         """A validated copy with some fields changed (unknown names raise ``ConfigError``)."""
         _check_known(changes)
@@ -313,6 +319,16 @@ class SynQConfig(QuantizationConfigMixin):
     def field_help(cls) -> dict[str, str]:
         """Help text of every field (used by the CLI and the docs)."""
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+LOSS_PRESETS: dict[str, dict[str, Any]] = {
+    # Eq. 6 as the paper states it: a plain KL, the authors' ResNet-18 W3A3 weights for CE and CAM.
+    "paper": {"kd_weight": 1.0, "kd_temperature": 1.0, "lambda_ce": 0.5, "lambda_cam": 50.0},
+    # The authors' code: 20 x T^2 x KL at T = 20 (8000 x KL), crop + flip on every batch, filter after it.
+    "authors": {"kd_weight": 20.0, "kd_temperature": 20.0, "lambda_ce": 0.5, "lambda_cam": 50.0,
+                "augment": "crop_flip", "lpf_mode": "per_batch"},
+}
+"""Named loss balances (``SynQConfig.with_loss_preset``, ``synq-hf quantize --loss-preset``)."""
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:

@@ -169,14 +169,19 @@ class SynQQuantizer:
         output_dir: str | os.PathLike | None = None,
         resume_from_checkpoint: str | bool | None = None,
         progress: bool = True,
+        augment: str | None = None,
     ) -> nn.Module:
         """SynQ: calibrate a fake-quantized copy on synthetic data, then fine-tune it against the teacher.
 
         ``synthetic`` defaults to ``.synthetic`` (synthesized now if absent); ``max_steps`` caps
-        fine-tuning; ``training_args`` is a ``TrainingArguments`` or a dict of overrides. Checkpoints
+        fine-tuning; ``augment`` (``"none"``, ``"shift_flip"``, ``"crop_flip"``) sets ``config.augment``;
+        ``training_args`` is a ``TrainingArguments`` or a dict of overrides. Checkpoints
         go to ``output_dir`` (a temporary folder when omitted). Returns the model (also ``.model``).
         """
         from .training import finetune
+
+        if augment is not None:
+            self.config = self.config.replace(augment=augment)
 
         if synthetic is not None:
             self.synthetic = synthetic

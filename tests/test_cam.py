@@ -121,3 +121,34 @@ def test_argmax_target_when_no_labels():
     _, cam_lab = teacher_forward_cam(model, x, target, logits.argmax(1))
     assert torch.equal(cam_arg, cam_lab)
     assert cam_arg.min() >= 0 and cam_arg.max() <= 1
+
+
+def test_minmax_normalize_is_bounded_on_flat_maps():
+    from synq_hf.training.cam import minmax_normalize
+
+    flat = torch.full((2, 16), 5.0, requires_grad=True)
+    noisy = (flat + 1e-7 * torch.randn(2, 16)).detach().requires_grad_(True)
+    out = minmax_normalize(noisy)
+    assert float(out.max()) < 1e-3  # float noise on a flat map is not blown up to [0, 1]
+    out.pow(2).sum().backward()
+    assert float(noisy.grad.abs().max()) < 1e3  # and neither is its gradient (1 / (hi - lo) would be ~1e7)
+    assert torch.equal(minmax_normalize(torch.zeros(3, 4)), torch.zeros(3, 4))
+    real = torch.tensor([[0.0, 1.0, 3.0, 4.0]])
+    assert torch.allclose(minmax_normalize(real), real / 4.0)  # a real map is normalized exactly as before
+
+
+def test_grad_cam_of_almost_all_negative_evidence_has_a_bounded_gradient():
+    """The divergence trigger: ReLU leaves a tiny positive bump of a mostly negative map; its plain min-max
+    normalization has a gradient of 1 / (bump height). The floor from the pre-ReLU peak bounds it."""
+    from synq_hf.architectures.spec import CamTarget
+    from synq_hf.training.cam import grad_cam_map
+
+    target = CamTarget("x", "input", "nchw")
+    act = torch.ones(1, 2, 2, 2)
+    act[0, 1] = 2.0  # channel 1 outweighs channel 0 everywhere (map -4) ...
+    act[0, 0, 1, 1] = 2.0 + 1e-6  # ... except one pixel where the evidence is a hair above 0
+    act = act.requires_grad_(True)
+    grad = torch.tensor([1.0, -1.0]).view(1, 2, 1, 1).expand(1, 2, 2, 2) * 4  # channel weights 4 and -4
+    cam = grad_cam_map(act, grad, target)
+    (g,) = torch.autograd.grad(cam.sum(), act)
+    assert float(cam.max()) < 1e-3 and float(g.abs().max()) < 1e3  # plain min-max: a map of 1.0, gradient ~1e6

@@ -222,3 +222,15 @@ def test_sample_indices_errors() -> None:
         sample_indices(10, 11, 0, 0)
     with pytest.raises(ConfigError):
         sample_indices(10, 1, -1, 0)
+
+
+def test_loss_preset_and_augment_flags_reach_the_config() -> None:
+    from synq_hf.cli import build_parser
+    from synq_hf.cli.quantize import build_config
+
+    parse = build_parser().parse_args
+    cfg = build_config(parse(["quantize", "m", "--out", "o", "--loss-preset", "authors", "--augment", "shift_flip"]))
+    assert (cfg.kd_weight, cfg.kd_temperature, cfg.augment) == (20.0, 20.0, "shift_flip")  # the flag wins
+    assert build_config(parse(["quantize", "m", "--out", "o"])).augment == "none"
+    with pytest.raises(SystemExit):
+        parse(["quantize", "m", "--out", "o", "--augment", "mixup"])

@@ -7,7 +7,7 @@ import torch
 
 from synq_hf.errors import SynQError
 from synq_hf.quant import ActQuantizer, WeightQuantizer
-from synq_hf.quant.fake_quant import fake_quantize_tensor, fake_quantize_weight, minmax_qparams
+from synq_hf.quant.fake_quant import fake_quantize_tensor, fake_quantize_weight, minmax_qparams, qrange
 
 
 def test_weight_quantizer_matches_functional_and_can_be_disabled() -> None:
@@ -144,3 +144,75 @@ def test_state_dict_round_trip_restores_calibration(learnable: bool) -> None:
     # loading an uncalibrated state turns the flag back off
     fresh.load_state_dict(ActQuantizer(4, learnable=learnable).state_dict())
     assert not fresh._is_calibrated
+
+
+def _lsq_scale_grad(q: ActQuantizer, x: torch.Tensor) -> torch.Tensor:
+    q.scale.grad = None
+    q(x).mean(dim=0).sum().backward()  # a per-sample loss averaged over the batch, as training losses are
+    return q.scale.grad.clone()
+
+
+def test_lsq_gradient_scale_counts_one_sample_not_the_batch() -> None:
+    """LSQ's g = 1/sqrt(N·Q_P) uses the elements of one sample: duplicating the batch leaves the gradient alone."""
+    torch.manual_seed(0)
+    q = ActQuantizer(4, learnable=True)
+    x = torch.randn(8, 3, 5, 5)
+    q.mode = "calibrate"
+    q(x)
+    q.mode = "quantize"
+    q.finish_calibration()
+    g_batch = _lsq_scale_grad(q, x)
+    assert torch.allclose(_lsq_scale_grad(q, torch.cat([x, x, x, x])), g_batch, rtol=1e-5)
+    # and it is the reference LSQ gradient with that factor
+    scale = q.scale.detach().clone().requires_grad_(True)
+    qmin, qmax = qrange(4, False)
+    ref = torch._fake_quantize_learnable_per_tensor_affine(
+        x, scale, q.zero_point.detach(), qmin, qmax, 1.0 / (x[0].numel() * qmax) ** 0.5)
+    ref.mean(dim=0).sum().backward()
+    assert torch.allclose(g_batch, scale.grad, rtol=1e-5)
+
+
+def test_lsq_zero_point_is_fixed_at_zero_after_relu() -> None:
+    torch.manual_seed(0)
+    for signed in (False, True):
+        q = ActQuantizer(3, learnable=True)
+        x = torch.randn(16, 10) if signed else torch.relu(torch.randn(16, 10))
+        q.mode = "calibrate"
+        q(x)
+        q.mode = "quantize"
+        q.finish_calibration()
+        assert q.nonnegative is (not signed)
+        q.zero_point.grad = None
+        q(x * 1.5).sum().backward()
+        if signed:
+            assert q.zero_point.grad is not None and q.zero_point.grad.abs().sum() > 0
+        else:
+            assert q.zero_point.grad is None and q.zero_point.item() == 0.0  # non-negative: zero point stays 0
+
+
+def test_learnable_weight_scale_trains_and_matches_minmax_at_init() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 3, 3)
+    plain = WeightQuantizer(4)
+    lsq = WeightQuantizer(4, learnable=True)
+    lsq.bind(w)
+    lsq.init_range(w)
+    assert torch.equal(lsq(w), plain(w))  # LSQ starts from the min-max grid
+    scale, zp = lsq.qparams(w)
+    assert scale.shape == (4,) and zp.dtype == torch.int32
+    lsq(w).pow(2).sum().backward()
+    assert lsq.scale.grad is not None and lsq.scale.grad.abs().sum() > 0
+    assert "zero_point" in dict(lsq.named_buffers())  # the weight zero point is not trained
+
+
+def test_weight_clip_state_survives_a_state_dict_round_trip() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(5, 8) ** 3
+    q = WeightQuantizer(3, range_init="mse")
+    q.bind(w)
+    q.init_range(w)
+    assert bool((q.clip < 1).any())
+    fresh = WeightQuantizer(3, range_init="mse")
+    fresh.bind(w)
+    fresh.load_state_dict(q.state_dict())
+    assert torch.equal(fresh(w), q(w)) and not torch.equal(fresh(w), WeightQuantizer(3)(w))

@@ -120,3 +120,72 @@ def test_unresolved_config_is_resolved_from_teacher(tmp_path):
     assert trainer.synq_config.tau == 0.7 and trainer.synq_config.learning_rate == 1e-3
     with pytest.raises(ConfigError, match="resolve"):
         build_training_args(SynQConfig(), str(tmp_path))
+
+
+class _NaNAfter(torch.nn.Module):
+    """Wraps a student: from forward number ``after`` on, its logits are NaN (a blown-up student)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def __call__(self, module, args, output):  # noqa: ANN001, ANN204 - a forward hook
+        self.calls += 1
+        return output * float("nan") if self.calls > self.after else output
+
+
+def test_non_finite_loss_stops_with_the_term_step_and_last_checkpoint(tmp_path):
+    from synq_hf.training import TrainingDiverged
+
+    teacher, student, _ = pair = cnn_pair()
+    trainer = make_trainer(str(tmp_path), pair, max_steps=6, save_steps=2)
+    trainer.calibrate_if_needed()
+    hook = student.linear.register_forward_hook(_NaNAfter(3))  # steps 1-3 are fine, step 4 is not
+    with pytest.raises(TrainingDiverged, match=r"not finite at step 4 \(terms: kd, ce.*checkpoint-2") as info:
+        trainer.train()
+    hook.remove()
+    assert info.value.checkpoint.endswith("checkpoint-2") and (tmp_path / "checkpoint-2" / "trainer_state.json").exists()
+    assert "\n" not in str(info.value)  # one line
+
+
+def test_exploding_kd_stops_before_reaching_chance(tmp_path):
+    from synq_hf.training import TrainingDiverged
+
+    teacher, student, _ = pair = cnn_pair()
+    trainer = make_trainer(str(tmp_path), pair, max_steps=4, save_strategy="no")
+    trainer.calibrate_if_needed()
+    scale = {"k": 1.0}
+
+    def blow_up(module, args, output):  # noqa: ANN001, ANN202 - the student's logits grow 100x per step
+        scale["k"] *= 100.0
+        return output * scale["k"]
+
+    student.linear.register_forward_hook(blow_up)
+    with pytest.raises(TrainingDiverged, match=r"KD term exploded at step \d.*no checkpoint was saved"):
+        trainer.train()
+
+
+def test_gradient_clipping_default_and_quantizer_parameter_group(tmp_path):
+    teacher, student, cfg = pair = cnn_pair(learnable_act_scale=True, learnable_weight_scale=True, quantizer_lr=0.5)
+    trainer = make_trainer(str(tmp_path), pair, max_steps=1, save_strategy="no")
+    assert trainer.args.max_grad_norm == SynQConfig().max_grad_norm > 0
+    trainer.calibrate_if_needed()
+    optimizer = trainer.create_optimizer()
+    groups = optimizer.param_groups
+    quant = [g for g in groups if g["lr"] == 0.5]
+    assert len(quant) == 1 and quant[0]["weight_decay"] == 0.0
+    names = {id(p): n for n, p in student.named_parameters()}
+    assert all("quantizer" in names[id(p)] for p in quant[0]["params"])
+    assert any(names[id(p)].endswith("weight_quantizer.scale") for p in quant[0]["params"])
+
+
+@pytest.mark.parametrize("augment", ["shift_flip", "crop_flip"])
+def test_augmentation_from_the_config_is_reproducible_by_step(augment):
+    from synq_hf.training import BatchTransform
+
+    x = torch.randn(4, 3, 32, 32)
+    t = BatchTransform(augment=augment, seed=3)
+    assert t.active and torch.equal(t(x, step=5), t(x, step=5)) and not torch.equal(t(x, step=5), t(x, step=6))
+    assert not torch.equal(t(x, step=5), x)
+    with pytest.raises(DataError, match="augment="):
+        BatchTransform(augment="mixup")

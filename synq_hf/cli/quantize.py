@@ -1,7 +1,7 @@
 """``synq-hf quantize``: quantize a float classifier and save it as a reloadable synq folder.
 
 Methods are entries of ``METHODS`` (name -> function building a calibrated quantized model), so a new
-method only adds its function and its options. ``ptq`` is min-max post-training quantization:
+method only adds its function and its options. ``ptq`` is post-training quantization (range search, no fine-tuning):
 activation ranges are calibrated on real images (``--calibration-data``) or, without it, on images
 synthesized from the model itself (zero-shot).
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..config import SynQConfig
+from ..config import LOSS_PRESETS, SynQConfig
 from ..errors import ConfigError, DataError, SynQError
 from ..model_info import LoadedModel
 from ..outputs import OutputError, check_output, output_error, public_name
@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="timm name, Hub repo id, 'local-dir:PATH' or folder")
     p.add_argument("--method", default="synq", choices=tuple(METHODS),
                    help="synq (default): zero-shot SynQ (synthesis + calibration + fine-tuning); "
-                   "ptq: min-max post-training quantization (calibration only)")
+                   "ptq: post-training quantization (calibration and range search only)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (must be new or empty)")
     p.add_argument("--w-bits", type=int, metavar="B", help="weight bit-width (default: the config's, 4)")
     p.add_argument("--a-bits", type=int, metavar="B", help="activation bit-width (default: the config's, 4)")
@@ -100,6 +100,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--synthesis-batch-size", type=int, metavar="B",
                    help="images synthesized together (default: min(images, 256 CNN / 32 ViT))")
     p.add_argument("--max-steps", type=int, metavar="N", help="synq: cap fine-tuning steps (default: epochs)")
+    p.add_argument("--augment", choices=("none", "shift_flip", "crop_flip"),
+                   help="synq: augmentation of every fine-tuning batch (default: the config's, none)")
+    p.add_argument("--loss-preset", choices=sorted(LOSS_PRESETS),
+                   help="synq: loss balance preset (paper: plain KL; authors: 20·T²·KL at T=20, crop+flip)")
     p.add_argument("--eval-data", metavar="DATA",
                    help="real labelled data: evaluate float, PTQ-on-synthetic and the result; writes results.json")
     p.add_argument("--eval-split", metavar="S", help="split of --eval-data")
@@ -143,6 +147,9 @@ def build_config(args: argparse.Namespace) -> SynQConfig:
         "synthesis_batch_size": getattr(args, "synthesis_batch_size", None),
         "max_steps": getattr(args, "max_steps", None),
     }
+    if getattr(args, "loss_preset", None):
+        config = config.with_loss_preset(args.loss_preset)
+    overrides["augment"] = getattr(args, "augment", None)  # after the preset: an explicit flag wins
     return config.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 

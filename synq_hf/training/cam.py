@@ -86,16 +86,20 @@ class CamHook:
         return act
 
 
-def minmax_normalize(cam: torch.Tensor, eps: float = 1e-8, flat: float = 1e-2) -> torch.Tensor:
-    """Per-sample min-max normalization of (B, P) maps to [0, 1], safe on flat maps.
+def minmax_normalize(cam: torch.Tensor, eps: float = 1e-8, flat: float = 1e-2,
+                     reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample min-max normalization of (B, P) maps to [0, 1], with a floor on the divisor.
 
-    The divisor is at least ``flat`` × the map's peak magnitude (and ``eps``): a nearly constant map is
-    scaled into [0, ``(hi - lo) / (flat · |hi|)``] instead of having float noise blown up to [0, 1], and its
-    gradient stays bounded (it grows as 1 / (hi - lo) otherwise). An all-zero map stays 0.
+    The divisor is at least ``flat`` × ``reference`` (per sample; default the map's own peak magnitude) and
+    ``eps``. Grad-CAM passes the peak of the map *before* its ReLU: when the class evidence is almost all
+    negative, the ReLU leaves a tiny bump whose plain min-max normalization stretches it to 1 and multiplies
+    its gradient by 1 / (its height). That single-step spike (CAM gradient norms of 1e5-1e6 against < 20
+    otherwise) is what sent unclipped fine-tuning to chance (BENCHMARKS.md). An all-zero map stays 0.
     """
     lo = cam.amin(dim=1, keepdim=True)
     hi = cam.amax(dim=1, keepdim=True)
-    floor = (flat * cam.detach().abs().amax(dim=1, keepdim=True)).clamp_min(eps)
+    ref = cam.detach().abs().amax(dim=1, keepdim=True) if reference is None else reference.detach().reshape(-1, 1)
+    floor = (flat * ref).clamp_min(eps)
     return (cam - lo) / torch.maximum(hi - lo, floor)
 
 
@@ -115,7 +119,8 @@ def grad_cam_map(act: torch.Tensor, grad: torch.Tensor, target: CamTarget) -> to
             k = target.num_prefix_tokens
             a, g = act[:, k:], grad[:, k:]
         cam = torch.einsum("bpc,bc->bp", a, g.mean(dim=1))
-    return minmax_normalize(F.relu(cam.float()))
+    cam = cam.float()
+    return minmax_normalize(F.relu(cam), reference=cam.detach().abs().amax(dim=1))
 
 
 def _class_score(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
