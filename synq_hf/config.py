@@ -82,7 +82,9 @@ class SynQConfig(QuantizationConfigMixin):
         "mse", "Weight range per output channel: min-max, or min-max shrunk by the ratio with the lowest Lp error.",
         ("minmax", "mse"),
     )
-    range_search_p: float = _f(2.0, "Exponent p of the Lp error minimized by the range searches (2: MSE).")
+    range_search_p: float = _f(
+        3.0, "Exponent p of the Lp error minimized by the range searches (2: MSE; 3 weighs the clipped tail more)."
+    )
 
     # -- calibration -------------------------------------------------------------------------------
     calibration_num_images: int = _f(512, "Images used to calibrate activation ranges.")
