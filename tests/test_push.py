@@ -296,3 +296,28 @@ def test_real_hub_round_trip(folder):
     finally:
         api.delete_repo(repo, missing_ok=True)
         assert os.path.isdir(folder)
+
+
+def test_push_synthetic_dataset_passes_revision_pr_and_message(monkeypatch, tmp_path):
+    from huggingface_hub import DatasetCard, DatasetCardData
+    from timm.data import resolve_model_data_config
+
+    from synq_hf.synthesis import push_synthetic_dataset, synthesize
+
+    teacher = D.load_demo_teacher()
+    ds = synthesize(teacher, SynQConfig(synthesis_batch_size=4), data_config=resolve_model_data_config(teacher),
+                    num_images=4, iterations=1, teacher_id="digits", progress=False)
+    calls: list = []
+    readme = tmp_path / "README.md"
+    readme.write_text(f"---\n{DatasetCardData(configs=[{'config_name': 'default'}]).to_yaml()}\n---\n")
+    monkeypatch.setattr(datasets.Dataset, "push_to_hub", lambda self, repo, **kw: calls.append(("data", repo, kw))
+                        or SimpleNamespace(pr_revision="refs/pr/3", pr_url="https://huggingface.co/pr/3"))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, **kw: calls.append(("get", repo, kw))
+                        or str(readme))
+    monkeypatch.setattr(DatasetCard, "push_to_hub", lambda self, repo, **kw: calls.append(("card", repo, kw)) or "c")
+    url = push_synthetic_dataset(ds, "me/syn", token="t", commit_message="m", create_pr=True)
+    assert url == "https://huggingface.co/pr/3"
+    (_, _, data), (_, _, get), (_, _, card) = calls
+    assert (data["token"], data["commit_message"], data["create_pr"], data["revision"]) == ("t", "m", True, None)
+    assert get["revision"] == card["revision"] == "refs/pr/3"  # the card goes into the same pull request
+    assert push_synthetic_dataset(ds, "me/syn", revision="v2") == "c" and calls[-1][2]["revision"] == "v2"
