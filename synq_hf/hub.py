@@ -260,48 +260,80 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _hub_error(repo: str, original: str, err: BaseException) -> ModelLoadError:
+def _hub_error(repo: str, original: str, err: BaseException, fetch: dict[str, Any] | None = None) -> ModelLoadError:
     from huggingface_hub import errors as hf_errors
 
+    fetch = fetch or {}
     if isinstance(err, hf_errors.GatedRepoError):
         why = "the repo is gated: accept its terms on the Hub and log in (`hf auth login`)"
     elif isinstance(err, hf_errors.RepositoryNotFoundError):
         why = "the repo does not exist or is private (log in with `hf auth login` if it is yours)"
+    elif isinstance(err, hf_errors.RevisionNotFoundError):
+        why = f"the repo has no revision {fetch.get('revision')!r}"
     elif isinstance(err, (hf_errors.OfflineModeIsEnabled, hf_errors.LocalEntryNotFoundError)) or _offline():
-        mode = "HF_HUB_OFFLINE=1 is set" if _offline() else "the Hub is unreachable"
+        mode = ("HF_HUB_OFFLINE=1 is set" if _offline() else
+                "local_files_only is set" if fetch.get("local_files_only") else "the Hub is unreachable")
         why = f"{mode} and the files are not in the local Hugging Face cache"
     else:
         why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
     return ModelLoadError(f"cannot fetch {original!r} (Hub repo {repo!r}) — {why}. {_LOCAL_HINT}")
 
 
-def _hub_file(repo: str, filename: str, original: str) -> Path:
+def hub_download_kwargs(
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+) -> dict[str, Any]:
+    """The keyword arguments every Hub download takes (``hf_hub_download``, ``from_pretrained``), unset ones left out."""
+    kwargs = {"revision": revision, "token": token, "local_files_only": local_files_only or None,
+              "cache_dir": os.fspath(cache_dir) if cache_dir is not None else None}
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _hub_file(repo: str, filename: str, original: str, fetch: dict[str, Any]) -> Path:
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(repo, filename))
+        return Path(hf_hub_download(repo, filename, **fetch))
     except _hub_errors() as e:
-        raise _hub_error(repo, original, e) from e
+        raise _hub_error(repo, original, e, fetch) from e
     except OSError as e:  # network-level failures not wrapped by huggingface_hub
-        raise _hub_error(repo, original, e) from e
+        raise _hub_error(repo, original, e, fetch) from e
 
 
-def _hub_optional_file(repo: str, filename: str) -> Path | None:
+def _hub_optional_file(repo: str, filename: str, fetch: dict[str, Any]) -> Path | None:
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(repo, filename))
+        return Path(hf_hub_download(repo, filename, **fetch))
     except (*_hub_errors(), OSError):
         return None
 
 
-def _hub_snapshot(repo: str, original: str) -> Path:
+def _hub_weights(repo: str, original: str, fetch: dict[str, Any], filename: str | None = None) -> Path:
+    """A timm weights file from the Hub: ``filename``, else ``model.safetensors``, else ``pytorch_model.bin``."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        try:
+            return Path(hf_hub_download(repo, filename or "model.safetensors", **fetch))
+        except EntryNotFoundError:
+            if filename:
+                raise
+            return Path(hf_hub_download(repo, "pytorch_model.bin", **fetch))
+    except (*_hub_errors(), OSError) as e:
+        raise _hub_error(repo, original, e, fetch) from e
+
+
+def _hub_snapshot(repo: str, original: str, fetch: dict[str, Any]) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo))
+        return Path(snapshot_download(repo, **fetch))
     except (*_hub_errors(), OSError) as e:
-        raise _hub_error(repo, original, e) from e
+        raise _hub_error(repo, original, e, fetch) from e
 
 
 # --------------------------------------------------------------------------------------------------
@@ -392,10 +424,15 @@ def transformers_data_config(
     }
 
 
-def read_image_processor_config(source: Path | str, *, hub: bool = False) -> dict[str, Any] | None:
-    """The ``preprocessor_config.json`` dict of a folder or Hub repo, or None when there is none."""
+def read_image_processor_config(
+    source: Path | str, *, hub: bool = False, **hub_kwargs: Any
+) -> dict[str, Any] | None:
+    """The ``preprocessor_config.json`` dict of a folder or Hub repo, or None when there is none.
+
+    ``hub_kwargs`` (``revision``, ``token``, ``cache_dir``, ``local_files_only``) go to the Hub download.
+    """
     if hub:
-        path = _hub_optional_file(str(source), "preprocessor_config.json")
+        path = _hub_optional_file(str(source), "preprocessor_config.json", hub_download_kwargs(**hub_kwargs))
         return _read_json(path) if path is not None else None
     path = Path(source) / "preprocessor_config.json"
     return _read_json(path) if path.is_file() else None
@@ -438,11 +475,18 @@ def _finish_timm(model: nn.Module, model_id: str) -> LoadedModel:
     )
 
 
-def _create_timm(name: str, original: str, num_classes: int | None, hub_repo: str | None) -> nn.Module:
+def _create_timm(
+    name: str, original: str, num_classes: int | None, hub_repo: str | None, **kwargs: Any
+) -> nn.Module:
+    """``timm.create_model(name, pretrained=True)`` with its failures turned into one-line errors.
+
+    ``kwargs`` go to ``create_model`` (``pretrained_cfg_overlay`` pointing at weights synq_hf downloaded).
+    """
     import timm
     from safetensors import SafetensorError
 
-    kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except (*_hub_errors(),) as e:
@@ -477,6 +521,7 @@ def _load_transformers(
     is_hub: bool,
     trust_remote_code: bool,
     num_classes: int | None,
+    fetch: dict[str, Any],
 ) -> LoadedModel:
     from safetensors import SafetensorError
     from transformers import AutoModelForImageClassification
@@ -500,6 +545,8 @@ def _load_transformers(
             "AutoImageProcessor.from_pretrained(BASE).save_pretrained(FOLDER)"
         )
     kwargs: dict[str, Any] = {"dtype": torch.float32, "trust_remote_code": trust_remote_code}
+    if is_hub:
+        kwargs.update(fetch)
     if num_classes is not None:
         kwargs.update(num_labels=num_classes, ignore_mismatched_sizes=True)
     try:
@@ -507,7 +554,7 @@ def _load_transformers(
             source, output_loading_info=True, **kwargs
         )
     except (*_hub_errors(),) as e:
-        raise _hub_error(source, original, e) from e
+        raise _hub_error(source, original, e, fetch) from e
     except SafetensorError as e:
         raise CheckpointError(
             f"{original!r}: corrupt safetensors weights ({e}); re-download or re-save them"
@@ -516,7 +563,7 @@ def _load_transformers(
         raise ModelLoadError(f"{original!r}: transformers cannot load it as an image classifier: {e}") from e
     except OSError as e:
         if is_hub:
-            raise _hub_error(source, original, e) from e
+            raise _hub_error(source, original, e, fetch) from e
         raise CheckpointError(f"{original!r}: transformers could not read the checkpoint: {e}") from e
     missing = sorted(info.get("missing_keys") or [])
     if num_classes is not None:
@@ -557,12 +604,41 @@ def _timm_has_weights(name: str) -> bool:
     return bool(cfg is not None and cfg.has_weights)
 
 
+def _timm_registry_model(resolved: ResolvedId, original: str, num_classes: int | None,
+                         fetch: dict[str, Any]) -> nn.Module:
+    """A timm registry model whose weights synq_hf downloads itself, so revision and token reach the Hub."""
+    from timm.models import get_pretrained_cfg
+
+    if resolved.hf_hub_id is None:  # weights behind a plain URL (no Hub): timm downloads them
+        cache_dir = {"cache_dir": fetch["cache_dir"]} if "cache_dir" in fetch else {}
+        return _create_timm(resolved.target, original, num_classes, None, **cache_dir)
+    cfg = get_pretrained_cfg(resolved.target, allow_unregistered=False)
+    repo, _, tag_revision = resolved.hf_hub_id.partition("@")
+    fetch = {"revision": tag_revision, **fetch} if tag_revision else fetch
+    weights = _hub_weights(repo, original, fetch, getattr(cfg, "hf_hub_filename", None))
+    return _create_timm(resolved.target, original, num_classes, repo,
+                        pretrained_cfg_overlay={"file": str(weights)})
+
+
 def load_model(
-    model_id: str, *, trust_remote_code: bool = False, num_classes: int | None = None
+    model_id: str,
+    *,
+    trust_remote_code: bool = False,
+    num_classes: int | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
 ) -> LoadedModel:
-    """Load a float or synq-quantized classifier from a timm name, Hub repo or local folder, in eval mode."""
+    """Load a float or synq-quantized classifier from a timm name, Hub repo or local folder, in eval mode.
+
+    ``revision`` (branch, tag or commit), ``token``, ``cache_dir`` and ``local_files_only`` go to every
+    Hub download (``huggingface_hub``, timm weights, transformers ``from_pretrained``); local folders
+    ignore them.
+    """
     if num_classes is not None and num_classes < 1:
         raise ModelLoadError(f"num_classes must be positive, got {num_classes}")
+    fetch = hub_download_kwargs(revision, token, cache_dir, local_files_only)
     resolved = resolve_model_id(model_id)
     if resolved.source == "timm":
         if resolved.hf_hub_id is None and not _timm_has_weights(resolved.target):
@@ -570,8 +646,7 @@ def load_model(
                 f"timm model {resolved.target!r} has no pretrained weights; pass a folder holding trained "
                 "weights ('local-dir:PATH') instead of the bare architecture name"
             )
-        model = _create_timm(resolved.target, model_id, num_classes, resolved.hf_hub_id)
-        return _finish_timm(model, model_id)
+        return _finish_timm(_timm_registry_model(resolved, model_id, num_classes, fetch), model_id)
 
     if resolved.source == "local":
         folder = Path(resolved.target)
@@ -590,21 +665,32 @@ def load_model(
             is_hub=False,
             trust_remote_code=trust_remote_code,
             num_classes=num_classes,
+            fetch={},
         )
 
     repo = resolved.target
-    config = _read_json(_hub_file(repo, "config.json", model_id))
+    config_file = _hub_file(repo, "config.json", model_id, fetch)
+    config = _read_json(config_file)
     kind = _config_kind(config, f"Hub repo {repo!r}")
     if kind == "synq":
-        return _load_quantized(_hub_snapshot(repo, model_id), model_id)
+        return _load_quantized(_hub_snapshot(repo, model_id, fetch), model_id)
     if kind == "timm":
-        return _finish_timm(_create_timm(f"hf-hub:{repo}", model_id, num_classes, repo), model_id)
+        # config.json and the weights land in the same snapshot folder of the cache: timm reads it locally
+        weights = _hub_weights(repo, model_id, fetch)
+        snapshot = config_file.parent
+        if weights.parent != snapshot:
+            raise ModelLoadError(f"{model_id!r}: config.json and the weights came from different revisions "
+                                 "(the branch moved during the download); retry")
+        model = _create_timm(f"local-dir:{snapshot}", model_id, num_classes, repo,
+                             pretrained_cfg_overlay={"hf_hub_id": repo})
+        return _finish_timm(model, model_id)
     return _load_transformers(
         repo,
         model_id,
         config,
-        read_image_processor_config(repo, hub=True),
+        read_image_processor_config(repo, hub=True, **fetch),
         is_hub=True,
         trust_remote_code=trust_remote_code,
         num_classes=num_classes,
+        fetch=fetch,
     )

@@ -1,17 +1,22 @@
-"""Publish a saved quantized model on the Hugging Face Hub: the folder as it is, in one commit.
+"""Publish a saved quantized model on the Hugging Face Hub: the folder's files, in one commit.
 
-:func:`push_folder_to_hub` uploads exactly what ``save_pretrained`` wrote (weights, ``config.json``,
-the ``README.md`` card) with a single ``upload_folder`` commit that also deletes stale files in the repo,
-optionally after publishing the synthetic images as a dataset repo ``<repo>-synthetic`` linked from the
-card. Every Hub failure becomes a :class:`HubError` that says the local folder is intact and how to retry.
+:func:`push_folder_to_hub` uploads what ``save_pretrained`` wrote (weights, ``config.json``, the
+``README.md`` card) with a single ``upload_folder`` commit. Like ``hf upload`` and ``push_to_hub`` in
+transformers, it deletes nothing in the repo unless asked (``delete_patterns``), and it never modifies
+the local folder: the card pointing at the repo is rendered into a temporary copy. Optionally the
+synthetic images go first to a dataset repo ``<repo>-synthetic`` linked from the card. Every Hub failure
+becomes a :class:`HubError` that says the local folder is intact and how to retry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shlex
+import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +38,26 @@ class HubError(SynQError):
     """Talking to the Hugging Face Hub failed: no token, offline mode, or a refused or broken upload."""
 
 
+def _patterns(patterns: str | Sequence[str] | None) -> list[str] | None:
+    """``delete_patterns`` as a list (None: delete nothing)."""
+    if patterns is None:
+        return None
+    return [patterns] if isinstance(patterns, str) else list(patterns)
+
+
 def retry_command(folder: str | os.PathLike, repo_id: str, *, private: bool = False,
-                  dataset: str | os.PathLike | None = None) -> str:
-    """The ``synq-hf push`` command line that repeats an upload."""
-    parts = ["synq-hf", "push", os.fspath(folder), repo_id]
+                  dataset: str | os.PathLike | None = None, revision: str | None = None,
+                  create_pr: bool = False, delete_patterns: str | Sequence[str] | None = None) -> str:
+    """The ``synq-hf push REPO_ID LOCAL_DIR ...`` command line that repeats an upload."""
+    parts = ["synq-hf", "push", repo_id, os.fspath(folder)]
     if private:
         parts.append("--private")
+    if revision is not None:
+        parts += ["--revision", revision]
+    if create_pr:
+        parts.append("--create-pr")
+    for pattern in _patterns(delete_patterns) or []:
+        parts += ["--delete", pattern]
     if dataset is not None:
         parts += ["--dataset", os.fspath(dataset)]
     return " ".join(shlex.quote(p) for p in parts)
@@ -90,6 +109,29 @@ def _load_dataset(dataset: Any) -> Any:
     return loaded
 
 
+@contextlib.contextmanager
+def _hub_copy(folder: Path, card: str) -> Iterator[Path]:
+    """A temporary mirror of ``folder`` (links to its files, copies where links fail) with ``card`` as README.md.
+
+    The repo gets the card that names it while the local folder stays byte-identical.
+    """
+    with tempfile.TemporaryDirectory(prefix="synq-hf-push-") as tmp:
+        root = Path(tmp)
+        for path in sorted(folder.rglob("*")):
+            if not path.is_file():
+                continue
+            target = root / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path == folder / "README.md":
+                target.write_text(card, encoding="utf-8")
+                continue
+            try:
+                target.symlink_to(path.resolve())
+            except OSError:  # no symlinks (some Windows setups): copy instead
+                shutil.copy2(path, target)
+        yield root
+
+
 def _write_dataset_repo(ds: Any, out: Path, dataset_repo: str, model_repo: str) -> None:
     """Parquet shards under ``data/`` plus a dataset card, the layout the Hub's viewer and loaders read."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -124,6 +166,10 @@ def _wrap(e: Exception, what: str, retry: str) -> HubError:
     return HubError(f"{what} failed: {type(e).__name__}: {e}\nThe local folder is complete; retry with:\n  {retry}")
 
 
+_DATA_SHARDS = "data/train-*"
+"""The synthetic dataset's shards: a new upload replaces them (a stale shard would join the split)."""
+
+
 def push_folder_to_hub(
     folder: str | os.PathLike,
     repo_id: str,
@@ -131,15 +177,21 @@ def push_folder_to_hub(
     private: bool = False,
     token: str | None = None,
     commit_message: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    delete_patterns: str | Sequence[str] | None = None,
     dataset: Any = None,
     api: Any = None,
 ) -> str:
-    """Upload a saved quantized model folder to ``repo_id`` in one commit; returns the commit URL.
+    """Upload a saved quantized model folder to ``repo_id`` in one commit; returns the commit (or PR) URL.
 
-    The repo is created if needed (``private`` applies to new repos) and ends up holding exactly the
-    folder's files. ``dataset`` (a ``datasets.Dataset``, a ``save_to_disk`` folder or a parquet file of
-    the synthetic images) is first pushed to the dataset repo ``<repo_id>-synthetic`` and linked from the
-    card. ``api`` replaces the ``huggingface_hub.HfApi`` client (tests).
+    The repo is created if needed (``private`` applies to new repos). Files already in the repo stay unless
+    they match ``delete_patterns`` (e.g. ``"*"`` to mirror the folder exactly); files of the same name are
+    replaced. ``revision`` names the branch to commit to (created if missing); ``create_pr`` opens a pull
+    request against the default branch instead. The local folder is never modified. ``dataset`` (a
+    ``datasets.Dataset``, a ``save_to_disk`` folder or a parquet file of the synthetic images) is first
+    pushed to the dataset repo ``<repo_id>-synthetic`` (replacing only its earlier ``data/train-*``
+    shards) and linked from the card. ``api`` replaces the ``huggingface_hub.HfApi`` client (tests).
     """
     import huggingface_hub
     from huggingface_hub import constants
@@ -147,6 +199,12 @@ def push_folder_to_hub(
     folder = Path(os.fspath(folder))
     _check_folder(folder)
     _check_repo_id(repo_id)
+    if create_pr and revision not in (None, constants.DEFAULT_REVISION):
+        raise ConfigError(
+            f"create_pr opens a pull request against the default branch; it cannot go to revision {revision!r} "
+            "(drop --revision or --create-pr)"
+        )
+    delete_patterns = _patterns(delete_patterns)
     token = token or huggingface_hub.get_token()
     if api is None:
         if not token:
@@ -157,9 +215,11 @@ def push_folder_to_hub(
 
         api = huggingface_hub.HfApi(token=token, library_name="synq-hf", library_version=__version__)
     dataset_path = None if dataset is None or hasattr(dataset, "to_parquet") else dataset
-    retry = retry_command(folder, repo_id, private=private, dataset=dataset_path)
+    retry = retry_command(folder, repo_id, private=private, dataset=dataset_path, revision=revision,
+                          create_pr=create_pr, delete_patterns=delete_patterns)
     if dataset is not None and dataset_path is None:
         retry += "   # add --dataset PATH (a save_to_disk folder of the synthetic images) to publish them too"
+    commit = dict(revision=revision, create_pr=create_pr)
 
     dataset_repo = None
     if dataset is not None:
@@ -167,33 +227,40 @@ def push_folder_to_hub(
         dataset_repo = f"{repo_id}{SYNTHETIC_SUFFIX}"
         try:
             api.create_repo(repo_id=dataset_repo, repo_type="dataset", private=private, exist_ok=True)
+            _ensure_branch(api, dataset_repo, "dataset", revision, create_pr)
             with tempfile.TemporaryDirectory(prefix="synq-hf-dataset-") as tmp:
                 _write_dataset_repo(ds, Path(tmp), dataset_repo, repo_id)
                 api.upload_folder(
-                    repo_id=dataset_repo, repo_type="dataset", folder_path=tmp, delete_patterns="*",
-                    commit_message=f"Synthetic images for {repo_id} (synq-hf)",
+                    repo_id=dataset_repo, repo_type="dataset", folder_path=tmp,
+                    delete_patterns=[_DATA_SHARDS, *(delete_patterns or [])],
+                    commit_message=commit_message or f"Synthetic images for {repo_id} (synq-hf)", **commit,
                 )
         except Exception as e:  # the network boundary: every failure gets the retry hint
             raise _wrap(e, f"uploading the synthetic dataset to {dataset_repo}", retry) from e
 
-    card_path = folder / "README.md"
-    card = card_path.read_text(encoding="utf-8")
-    updated = retarget_card(card, repo_id, dataset_repo)
-    if updated != card:
-        tmp_card = card_path.with_name(".README.md.tmp")
-        tmp_card.write_text(updated, encoding="utf-8")
-        os.replace(tmp_card, card_path)
-
-    message = commit_message or f"Upload {folder.name} (synq-hf)"
+    card = retarget_card((folder / "README.md").read_text(encoding="utf-8"), repo_id, dataset_repo)
+    message = commit_message or f"Upload {folder.resolve().name} (synq-hf)"
     try:
         repo_url = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-        info = api.upload_folder(
-            repo_id=getattr(repo_url, "repo_id", None) or repo_id,
-            repo_type="model",
-            folder_path=str(folder),
-            commit_message=message,
-            delete_patterns="*",
-        )
+        repo_id = getattr(repo_url, "repo_id", None) or repo_id
+        _ensure_branch(api, repo_id, "model", revision, create_pr)
+        with _hub_copy(folder, card) as staged:
+            info = api.upload_folder(
+                repo_id=repo_id,
+                repo_type="model",
+                folder_path=str(staged),
+                commit_message=message,
+                delete_patterns=delete_patterns,
+                **commit,
+            )
     except Exception as e:  # the network boundary: every failure gets the retry hint
         raise _wrap(e, f"uploading {folder.name} to {repo_id}", retry) from e
-    return str(getattr(info, "commit_url", None) or info)
+    return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", None) or info)
+
+
+def _ensure_branch(api: Any, repo_id: str, repo_type: str, revision: str | None, create_pr: bool) -> None:
+    """Create the ``revision`` branch if it does not exist yet, as ``hf upload --revision`` does."""
+    from huggingface_hub import constants
+
+    if revision is not None and revision != constants.DEFAULT_REVISION and not create_pr:
+        api.create_branch(repo_id=repo_id, repo_type=repo_type, branch=revision, exist_ok=True)

@@ -67,16 +67,23 @@ class SynQQuantizer:
         *,
         trust_remote_code: bool = False,
         device: str | torch.device | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
         **config_overrides: Any,
     ) -> SynQQuantizer:
         """Load the float teacher (timm name, ``timm/<arch>``, ``hf-hub:``, transformers id, folder).
 
-        Keyword arguments that are ``SynQConfig`` fields override ``config`` (e.g. ``w_bits=4``).
+        ``revision``, ``token``, ``cache_dir`` and ``local_files_only`` go to every Hub download, as in
+        transformers. Keyword arguments that are ``SynQConfig`` fields override ``config`` (e.g. ``w_bits=4``).
         """
         from .hub import load_model
 
         config = (config or SynQConfig()).replace(**config_overrides) if config_overrides else config
-        return cls(load_model(model_id, trust_remote_code=trust_remote_code), config, device=device)
+        loaded = load_model(model_id, trust_remote_code=trust_remote_code, revision=revision, token=token,
+                            cache_dir=cache_dir, local_files_only=local_files_only)
+        return cls(loaded, config, device=device)
 
     # -- step 1: synthetic data -------------------------------------------------------------------
     def synthesize(
@@ -357,13 +364,19 @@ class SynQQuantizer:
         private: bool = False,
         token: str | None = None,
         *,
+        commit_message: str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        delete_patterns: str | list[str] | None = None,
         push_synthetic: bool = False,
         save_dir: str | os.PathLike | None = None,
     ) -> str:
-        """Save (to ``save_dir`` or a temporary folder) and upload that exact folder in one commit.
+        """Save (to ``save_dir`` or a temporary folder) and upload that folder's files in one commit.
 
-        With ``push_synthetic`` the synthetic set goes to the dataset repo ``<repo_id>-synthetic``,
-        linked from the card. Returns the commit URL.
+        Nothing in the repo is deleted unless it matches ``delete_patterns``; ``revision`` (a branch) and
+        ``create_pr`` work as in ``huggingface_hub.HfApi.upload_folder``. With ``push_synthetic`` the
+        synthetic set goes to the dataset repo ``<repo_id>-synthetic``, linked from the card. Returns the
+        commit (or pull request) URL.
         """
         from .push import push_folder_to_hub
 
@@ -373,7 +386,9 @@ class SynQQuantizer:
             dataset = self.synthetic if push_synthetic else None
             if push_synthetic and dataset is None:
                 raise SynQError("push_synthetic=True but there is no synthetic dataset: run synthesize() first")
-            return push_folder_to_hub(folder, repo_id, private=private, token=token, dataset=dataset)
+            return push_folder_to_hub(folder, repo_id, private=private, token=token, commit_message=commit_message,
+                                      revision=revision, create_pr=create_pr, delete_patterns=delete_patterns,
+                                      dataset=dataset)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _calibration_images(self, calibration: Any | None, *, progress: bool) -> torch.Tensor:

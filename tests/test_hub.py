@@ -342,3 +342,136 @@ def test_missing_or_gated_hub_repo_is_explained(error: str, message: str, monkey
     with pytest.raises(ModelLoadError, match=message) as info:
         load_model("org/model")
     assert "local-dir:" in str(info.value)
+
+
+# -- Hub download options (the Hub client replaced at its boundary) ---------------------------------
+
+HUB_OPTIONS = dict(revision="abc", token="t", cache_dir="/tmp/synq-cache", local_files_only=True)
+
+
+class FakeHub:
+    """``hf_hub_download``/``snapshot_download`` serving a local folder and recording every call."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.calls = folder, []
+
+    def download(self, repo_id: str, filename: str, **kwargs: object) -> str:
+        from huggingface_hub.errors import EntryNotFoundError
+
+        self.calls.append(("hf_hub_download", repo_id, filename, kwargs))
+        if not (self.folder / filename).is_file():
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        return str(self.folder / filename)
+
+    def snapshot(self, repo_id: str, **kwargs: object) -> str:
+        self.calls.append(("snapshot_download", repo_id, None, kwargs))
+        return str(self.folder)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> "FakeHub":
+        monkeypatch.setattr("huggingface_hub.hf_hub_download", self.download)
+        monkeypatch.setattr("huggingface_hub.snapshot_download", self.snapshot)
+        return self
+
+    def assert_options(self, **expected: object) -> None:
+        assert self.calls and all(kwargs == expected for *_, kwargs in self.calls), self.calls
+
+
+def test_hub_timm_repo_gets_revision_token_cache_dir_and_local_files_only(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, ref = _timm_folder(tmp_path, "test_resnet")
+    hub = FakeHub(folder).install(monkeypatch)
+    lm = load_model("org/tiny-timm", **HUB_OPTIONS)
+    hub.assert_options(**HUB_OPTIONS)
+    assert [(c[1], c[2]) for c in hub.calls] == [("org/tiny-timm", "config.json"), ("org/tiny-timm", "model.safetensors")]
+    assert lm.library == "timm" and lm.model.pretrained_cfg["hf_hub_id"] == "org/tiny-timm"
+    x = torch.randn(2, *lm.data_config["input_size"])
+    torch.testing.assert_close(model_logits(lm.model, x), ref(x))
+
+
+def test_timm_registry_weights_are_downloaded_with_the_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, ref = _timm_folder(tmp_path, "test_resnet")
+    (folder / "model.safetensors").unlink()
+    torch.save(ref.state_dict(), folder / "pytorch_model.bin")  # only .bin: the fallback is taken
+    hub = FakeHub(folder).install(monkeypatch)
+    lm = load_model("test_resnet", revision="abc", token="t")
+    hub.assert_options(revision="abc", token="t")
+    repo = resolve_model_id("test_resnet").hf_hub_id
+    assert [(c[1], c[2]) for c in hub.calls] == [(repo, "model.safetensors"), (repo, "pytorch_model.bin")]
+    x = torch.randn(2, *lm.data_config["input_size"])
+    torch.testing.assert_close(model_logits(lm.model, x), ref(x))
+
+
+def test_hub_transformers_repo_passes_the_options_to_from_pretrained(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import transformers
+
+    folder, _ = _hf_folder(tmp_path, "resnet")
+    hub = FakeHub(folder).install(monkeypatch)
+    seen: list[tuple[str, dict]] = []
+    real = transformers.AutoModelForImageClassification.from_pretrained
+
+    def from_pretrained(source: str, **kwargs: object):
+        seen.append((source, kwargs))
+        local = {k: v for k, v in kwargs.items() if k not in HUB_OPTIONS}
+        return real(str(folder), **local)
+
+    monkeypatch.setattr(transformers.AutoModelForImageClassification, "from_pretrained", from_pretrained)
+    lm = load_model("org/tiny-resnet", **HUB_OPTIONS)
+    hub.assert_options(**HUB_OPTIONS)
+    assert [c[2] for c in hub.calls] == ["config.json", "preprocessor_config.json"]
+    ((source, kwargs),) = seen
+    assert source == "org/tiny-resnet" and {k: kwargs[k] for k in HUB_OPTIONS} == HUB_OPTIONS
+    assert lm.library == "transformers" and lm.class_names == CIFAR_LABELS
+
+
+def test_hub_quantized_repo_snapshot_gets_the_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+    fake = types.ModuleType("synq_hf.serialization")
+    fake.load_quantized = lambda path: calls.append(Path(path)) or "quantized"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "synq_hf.serialization", fake)
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "test_resnet", "synq": {"w_bits": 4}}))
+    hub = FakeHub(tmp_path).install(monkeypatch)
+    assert load_model("org/quantized", revision="abc", token="t") == "quantized"
+    hub.assert_options(revision="abc", token="t")
+    assert [c[0] for c in hub.calls] == ["hf_hub_download", "snapshot_download"] and calls == [tmp_path]
+
+
+def test_quantizer_from_pretrained_reaches_the_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from synq_hf import SynQQuantizer
+
+    folder, _ = _timm_folder(tmp_path, "test_resnet")
+    hub = FakeHub(folder).install(monkeypatch)
+    q = SynQQuantizer.from_pretrained("org/tiny-timm", revision="abc", token="t", device="cpu")
+    hub.assert_options(revision="abc", token="t")
+    assert q.teacher.model_id == "org/tiny-timm"
+
+
+def test_local_files_only_miss_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def missing(*args: object, **kwargs: object) -> str:
+        raise LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", missing)
+    with pytest.raises(ModelLoadError, match="local_files_only is set and the files are not in the local"):
+        load_model("org/model", local_files_only=True)
+
+
+def test_cli_revision_and_token_reach_load_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from synq_hf.cli import main
+
+    seen: list[dict] = []
+
+    def fake_load(model_id: str, **kwargs: object) -> LoadedModel:
+        seen.append(kwargs)
+        raise ModelLoadError("stop here")
+
+    monkeypatch.setattr("synq_hf.hub.load_model", fake_load)
+    for argv in (["evaluate", "org/m", "--data", str(tmp_path)], ["export", "org/m", "--out", str(tmp_path / "m.onnx")],
+                 ["synthesize", "org/m", "--out", str(tmp_path / "s")], ["quantize", "org/m", "--out", str(tmp_path / "q"),
+                                                                         "--w-bits", "4", "--a-bits", "4"]):
+        assert main([*argv, "--revision", "abc", "--token", "t"]) == 1, argv
+        assert seen[-1]["revision"] == "abc" and seen[-1]["token"] == "t", argv
+    assert len(seen) == 4

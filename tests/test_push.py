@@ -1,4 +1,4 @@
-"""Hub push: one commit with exactly the saved folder, the synthetic dataset linked, clear failures.
+"""Hub push: one commit with the saved folder's files, nothing deleted unless asked, the local folder untouched.
 
 The Hub client is replaced at its boundary (``HfApi``); one test talks to the real Hub when a token and
 network are present (run it with ``HF_HUB_OFFLINE=0 HF_TOKEN=... pytest tests/test_push.py``)."""
@@ -17,7 +17,7 @@ import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
-from synq_hf import CheckpointError, SynQConfig
+from synq_hf import CheckpointError, ConfigError, SynQConfig
 from synq_hf.card import render_model_card
 from synq_hf.cli import main
 from synq_hf.demo import digits as D
@@ -33,18 +33,27 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 class FakeApi:
-    """Records calls like ``HfApi``; snapshots uploaded folders at call time (temp folders vanish after)."""
+    """Records calls like ``HfApi`` and keeps the repos' files, applying ``upload_folder``'s documented
+    semantics (files matching ``delete_patterns`` are deleted, ``.gitattributes`` and uploaded paths excepted;
+    uploaded files are added or replaced). Snapshots uploaded folders at call time (temp folders vanish)."""
 
-    def __init__(self, fail_on: str | None = None) -> None:
+    def __init__(self, fail_on: str | None = None, repos: dict[str, dict[str, bytes]] | None = None) -> None:
         self.calls: list[tuple[str, dict]] = []
         self.uploads: list[dict] = []
         self.fail_on = fail_on
+        self.repos = repos or {}  # repo_id -> {path: bytes}
 
     def create_repo(self, **kwargs):
         self.calls.append(("create_repo", kwargs))
+        self.repos.setdefault(kwargs["repo_id"], {".gitattributes": b"*.safetensors filter=lfs\n"})
         return SimpleNamespace(repo_id=kwargs["repo_id"])
 
+    def create_branch(self, **kwargs):
+        self.calls.append(("create_branch", kwargs))
+
     def upload_folder(self, **kwargs):
+        from huggingface_hub.utils import filter_repo_objects
+
         self.calls.append(("upload_folder", kwargs))
         if kwargs.get("repo_type") == self.fail_on:
             import httpx2
@@ -54,8 +63,18 @@ class FakeApi:
         folder = Path(kwargs["folder_path"])
         files = _files(folder)
         parquet = {name: datasets.Dataset.from_parquet(str(folder / name)) for name in files if name.endswith(".parquet")}
-        self.uploads.append({**kwargs, "files": files, "parquet": parquet})
-        return SimpleNamespace(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/abc123")
+        repo = self.repos[kwargs["repo_id"]]
+        patterns = kwargs.get("delete_patterns")
+        deleted = [] if patterns is None else [
+            f for f in filter_repo_objects(sorted(repo), allow_patterns=patterns) if f != ".gitattributes" and f not in files
+        ]
+        for name in deleted:
+            del repo[name]
+        repo.update(files)
+        self.uploads.append({**kwargs, "files": files, "parquet": parquet, "deleted": deleted})
+        url = f"https://huggingface.co/{kwargs['repo_id']}"
+        pr = f"{url}/discussions/1" if kwargs.get("create_pr") else None
+        return SimpleNamespace(commit_url=f"{url}/commit/abc123", pr_url=pr)
 
 
 @pytest.fixture(scope="module")
@@ -73,25 +92,70 @@ def saved(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def folder(saved, tmp_path) -> Path:
-    """A fresh copy of the saved folder per test (pushing rewrites the card's repo id)."""
+    """A fresh copy of the saved folder per test."""
     import shutil
 
     return Path(shutil.copytree(saved, tmp_path / saved.name))
 
 
-def test_push_uploads_exactly_the_folder_in_one_commit(folder):
+def test_push_uploads_the_folder_in_one_commit_and_leaves_it_untouched(folder):
+    before = _files(folder)
     api = FakeApi()
     url = push_folder_to_hub(folder, REPO, private=True, api=api)
     assert url == f"https://huggingface.co/{REPO}/commit/abc123"
     assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
     assert api.calls[0][1] == dict(repo_id=REPO, repo_type="model", private=True, exist_ok=True)
     (upload,) = api.uploads
-    assert upload["repo_id"] == REPO and upload["repo_type"] == "model" and upload["delete_patterns"] == "*"
-    assert upload["files"] == _files(folder)  # exactly the folder, as it is on disk after the push
+    assert upload["repo_id"] == REPO and upload["repo_type"] == "model" and upload["delete_patterns"] is None
+    assert upload["revision"] is None and upload["create_pr"] is False
+    assert _files(folder) == before  # the local folder is byte-identical
+    assert {k: v for k, v in upload["files"].items() if k != "README.md"} == {k: v for k, v in before.items()
+                                                                               if k != "README.md"}
     assert {"README.md", "config.json", "model.safetensors", "quantizers.safetensors"} == set(upload["files"])
     assert upload["commit_message"] == "Upload digits-w4a4 (synq-hf)"
-    card = ModelCard.load(folder / "README.md")
-    assert f'load_model("{REPO}")' in card.text and card.data.datasets is None
+    hub_card = upload["files"]["README.md"].decode()  # the Hub's copy of the card names the repo
+    assert f'load_model("{REPO}")' in hub_card and f'load_model("{REPO}")' not in before["README.md"].decode()
+    assert ModelCard(hub_card).data.datasets is None
+
+
+def test_push_into_a_repo_with_other_files_deletes_nothing(folder):
+    before = _files(folder)
+    api = FakeApi(repos={REPO: {".gitattributes": b"", "other.bin": b"a colleague's upload",
+                                "README.md": b"an edited README"}})
+    push_folder_to_hub(folder, REPO, api=api)
+    assert api.uploads[0]["deleted"] == [] and api.uploads[0]["delete_patterns"] is None
+    repo = api.repos[REPO]
+    assert repo["other.bin"] == b"a colleague's upload"  # still there
+    assert repo["README.md"] == api.uploads[0]["files"]["README.md"]  # same name: replaced by the new card
+    assert set(repo) == set(before) | {".gitattributes", "other.bin"}
+    assert _files(folder) == before
+
+
+@pytest.mark.parametrize("patterns,gone", [("*", ["other.bin", "sub/old.onnx"]), (["*.onnx"], ["sub/old.onnx"])])
+def test_delete_patterns_send_the_delete(folder, patterns, gone):
+    api = FakeApi(repos={REPO: {".gitattributes": b"", "other.bin": b"x", "sub/old.onnx": b"y"}})
+    push_folder_to_hub(folder, REPO, delete_patterns=patterns, api=api)
+    (upload,) = api.uploads
+    assert upload["delete_patterns"] == ([patterns] if isinstance(patterns, str) else patterns)
+    assert upload["deleted"] == gone and ".gitattributes" in api.repos[REPO]
+    assert all(name not in api.repos[REPO] for name in gone)
+
+
+def test_commit_message_revision_create_pr_and_token_reach_the_upload(folder, monkeypatch):
+    api = FakeApi()
+    made: list[dict] = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda **kwargs: made.append(kwargs) or api)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    push_folder_to_hub(folder, REPO, token="hf_t", commit_message="Re-run", revision="v2")
+    assert made[0]["token"] == "hf_t"
+    assert api.calls[1] == ("create_branch", dict(repo_id=REPO, repo_type="model", branch="v2", exist_ok=True))
+    upload = api.uploads[-1]
+    assert (upload["commit_message"], upload["revision"], upload["create_pr"]) == ("Re-run", "v2", False)
+    url = push_folder_to_hub(folder, REPO, token="hf_t", create_pr=True)
+    assert url == f"https://huggingface.co/{REPO}/discussions/1" and api.uploads[-1]["create_pr"] is True
+    assert [name for name, _ in api.calls].count("create_branch") == 1  # a PR needs no branch
+    with pytest.raises(ConfigError, match="pull request against the default branch"):
+        push_folder_to_hub(folder, REPO, create_pr=True, revision="v2", api=api)
 
 
 def test_push_with_dataset_publishes_it_first_and_links_it(folder):
@@ -100,7 +164,9 @@ def test_push_with_dataset_publishes_it_first_and_links_it(folder):
         {"image": list(images), "label": [0, 1, 2, 3, 4, 5]},
         features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)}),
     )
-    api = FakeApi()
+    before = _files(folder)
+    stale = "data/train-00001-of-00002.parquet"  # from an earlier, larger push: it would join the split
+    api = FakeApi(repos={f"{REPO}-synthetic": {".gitattributes": b"", stale: b"old", "notes.md": b"keep me"}})
     push_folder_to_hub(folder, REPO, dataset=ds, api=api)
     assert [(n, kw.get("repo_type")) for n, kw in api.calls] == [
         ("create_repo", "dataset"), ("upload_folder", "dataset"), ("create_repo", "model"), ("upload_folder", "model")
@@ -108,13 +174,14 @@ def test_push_with_dataset_publishes_it_first_and_links_it(folder):
     data_upload, model_upload = api.uploads
     assert data_upload["repo_id"] == f"{REPO}-synthetic"
     assert set(data_upload["files"]) == {"README.md", "data/train-00000-of-00001.parquet"}
+    assert data_upload["deleted"] == [stale] and api.repos[f"{REPO}-synthetic"]["notes.md"] == b"keep me"
     shard = data_upload["parquet"]["data/train-00000-of-00001.parquet"]
     assert shard.features == ds.features and shard["label"] == ds["label"]
     assert np.array_equal(np.asarray(shard[0]["image"]), images[0])
-    card = ModelCard.load(folder / "README.md")
+    card = ModelCard(model_upload["files"]["README.md"].decode())
     assert card.data.datasets == [f"{REPO}-synthetic"]
     assert f"(https://huggingface.co/datasets/{REPO}-synthetic)" in card.text
-    assert model_upload["files"]["README.md"] == (folder / "README.md").read_bytes()
+    assert _files(folder) == before
 
 
 def test_pushed_synthetic_dataset_card_records_how_it_was_made_without_local_paths(folder):
@@ -137,13 +204,14 @@ def test_pushed_synthetic_dataset_card_records_how_it_was_made_without_local_pat
 
 
 def test_failed_upload_keeps_the_folder_and_says_how_to_retry(folder):
-    before = {k: v for k, v in _files(folder).items() if k != "README.md"}
+    before = _files(folder)
     with pytest.raises(HubError) as err:
-        push_folder_to_hub(folder, REPO, private=True, api=FakeApi(fail_on="model"))
+        push_folder_to_hub(folder, REPO, private=True, revision="v2", delete_patterns="*.onnx",
+                           api=FakeApi(fail_on="model"))
     message = str(err.value)
-    assert f"synq-hf push {folder} {REPO} --private" in message
+    assert f"synq-hf push {REPO} {folder} --private --revision v2 --delete '*.onnx'" in message
     assert "503" in message and "local folder is complete" in message
-    assert {k: v for k, v in _files(folder).items() if k != "README.md"} == before
+    assert _files(folder) == before
     assert load_quantized(folder).model is not None  # still loads
 
 
@@ -173,16 +241,34 @@ def test_cli_push_and_its_failure_message(folder, monkeypatch, capsys):
     monkeypatch.setattr(huggingface_hub, "HfApi", lambda **kwargs: api)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
-    assert main(["push", str(folder), REPO]) == 0
-    assert f"https://huggingface.co/{REPO}/commit/abc123" in capsys.readouterr().out
+    assert main(["push", REPO, str(folder)]) == 0  # hf upload's order: REPO_ID LOCAL_DIR
+    captured = capsys.readouterr()
+    assert f"https://huggingface.co/{REPO}/commit/abc123" in captured.out and "deprecated" not in captured.err
     assert len(api.uploads) == 1 and api.calls[0][1]["private"] is False
+    assert api.uploads[0]["delete_patterns"] is None
+
+    assert main(["push", str(folder), REPO]) == 0  # the old order still works, with one warning line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "deprecated" in err and f"synq-hf push {REPO} {folder}" in err
+    assert api.uploads[-1]["repo_id"] == REPO
+
+    assert main(["push", REPO, str(folder), "--commit-message", "Re-run", "--revision", "v2",
+                 "--delete-existing"]) == 0
+    upload = api.uploads[-1]
+    assert (upload["commit_message"], upload["revision"], upload["delete_patterns"]) == ("Re-run", "v2", ["*"])
+    assert main(["push", REPO, str(folder), "--create-pr", "--delete", "*.onnx", "--delete", "old/*"]) == 0
+    assert api.uploads[-1]["create_pr"] is True and api.uploads[-1]["delete_patterns"] == ["*.onnx", "old/*"]
+    assert f"pull request: https://huggingface.co/{REPO}/discussions/1" in capsys.readouterr().out
+
+    monkeypatch.chdir(folder)  # LOCAL_DIR defaults to the current folder, as in hf upload
+    assert main(["push", REPO]) == 0 and api.uploads[-1]["files"]["config.json"] == (folder / "config.json").read_bytes()
 
     api.fail_on = "model"
-    assert main(["push", str(folder), REPO, "--private"]) == 1
-    assert f"synq-hf push {folder} {REPO} --private" in capsys.readouterr().err
+    assert main(["push", REPO, str(folder), "--private"]) == 1
+    assert f"synq-hf push {REPO} {folder} --private" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["push", "--help"])
-    assert "synq-hf push ./resnet20-w4a4 my-user/resnet20-synq-w4a4" in capsys.readouterr().out
+    assert "synq-hf push my-user/resnet20-synq-w4a4 ./resnet20-w4a4" in capsys.readouterr().out
 
 
 def _hub_reachable() -> bool:
@@ -210,3 +296,28 @@ def test_real_hub_round_trip(folder):
     finally:
         api.delete_repo(repo, missing_ok=True)
         assert os.path.isdir(folder)
+
+
+def test_push_synthetic_dataset_passes_revision_pr_and_message(monkeypatch, tmp_path):
+    from huggingface_hub import DatasetCard, DatasetCardData
+    from timm.data import resolve_model_data_config
+
+    from synq_hf.synthesis import push_synthetic_dataset, synthesize
+
+    teacher = D.load_demo_teacher()
+    ds = synthesize(teacher, SynQConfig(synthesis_batch_size=4), data_config=resolve_model_data_config(teacher),
+                    num_images=4, iterations=1, teacher_id="digits", progress=False)
+    calls: list = []
+    readme = tmp_path / "README.md"
+    readme.write_text(f"---\n{DatasetCardData(configs=[{'config_name': 'default'}]).to_yaml()}\n---\n")
+    monkeypatch.setattr(datasets.Dataset, "push_to_hub", lambda self, repo, **kw: calls.append(("data", repo, kw))
+                        or SimpleNamespace(pr_revision="refs/pr/3", pr_url="https://huggingface.co/pr/3"))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, **kw: calls.append(("get", repo, kw))
+                        or str(readme))
+    monkeypatch.setattr(DatasetCard, "push_to_hub", lambda self, repo, **kw: calls.append(("card", repo, kw)) or "c")
+    url = push_synthetic_dataset(ds, "me/syn", token="t", commit_message="m", create_pr=True)
+    assert url == "https://huggingface.co/pr/3"
+    (_, _, data), (_, _, get), (_, _, card) = calls
+    assert (data["token"], data["commit_message"], data["create_pr"], data["revision"]) == ("t", "m", True, None)
+    assert get["revision"] == card["revision"] == "refs/pr/3"  # the card goes into the same pull request
+    assert push_synthetic_dataset(ds, "me/syn", revision="v2") == "c" and calls[-1][2]["revision"] == "v2"

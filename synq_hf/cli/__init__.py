@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.argv, args.stdout = argv, sys.stdout
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("timm").setLevel(logging.WARNING)  # per-load INFO lines add nothing for CLI users
     previous = _on_sigterm_raise_interrupt()
     bars = _hide_datasets_bars() if getattr(args, "no_progress", False) else None
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), _package_logging():
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return _interrupted(args, "interrupted", 128 + _LAST_SIGNAL[0])
@@ -72,6 +71,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _LAST_SIGNAL = [int(signal.SIGINT)]
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (redirections and test captures)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; the property always wins
+        pass
+
+
+@contextlib.contextmanager
+def _package_logging() -> Iterator[None]:
+    """INFO lines of the ``synq_hf`` logger on stderr while a command runs; the root logger is left alone."""
+    package = logging.getLogger("synq_hf")
+    handler, level = _StderrHandler(), package.level
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
 
 
 def _hide_datasets_bars() -> bool:

@@ -144,6 +144,19 @@ def _has_content(path: Path) -> bool:
     return path.is_dir() and any(p.name != "groups.json" for p in path.iterdir())
 
 
+def add_hub_arguments(p: argparse.ArgumentParser) -> None:
+    """``--revision`` and ``--token`` for subcommands that load MODEL (the names ``hf download`` uses)."""
+    p.add_argument("--revision", metavar="REV", help="branch, tag or commit of a Hub MODEL (default: main)")
+    p.add_argument("--token", metavar="TOKEN",
+                   help="Hub token for private or gated models (default: HF_TOKEN or the `hf auth login` token; "
+                   "a token on the command line ends up in your shell history)")
+
+
+def hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``load_model`` keywords given by :func:`add_hub_arguments`."""
+    return {"revision": args.revision, "token": args.token}
+
+
 def result(args: argparse.Namespace, text: str) -> None:
     """Print a result line to stdout (logs, progress bars and Trainer dicts go to stderr)."""
     print(text, file=getattr(args, "stdout", None) or sys.stdout, flush=True)

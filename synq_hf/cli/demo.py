@@ -13,7 +13,7 @@ example:
 
 No network is needed: the teacher (a small CNN trained on scikit-learn's digits) ships with the
 package, and its 500 held-out images are the real test set. The output folder is Hub-ready:
-  synq-hf push synq-demo-w4a4 YOUR_NAME/digits-cnn-synq-w4a4
+  synq-hf push YOUR_NAME/digits-cnn-synq-w4a4 synq-demo-w4a4
 """
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import resolve_device, result
+from .common import add_hub_arguments, hub_kwargs, resolve_device, result
 
 _EPILOG = """\
 examples:
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--device", metavar="D", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)"
     )
     p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
+    add_hub_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     logging.getLogger("timm").setLevel(logging.WARNING)  # its per-load INFO lines add nothing here
 
-    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, **hub_kwargs(args))
     dataset = load_image_dataset(
         args.data, split=args.split, image_column=args.image_column, label_column=args.label_column
     )

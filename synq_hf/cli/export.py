@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
+from .common import add_hub_arguments, hub_kwargs
 
 _EPILOG = """\
 examples:
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="onnx", choices=["onnx"], help="output format (default onnx)")
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="file to write, e.g. model.onnx")
     p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset (default 17; 13 or newer)")
+    add_hub_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..hub import load_model
 
     require_onnx()  # fail before loading anything when the extra is missing
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, **hub_kwargs(args))
     if not loaded.is_quantized:
         raise ConfigError(f"{args.model} is a float model: quantize it first (synq-hf quantize), then export")
     path = export_onnx(

@@ -25,7 +25,7 @@ from ..errors import ConfigError, DataError, SynQError
 from ..model_info import LoadedModel
 from ..outputs import OutputError, check_output, output_error, public_name
 from ..quantizer import SynQQuantizer
-from .common import pick_threads, resolve_device, result, work_session
+from .common import add_hub_arguments, hub_kwargs, pick_threads, resolve_device, result, work_session
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the interrupted run kept in the work folder")
     p.add_argument("--device", metavar="D", help="torch device (default: cuda if available)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
+    add_hub_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -292,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
                    "synthetic": str(args.synthetic or "")}
     with work_session(args, fingerprint, _WORK_ITEMS) if uses_work else contextlib.nullcontext():
         torch.manual_seed(config.seed)
-        loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
+        loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, **hub_kwargs(args))
         if loaded.is_quantized:
             raise SynQError(f"{args.model!r} is already quantized; pass its float base model ({loaded.base_model})")
         pick_threads(loaded.model, device)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..outputs import OutputError, check_output, output_error, write_output
-from .common import pick_threads, resolve_device, result, work_session
+from .common import add_hub_arguments, hub_kwargs, pick_threads, resolve_device, result, work_session
 
 _EPILOG = """\
 examples:
@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="finished groups, saved as they complete and kept if interrupted (default: OUT.synq-work)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run kept in the work folder")
     p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
+    add_hub_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("timm").setLevel(logging.WARNING)
     fingerprint = {"command": "synthesize", "model": args.model, "config": cfg.to_dict()}
     with work_session(args, fingerprint, _WORK_ITEMS) as work:
-        loaded = load_model(args.model, trust_remote_code=args.trust_remote_code)
+        loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, **hub_kwargs(args))
         pick_threads(loaded.model, device)
         dataset = synthesize(loaded.model, cfg, data_config=loaded.data_config, family=None,
                              class_names=loaded.class_names, teacher_id=loaded.model_id, device=device,

@@ -129,8 +129,20 @@ def synthetic_dataset_card(dataset: datasets.Dataset, *, license: str | None = N
 
 
 def push_synthetic_dataset(dataset: datasets.Dataset, repo_id: str, *, private: bool | None = None,
-                           token: str | None = None) -> None:
-    """``dataset.push_to_hub``, then rewrite its README as :func:`synthetic_dataset_card` (keeping its YAML)."""
-    dataset.push_to_hub(repo_id, private=private, token=token)
-    pushed = DatasetCard.load(repo_id, repo_type="dataset", token=token)
-    synthetic_dataset_card(dataset, base_data=pushed.data).push_to_hub(repo_id, repo_type="dataset", token=token)
+                           token: str | None = None, commit_message: str | None = None,
+                           revision: str | None = None, create_pr: bool = False) -> str:
+    """``dataset.push_to_hub``, then rewrite its README as :func:`synthetic_dataset_card` (keeping its YAML).
+
+    Like ``push_to_hub`` it replaces only the split's earlier data files; with ``create_pr`` the card goes
+    into the same pull request. Returns the URL of the pull request or of the card's commit.
+    """
+    import huggingface_hub
+
+    info = dataset.push_to_hub(repo_id, private=private, token=token, commit_message=commit_message,
+                               revision=revision, create_pr=create_pr)
+    target = getattr(info, "pr_revision", None) if create_pr else revision
+    readme = huggingface_hub.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=target, token=token)
+    card = synthetic_dataset_card(dataset, base_data=DatasetCard.load(readme).data)
+    done = card.push_to_hub(repo_id, repo_type="dataset", token=token, revision=target,
+                            commit_message="Dataset card: how the synthetic images were made (synq-hf)")
+    return str(getattr(info, "pr_url", None) if create_pr else done)
