@@ -24,7 +24,7 @@ def test_histogram_search_beats_minmax_on_heavy_tails(bits: int) -> None:
     x = torch.relu(torch.randn(200_000, generator=g)) ** 2  # post-ReLU-like: mass near 0, a long tail
     lo, hi = float(x.min()), float(x.max())
     hist = torch.histc(x, bins=HIST_BINS, min=lo, max=hi)
-    s_lo, s_hi = search_hist_range(hist, lo, hi, bits, symmetric=False)
+    s_lo, s_hi = search_hist_range(hist, lo, hi, bits, symmetric=False, p=2.0)
     assert s_lo == 0.0 and 0.0 < s_hi <= hi
     assert _mse(x, s_lo, s_hi, bits) <= _mse(x, lo, hi, bits)
     if bits <= 4:  # at low bits the tail is not worth the grid: the search clips it and the error drops a lot
@@ -43,7 +43,7 @@ def test_weight_clip_search_is_per_channel_and_never_worse() -> None:
     g = torch.Generator().manual_seed(1)
     w = torch.rand(6, 64, 3, 3, generator=g) * 2 - 1  # uniform channels: nothing to gain by clipping
     w[0] = torch.randn(64, 3, 3, generator=g) ** 3  # one heavy-tailed channel
-    ratios = search_weight_clip(w, 3, symmetric=False, per_channel=True)
+    ratios = search_weight_clip(w, 3, symmetric=False, per_channel=True, p=2.0)
     assert ratios.shape == (6,) and bool(((ratios > 0) & (ratios <= 1)).all())
     assert ratios[0] < 0.85 and bool((ratios[1:] > 0.9).all())  # only the heavy-tailed channel is clipped
     flat = w.reshape(6, -1)

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..config import RANGE_SEARCH_P
 from ..errors import SynQError
 from .fake_quant import fake_quantize_tensor, fake_quantize_weight, minmax_qparams, qrange
 from .range_search import HIST_BINS, search_hist_range, search_weight_clip
@@ -26,7 +27,7 @@ class WeightQuantizer(nn.Module):
     """
 
     def __init__(self, bits: int, symmetric: bool = False, per_channel: bool = True, *,
-                 range_init: str = "minmax", learnable: bool = False, search_p: float = 2.0) -> None:
+                 range_init: str = "minmax", learnable: bool = False, search_p: float = RANGE_SEARCH_P) -> None:
         super().__init__()
         self.bits, self.symmetric, self.per_channel = bits, symmetric, per_channel
         self.range_init, self.learnable, self.search_p = range_init, learnable, search_p
@@ -145,7 +146,7 @@ class ActQuantizer(nn.Module):
         learnable: bool = False,
         *,
         range_init: str = "minmax",
-        search_p: float = 2.0,
+        search_p: float = RANGE_SEARCH_P,
     ) -> None:
         super().__init__()
         self.bits, self.symmetric, self.momentum, self.ste, self.learnable = bits, symmetric, momentum, ste, learnable

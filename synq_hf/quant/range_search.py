@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import RANGE_SEARCH_P
 from .fake_quant import minmax_qparams, qrange
 
 HIST_BINS = 8192
@@ -30,7 +31,7 @@ def _quant_error(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits:
 
 @torch.no_grad()
 def search_hist_range(hist: torch.Tensor, lo: float, hi: float, bits: int, symmetric: bool,
-                      p: float = 2.0) -> tuple[float, float]:
+                      p: float = RANGE_SEARCH_P) -> tuple[float, float]:
     """Best ``(lo', hi') = ratio · (lo, hi)`` for values summarized by ``hist`` (equal bins over ``[lo, hi]``)."""
     if hi <= lo or hist.sum() <= 0:
         return lo, hi
@@ -47,7 +48,7 @@ def search_hist_range(hist: torch.Tensor, lo: float, hi: float, bits: int, symme
 
 @torch.no_grad()
 def search_weight_clip(weight: torch.Tensor, bits: int, symmetric: bool, per_channel: bool,
-                       p: float = 2.0) -> torch.Tensor:
+                       p: float = RANGE_SEARCH_P) -> torch.Tensor:
     """Per-output-channel (or per-tensor) shrink ratio of the min-max range minimizing the weight's Lp error."""
     w = weight.detach().float()
     flat = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
