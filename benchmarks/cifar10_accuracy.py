@@ -106,7 +106,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "no_ce": {"lambda_ce": 0.0},  # without any CE term
 }
 MINMAX = {"act_range_init": "minmax", "weight_range_init": "minmax"}
-SEARCH = {"act_range_init": "mse", "weight_range_init": "mse"}
+SEARCH = {"act_range_init": "search", "weight_range_init": "search"}
 
 
 def parse_bits(spec: str) -> list[tuple[int, int]]:

@@ -166,13 +166,30 @@ def _rows(data: Mapping[str, Any] | None, labels: Mapping[str, str]) -> list[tup
     return rows
 
 
-def _bits_text(cfg: SynQConfig) -> str:
-    text = f"W{cfg.w_bits}A{cfg.a_bits} ({cfg.w_bits}-bit weights, {cfg.a_bits}-bit activations"
+def _bits_text(cfg: SynQConfig, coverage: Mapping[str, Any] | None = None) -> str:
+    """E.g. ``W4A4 (4-bit weights, 4-bit activations, ...; coverage: ...)``; the label before `` (`` is only
+    ``WxAy`` when the coverage report confirms every quantized layer is at those bits with no unruled gap."""
+    label = f"W{cfg.w_bits}A{cfg.a_bits}"
+    if coverage:
+        w_bits, a_bits = set(coverage.get("weight_bits") or []), set(coverage.get("input_bits") or [])
+        allowed_w = {cfg.w_bits, cfg.first_layer_bits, cfg.last_layer_bits} - {None}
+        allowed_a = {cfg.a_bits, cfg.first_layer_bits, cfg.last_layer_bits} - {None}
+        if coverage.get("gaps") or not w_bits <= allowed_w or not a_bits <= allowed_a:
+            label = f"mixed precision (weights {sorted(w_bits)}-bit, layer inputs {sorted(a_bits)}-bit)"
+    text = f"{label} ({cfg.w_bits}-bit weights, {cfg.a_bits}-bit activations"
     overrides = [f"{which} layer {bits}-bit" for which, bits in
                  (("first", cfg.first_layer_bits), ("last", cfg.last_layer_bits)) if bits is not None]
-    if overrides:
-        return f"{text}; {', '.join(overrides)})"
-    return f"{text}, first and last layers included)"
+    text += f"; {', '.join(overrides)}" if overrides else ", first and last layers included"
+    if coverage:
+        text += (f"; coverage ({coverage.get('placement')} placement): {coverage.get('quantized_layers')} conv/linear "
+                 f"layers quantized, {coverage.get('quantized_inputs')} of their inputs quantized")
+        rules = coverage.get("float_by_rule") or {}
+        if rules:
+            text += "; float by rule: " + ", ".join(f"{name} ({v.get('count')}: {v.get('rule')})"
+                                                   for name, v in rules.items())
+        if coverage.get("gaps"):
+            text += f"; {coverage['gaps']} activation(s) left float without a rule"
+    return text + ")"
 
 
 def _check_keys(what: str, data: Mapping[str, Any], allowed: set[str]) -> None:
@@ -366,6 +383,7 @@ def render_model_card(
     calibration: Mapping[str, Any] | None = None,
     method: str | None = None,
     load_id: str | None = None,
+    coverage: Mapping[str, Any] | None = None,
 ) -> Any:
     """Render the card of a quantized model as a ``huggingface_hub.ModelCard`` (save it as ``README.md``).
 
@@ -377,7 +395,8 @@ def render_model_card(
     tables. ``calibration`` says what calibrated the activation ranges (``source``: ``"synthetic"``,
     ``"real"`` with ``data``, or ``"provided"``; ``num_images``): only a model calibrated and trained on
     synthetic images alone is called zero-shot. ``method`` (``"synq"``/``"ptq"``) defaults from the other
-    records. ``repo_id`` (or ``load_id``, e.g. the folder name) is what the loading snippet loads.
+    records. ``repo_id`` (or ``load_id``, e.g. the folder name) is what the loading snippet loads. ``coverage`` is
+    ``synq_hf.quant.coverage.coverage_summary`` of the model: which layers and inputs are quantized.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -403,7 +422,7 @@ def render_model_card(
     tag = f"w{cfg.w_bits}a{cfg.a_bits}"
     model_name = _scrub(model_name or (repo_id.split("/", 1)[1] if repo_id else f"{base_name}-{method}-{tag}"))
     load_id = repo_id or _scrub(load_id or model_name)
-    bits_text = _bits_text(cfg)
+    bits_text = _bits_text(cfg, coverage)
     calibrated_on = _calibration_phrase(calibration)
     ptq_label = "Min-max PTQ on " + ("synthetic data" if zero_shot else calibrated_on.split(" ", 1)[-1])
     evals, result_rows = _eval_results(results, method, tag.upper(), ptq_label) if results else ([], [])

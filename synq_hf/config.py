@@ -77,13 +77,13 @@ class SynQConfig(QuantizationConfigMixin):
     learnable_weight_scale: bool = _f(
         False, "Learn per-channel weight step sizes (LSQ) during fine-tuning, initialized from the weight range."
     )
-    act_range_init: Literal["minmax", "mse"] = _f(
-        "mse", "Activation range: EMA min-max, or the clip with the lowest Lp error (histogram search).",
-        ("minmax", "mse"),
+    act_range_init: Literal["minmax", "search"] = _f(
+        "search", "Activation range: EMA min-max, or the clip with the lowest Lp error (histogram search).",
+        ("minmax", "search"),
     )
-    weight_range_init: Literal["minmax", "mse"] = _f(
-        "mse", "Weight range per output channel: min-max, or min-max shrunk by the ratio with the lowest Lp error.",
-        ("minmax", "mse"),
+    weight_range_init: Literal["minmax", "search"] = _f(
+        "search", "Weight range per output channel: min-max, or min-max shrunk by the ratio with the lowest Lp error.",
+        ("minmax", "search"),
     )
     range_search_p: float = _f(
         RANGE_SEARCH_P, "Exponent p of the Lp error minimized by the range searches (2: MSE; 3 weighs the clipped tail more)."

@@ -356,6 +356,7 @@ class SynQQuantizer:
             "training": training,
             "license": self.teacher.extra.get("license"),
             "recipe": self.recipe,
+            "coverage": self._coverage_json().get("coverage"),
         }
 
     def push_to_hub(

@@ -162,3 +162,21 @@ def test_snippet_runs_on_a_saved_quantized_model(tmp_path, monkeypatch, capsys):
     assert len(lines) == 5
     name, prob = lines[0].split(": ")
     assert name == str(digit["label"]) and float(prob) > 0.5
+
+
+def test_card_states_the_activation_coverage_and_only_claims_true_bits():
+    from synq_hf.card import render_model_card
+
+    cfg = SynQConfig(w_bits=4, a_bits=4)
+    coverage = {"placement": "layer_inputs", "weight_bits": [4], "input_bits": [4], "quantized_layers": "82/82",
+                "quantized_inputs": "81/82", "float_by_rule": {"conv_stem": {"count": 1, "rule": "image input"}},
+                "gaps": 0}
+    text = str(render_model_card(base_model="m", library="timm", synq_config=cfg, coverage=coverage))
+    assert "W4A4 (4-bit weights" in text and "82/82 conv/linear layers quantized, 81/82 of their inputs" in text
+    assert "conv_stem (1: image input)" in text
+    mixed = dict(coverage, input_bits=[4, 8])  # some layer input at 8 bits that the config does not explain
+    text = str(render_model_card(base_model="m", library="timm", synq_config=cfg, coverage=mixed))
+    assert "W4A4 (" not in text and "mixed precision (weights [4]-bit, layer inputs [4, 8]-bit)" in text
+    gap = dict(coverage, gaps=2)
+    assert "2 activation(s) left float without a rule" in str(
+        render_model_card(base_model="m", library="timm", synq_config=cfg, coverage=gap))

@@ -114,3 +114,6 @@ def test_gelu_depthwise_convmixer_from_a_local_folder_w4a4(eval_parquet: Path, t
     assert coverage["quantized_inputs"] == f"{layers - 1}/{layers}"  # all but the stem, which reads the image
     assert coverage["activation_quantizers"] == layers - 1
     assert set(coverage["float_by_rule"]) == {"model_input"}
+    card = (out / "README.md").read_text()
+    assert f"{layers}/{layers} conv/linear layers quantized, {layers - 1}/{layers} of their inputs" in card
+    assert "W4A4 (4-bit weights" in card and "float by rule: model_input" in card

@@ -13,9 +13,9 @@ def test_version_1_configs_migrate_to_min_max_ranges() -> None:
     old = {"quant_method": "synq", "w_bits": 4, "a_bits": 4, "version": 1, "learnable_act_scale": False}
     cfg = SynQConfig.from_dict(old)
     assert (cfg.act_range_init, cfg.weight_range_init, cfg.version) == ("minmax", "minmax", CONFIG_VERSION)
-    assert SynQConfig().act_range_init == "mse" and SynQConfig().weight_range_init == "mse"
-    explicit = SynQConfig.from_dict({**old, "act_range_init": "mse"})
-    assert explicit.act_range_init == "mse"  # a value written in the file wins over the migration default
+    assert SynQConfig().act_range_init == "search" and SynQConfig().weight_range_init == "search"
+    explicit = SynQConfig.from_dict({**old, "act_range_init": "search"})
+    assert explicit.act_range_init == "search"  # a value written in the file wins over the migration default
     with pytest.raises(ConfigError, match="version"):
         SynQConfig.from_dict({**old, "version": CONFIG_VERSION + 1})
 

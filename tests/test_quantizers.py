@@ -208,11 +208,11 @@ def test_learnable_weight_scale_trains_and_matches_minmax_at_init() -> None:
 def test_weight_clip_state_survives_a_state_dict_round_trip() -> None:
     torch.manual_seed(0)
     w = torch.randn(5, 8) ** 3
-    q = WeightQuantizer(3, range_init="mse")
+    q = WeightQuantizer(3, range_init="search")
     q.bind(w)
     q.init_range(w)
     assert bool((q.clip < 1).any())
-    fresh = WeightQuantizer(3, range_init="mse")
+    fresh = WeightQuantizer(3, range_init="search")
     fresh.bind(w)
     fresh.load_state_dict(q.state_dict())
     assert torch.equal(fresh(w), q(w)) and not torch.equal(fresh(w), WeightQuantizer(3)(w))

@@ -72,16 +72,16 @@ def test_calibration_searches_ranges_and_lowers_the_output_error() -> None:
     model = _Net().eval()
     x = torch.randn(64, 3, 8, 8) * torch.rand(64, 1, 1, 1) * 3  # per-image scale: a heavy-tailed activation
     errors, widths = {}, {}
-    for mode in ("minmax", "mse"):
+    for mode in ("minmax", "search"):
         cfg = SynQConfig(w_bits=3, a_bits=3, act_range_init=mode, weight_range_init=mode)
         q = quantize_model(model, cfg, inplace=False)
         calibrate(q, [x[:32], x[32:]], progress=False)
         with torch.no_grad():
             errors[mode] = float((q(x) - model(x)).pow(2).mean())
         widths[mode] = [float(a.max_val - a.min_val) for a in act_quantizers(q)]
-        if mode == "mse":
+        if mode == "search":
             assert bool((q.conv.weight_quantizer.clip <= 1).all()) and bool((q.conv.weight_quantizer.clip < 1).any())
         else:
             assert not hasattr(q.conv.weight_quantizer, "clip")  # min-max weights store nothing
-    assert any(s < m for s, m in zip(widths["mse"], widths["minmax"]))  # some activation range was clipped
-    assert errors["mse"] < errors["minmax"]
+    assert any(s < m for s, m in zip(widths["search"], widths["minmax"]))  # some activation range was clipped
+    assert errors["search"] < errors["minmax"]

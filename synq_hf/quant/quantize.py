@@ -134,7 +134,7 @@ def calibrate(
     """Reset and observe activation ranges on ``batches``, then freeze them; initialize weight ranges.
 
     ``batches`` yields normalized image tensors (N, C, H, W). Pass 1 records EMA min-max ranges; quantizers
-    configured with ``range_init="mse"`` get a second pass that collects histograms and picks the clip with
+    configured with ``range_init="search"`` get a second pass that collects histograms and picks the clip with
     the lowest Lp error. Weight quantizers search their per-channel clips here too. Afterwards every
     quantizer is in ``quantize`` mode; learnable quantizers are initialized from the final range.
     """

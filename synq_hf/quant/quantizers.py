@@ -20,7 +20,7 @@ Mode = Literal["float", "calibrate", "histogram", "quantize"]
 class WeightQuantizer(nn.Module):
     """Weight fake quantizer: per-channel (or per-tensor) ranges from the current weights, optionally shrunk.
 
-    ``range_init="minmax"`` uses the weights' own min/max on every call (stateless). ``"mse"`` stores one
+    ``range_init="minmax"`` uses the weights' own min/max on every call (stateless). ``"search"`` stores one
     shrink ratio per output channel (``clip``, found by :func:`search_weight_clip` at calibration) applied
     to the current min/max, so the range follows the weights while they train. ``learnable=True`` (LSQ)
     stores the step size itself (``scale``), initialized from that range and trained with the weights.
@@ -59,10 +59,10 @@ class WeightQuantizer(nn.Module):
 
     @torch.no_grad()
     def init_range(self, weight: torch.Tensor) -> None:
-        """Search the clip ratios (``range_init="mse"``) and initialize the learnable step sizes from them."""
+        """Search the clip ratios (``range_init="search"``) and initialize the learnable step sizes from them."""
         if not hasattr(self, "clip"):
             return
-        if self.range_init == "mse":
+        if self.range_init == "search":
             clip = search_weight_clip(weight, self.bits, self.symmetric, self.per_channel, self.search_p)
             self.clip.copy_(clip.reshape(self.clip.shape))
         else:
@@ -129,7 +129,7 @@ class ActQuantizer(nn.Module):
     """Per-tensor activation fake quantizer with an EMA min-max observer and an optional clip search.
 
     Modes: ``calibrate`` observes batch min/max (EMA with ``momentum`` after the first batch) and
-    returns its input unchanged; ``histogram`` (the second calibration pass of ``range_init="mse"``)
+    returns its input unchanged; ``histogram`` (the second calibration pass of ``range_init="search"``)
     collects a histogram over the observed range; ``quantize`` fake-quantizes with the frozen range (or,
     with ``learnable=True``, with an LSQ-learned scale/zero point initialized from it); ``float`` is a
     pass-through used to run the teacher-equivalent network. The range lives in the ``min_val`` /
@@ -197,7 +197,7 @@ class ActQuantizer(nn.Module):
     @torch.no_grad()
     def finish_calibration(self) -> None:
         """Set the final range: the EMA min-max, or the Lp-optimal clip of the histogram; then init LSQ."""
-        if self.range_init == "mse" and self._hist is not None:
+        if self.range_init == "search" and self._hist is not None:
             lo, hi = self._histogram_range()
             lo, hi = search_hist_range(self._hist.cpu(), lo, hi, self.bits, self.symmetric, self.search_p)
             self.min_val.fill_(lo)
