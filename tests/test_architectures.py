@@ -205,8 +205,9 @@ def test_cifar_resnet20_keeps_the_authors_placement() -> None:
     assert [n for n, m in q.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))] == layers
     assert all(m.input_quantizer is None for m in q.modules() if isinstance(m, (QuantConv2d, QuantLinear)))
     quantizer_keys = sorted(k for k in q.state_dict() if "quantizer" in k)
-    assert quantizer_keys == sorted(f"{r}.output_quantizer.{b}" for r in relus for b in ("min_val", "max_val",
-                                                                                         "calibrated"))
+    acts = [f"{r}.output_quantizer.{b}" for r in relus for b in ("min_val", "max_val", "calibrated")]
+    clips = [f"{n}.weight_quantizer.clip" for n in layers]  # the searched per-channel weight ranges
+    assert quantizer_keys == sorted(acts + clips)
 
 
 def test_reused_and_functional_activations_are_covered() -> None:

@@ -124,20 +124,24 @@ def test_push_uploads_the_saved_folder(tiny_cnn_dir: Path) -> None:
     assert "README.md" in seen["files"] and "model.safetensors" in seen["files"]
 
 
-def test_timm_hub_name_resolves_to_tagged_repo_without_network() -> None:
+def test_timm_hub_name_resolves_to_tagged_repo_without_network(tmp_path: Path) -> None:
     """``timm/resnet50`` is not a repo: it resolves to the default tag; only the download is faked."""
+    import huggingface_hub
     import timm
+    from safetensors.torch import save_file
 
-    state = timm.create_model("resnet50", pretrained=False).state_dict()
+    weights = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("resnet50", pretrained=False).state_dict().items()},
+              str(weights))
     requested = []
 
-    def fake_download(repo: object, *args: object, **kwargs: object) -> dict:
-        requested.append(repo)
-        return state
+    def fake_download(repo: str, filename: str, **kwargs: object) -> str:
+        requested.append((repo, filename))
+        return str(weights)
 
-    with mock.patch("timm.models._builder.load_state_dict_from_hf", fake_download):
+    with mock.patch.object(huggingface_hub, "hf_hub_download", fake_download):
         q = SynQQuantizer.from_pretrained("timm/resnet50")
-    assert requested == ["timm/resnet50.a1_in1k"]
+    assert requested == [("timm/resnet50.a1_in1k", "model.safetensors")]
     assert q.teacher.family == "cnn" and q.teacher.num_classes == 1000 and q.config.lpf_d0 == 80.0
 
 

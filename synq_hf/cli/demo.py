@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     bits = f"W{record['w_bits']}A{record['a_bits']}"
     result(args, f"synq-hf demo: digits CNN, {bits}, 500 real held-out images")
     result(args, f"  float top-1  {record['fp_top1']:6.2f}")
-    result(args, f"  PTQ   top-1  {record['ptq_top1']:6.2f}   (min-max calibration on the synthetic images)")
+    result(args, f"  PTQ   top-1  {record['ptq_top1']:6.2f}   (ranges searched on the synthetic images, no fine-tuning)")
     result(args, f"  SynQ  top-1  {record['synq_top1']:6.2f}   (synthesis-aware fine-tuning, no real data)")
     result(args, f"  synthesis {record['synthesis_s']:.0f} s, fine-tuning {record['finetune_s']:.0f} s, "
                  f"total {record['wall_s']:.0f} s on {record['hardware']}")

@@ -342,15 +342,17 @@ class SynQTrainer(Trainer):
         """Stop with ``TrainingDiverged`` on a non-finite loss or a KD term that exploded (one host sync a step).
 
         Exploded: KD above ``max(4·ln K·T², 10 × the first step's KD)``, far worse than a uniform guess
-        (whose KD is at most ln K·T²) and than where fine-tuning started.
+        (whose KD is at most ln K·T²) and than where fine-tuning (or the resumed run) started.
         """
         kd = parts["kd"].detach()
         limit = 4.0 * math.log(max(num_classes, 2)) * self.synq_config.kd_temperature ** 2
         if self._kd_start is not None:
             limit = max(limit, 10.0 * self._kd_start)
         bad = torch.stack([~torch.isfinite(loss.detach()), kd > limit]).tolist()
-        if self._kd_start is None and not bad[0]:
-            self._kd_start = float(kd)
+        if self._kd_start is None:  # the first step (of this run or after a resume) is the reference, not judged
+            bad[1] = False
+            if not bad[0]:
+                self._kd_start = float(kd)
         if not (bad[0] or bad[1]):
             return
         step = self.state.global_step + 1
