@@ -157,4 +157,4 @@ def test_shared_teacher_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     synq = q.evaluate(data, which="synq", limit=256, progress=False)["top1"]
     assert fp > 85.0 and synq > 30.0  # a 3-step run is far from converged but far above chance (10%)
     folder = q.save_pretrained(tmp_path / "r20")
-    assert json.loads((folder / "results.json").read_text())["synq_top1"] == synq
+    assert json.loads((folder / "results.json").read_text())["synq_top1"] == round(synq, 2)  # results.json: 2 decimals
