@@ -39,21 +39,41 @@ def minmax_qparams(
     return scale, zero_point
 
 
-def fake_quantize_weight(weight: torch.Tensor, bits: int, symmetric: bool, per_channel: bool) -> torch.Tensor:
-    """Quantize-dequantize a weight with min-max ranges recomputed from its current values.
+def weight_qparams(
+    weight: torch.Tensor, bits: int, symmetric: bool, per_channel: bool, clip: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max qparams of ``weight`` (its min/max shrunk by ``clip`` ratios when given): [C_out] or 0-dim."""
+    w = weight.detach().float()
+    flat = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
+    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    if clip is not None:
+        lo, hi = lo * clip, hi * clip
+    scale, zp = minmax_qparams(lo, hi, bits, symmetric)
+    return (scale, zp) if per_channel else (scale.reshape(()), zp.reshape(()))
+
+
+def fake_quantize_weight_with(
+    weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int, symmetric: bool
+) -> torch.Tensor:
+    """Quantize-dequantize a weight with given qparams: per output channel ([C_out]) or per tensor (0-dim)."""
+    w = weight.float()
+    qmin, qmax = qrange(bits, symmetric)
+    if scale.dim():
+        out = torch.fake_quantize_per_channel_affine(w, scale, zero_point, 0, qmin, qmax)
+    else:
+        out = torch.fake_quantize_per_tensor_affine(w, scale, zero_point, qmin, qmax)
+    return out.to(weight.dtype)
+
+
+def fake_quantize_weight(
+    weight: torch.Tensor, bits: int, symmetric: bool, per_channel: bool, clip: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Quantize-dequantize a weight with min-max ranges recomputed from its current values (shrunk by ``clip``).
 
     Per-channel ranges are taken over every dimension but the first (output channels / features).
     """
-    w = weight.float()
-    qmin, qmax = qrange(bits, symmetric)
-    if per_channel:
-        flat = w.detach().reshape(w.shape[0], -1)
-        scale, zp = minmax_qparams(flat.amin(dim=1), flat.amax(dim=1), bits, symmetric)
-        out = torch.fake_quantize_per_channel_affine(w, scale, zp, 0, qmin, qmax)
-    else:
-        scale, zp = minmax_qparams(w.detach().amin(), w.detach().amax(), bits, symmetric)
-        out = torch.fake_quantize_per_tensor_affine(w, scale.reshape(()), zp.reshape(()), qmin, qmax)
-    return out.to(weight.dtype)
+    scale, zp = weight_qparams(weight, bits, symmetric, per_channel, clip)
+    return fake_quantize_weight_with(weight, scale, zp, bits, symmetric)
 
 
 def fake_quantize_tensor(

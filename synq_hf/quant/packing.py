@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from .fake_quant import qrange
+from .fake_quant import fake_quantize_weight_with, qrange
 from .layers import QuantConv2d, QuantLinear
 from .quantizers import ActQuantizer, WeightQuantizer
 
@@ -146,13 +146,7 @@ class FrozenWeightQuantizer(WeightQuantizer):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return weight
-        qmin, qmax = qrange(self.bits, self.symmetric)
-        w = weight.float()
-        if self.per_channel:
-            out = torch.fake_quantize_per_channel_affine(w, self.scale, self.zero_point, 0, qmin, qmax)
-        else:
-            out = torch.fake_quantize_per_tensor_affine(w, self.scale, self.zero_point, qmin, qmax)
-        return out.to(weight.dtype)
+        return fake_quantize_weight_with(weight, self.scale, self.zero_point, self.bits, self.symmetric)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", frozen"

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..config import RANGE_SEARCH_P
 from ..errors import SynQError
-from .fake_quant import fake_quantize_tensor, fake_quantize_weight, minmax_qparams, qrange
+from .fake_quant import fake_quantize_tensor, fake_quantize_weight, minmax_qparams, qrange, weight_qparams
 from .range_search import HIST_BINS, search_hist_range, search_weight_clip
 
 _EPS = torch.finfo(torch.float32).eps
@@ -73,13 +73,7 @@ class WeightQuantizer(nn.Module):
             self.zero_point.copy_(zp.reshape(self.zero_point.shape).float())
 
     def _minmax_qparams(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        w = weight.detach().float()
-        flat = w.reshape(w.shape[0], -1) if self.per_channel else w.reshape(1, -1)
-        lo, hi = flat.amin(dim=1), flat.amax(dim=1)
-        if hasattr(self, "clip"):
-            lo, hi = lo * self.clip, hi * self.clip
-        scale, zp = minmax_qparams(lo, hi, self.bits, self.symmetric)
-        return (scale, zp) if self.per_channel else (scale.reshape(()), zp.reshape(()))
+        return weight_qparams(weight, self.bits, self.symmetric, self.per_channel, getattr(self, "clip", None))
 
     @torch.no_grad()
     def qparams(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,16 +89,7 @@ class WeightQuantizer(nn.Module):
         if not self.enabled:
             return weight
         if not self.learnable:
-            if not hasattr(self, "clip"):
-                return fake_quantize_weight(weight, self.bits, self.symmetric, self.per_channel)
-            scale, zp = self._minmax_qparams(weight)
-            qmin, qmax = qrange(self.bits, self.symmetric)
-            w = weight.float()
-            if self.per_channel:
-                out = torch.fake_quantize_per_channel_affine(w, scale, zp, 0, qmin, qmax)
-            else:
-                out = torch.fake_quantize_per_tensor_affine(w, scale, zp, qmin, qmax)
-            return out.to(weight.dtype)
+            return fake_quantize_weight(weight, self.bits, self.symmetric, self.per_channel, getattr(self, "clip", None))
         qmin, qmax = qrange(self.bits, self.symmetric)
         w = weight.float()
         # LSQ gradient scale: 1/sqrt(weights per step size * Q_P) (Esser et al. 2020)
