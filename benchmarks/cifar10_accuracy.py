@@ -196,6 +196,7 @@ class BestStep(TrainerCallback):
             was_training = self.model.training
             self.history.append((step, self.evaluate(self.model.eval())))
             self.model.train(was_training)
+            _log(f"step {step}: top-1 {self.history[-1][1]}")  # a run cut short still shows how far it got
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         self.last_step = state.global_step
