@@ -444,7 +444,8 @@ def hardware_description(device: torch.device) -> str:
     """E.g. ``'cpu (2 threads, x86_64)'`` or ``'cuda: NVIDIA H200'`` for cards and results."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'' if n == 1 else 's'}, {platform.machine()})"
 
 
 class _work_dir:

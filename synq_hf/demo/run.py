@@ -18,15 +18,15 @@ from ..config import SynQConfig
 DEMO_CONFIG = SynQConfig(
     w_bits=4,
     a_bits=4,
-    num_images=512,
-    synthesis_iterations=200,
-    calibration_num_images=512,
+    num_images=256,
+    synthesis_iterations=150,
+    calibration_num_images=256,
     train_batch_size=64,
     learning_rate=1e-3,
-    max_steps=300,
+    max_steps=200,
     seed=0,
 )
-"""W4A4 with a budget sized for 2 CPU cores (about a minute of synthesis and of fine-tuning)."""
+"""W4A4 with a budget sized to finish in under a minute on one free CPU core (BENCHMARKS.md, "Offline demo")."""
 
 
 def run_demo(
