@@ -62,12 +62,19 @@ class GroupStore:
                 continue
         return out
 
-    def save(self, group: int, pixels: torch.Tensor, labels: torch.Tensor, attempt: int = 0) -> None:
-        """Save one finished group atomically (a crash never leaves a half-written file)."""
+    def save(self, group: int, pixels: torch.Tensor, labels: torch.Tensor, attempt: int = 0,
+             history: list[dict[str, Any]] | None = None) -> None:
+        """Save one finished group atomically (a crash never leaves a half-written file).
+
+        ``history`` (the loss log of the forward unit the group was optimized in) is kept for :meth:`history`.
+        """
         from safetensors.torch import save
 
+        metadata = {"group": str(group), "attempt": str(attempt)}
+        if history is not None:
+            metadata["history"] = json.dumps(history)
         data = save({"pixels": pixels.detach().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()},
-                    metadata={"group": str(group), "attempt": str(attempt)})
+                    metadata=metadata)
         _atomic_write_bytes(self.path(group), data)
 
     def load(self, group: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -83,6 +90,17 @@ class GroupStore:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path} is corrupt ({e}); delete it to synthesize that group again") from None
         return tensors["pixels"], tensors["labels"], attempt
+
+    def history(self, group: int) -> list[dict[str, Any]]:
+        """The loss log saved with group ``group`` (empty for groups saved without one)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = self.path(group)
+        try:
+            with safe_open(str(path), "pt") as f:
+                return json.loads((f.metadata() or {}).get("history", "[]"))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} is corrupt ({e}); delete it to synthesize that group again") from None
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
