@@ -7,11 +7,12 @@ process runs: all processes must call it, in the same order. In a plain ``python
 
 from __future__ import annotations
 
-from typing import TypeVar
+import os
+from typing import Any, TypeVar
 
 from .errors import SynQError
 
-__all__ = ["ProcessFailedError", "Processes", "processes"]
+__all__ = ["ProcessFailedError", "Processes", "partial_state", "processes"]
 
 T = TypeVar("T")
 
@@ -66,31 +67,31 @@ class Processes:
     def barrier(self) -> None:
         """Wait until every process gets here."""
         if self.world > 1:
-            from accelerate import PartialState
-
-            PartialState().wait_for_everyone()
+            partial_state().wait_for_everyone()
 
 
-def processes(distributed: bool | None = None) -> Processes:
-    """The processes of this run (``Accelerate``'s view); ``distributed=False`` pretends this one is alone.
+def partial_state() -> Any:
+    """Accelerate's ``PartialState`` for this run, with CPU processes (gloo) set up when there is no CUDA.
 
-    ``None`` (the default) means: shard when the script was started by ``accelerate launch`` or ``torchrun``
-    with more than one process (``WORLD_SIZE`` > 1), else run alone.
+    Accelerate sets up CPU processes only when asked to (``accelerate launch --cpu``); a plain ``torchrun`` on
+    a machine without CUDA must ask too. A state made earlier (by the Trainer, or by the script) is reused.
     """
-    import os
-
-    if distributed is False:
-        return Processes()
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if not launched and not distributed:
-        return Processes()
     import torch
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    # Accelerate sets up CPU processes (gloo) only when asked to; a plain ``torchrun`` on a machine without
-    # CUDA must ask too. A state made earlier (by the Trainer, or by the script) is reused as it is.
-    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
-    state = PartialState(cpu=cpu)
-    return Processes(state.process_index, state.num_processes)
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
 
+
+def processes(distributed: bool | None = None) -> Processes:
+    """The processes of this run (Accelerate's view); ``distributed=False`` pretends this one is alone.
+
+    ``None`` (the default) means: shard when the script was started by ``accelerate launch`` or ``torchrun``
+    with more than one process (``WORLD_SIZE`` > 1), else run alone.
+    """
+    if distributed is False:
+        return Processes()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not distributed:
+        return Processes()
+    state = partial_state()
+    return Processes(state.process_index, state.num_processes)

@@ -118,3 +118,36 @@ def test_two_cpu_ranks_match_one_process(tmp_path, monkeypatch) -> None:
     resumed = common.as_dict(common.synthesize(teacher, per_forward=1, checkpoint_dir=tmp_path / "store-two"))
     assert calls == [[3]]
     _assert_same(resumed, reference[1])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_recipe_on_two_localhost_machines(tmp_path) -> None:
+    """Two ``accelerate launch`` process groups (machine ranks 0 and 1) on loopback run one recipe with --smoke."""
+    from synq_hf.recipe import smoke_env
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
+              "--num_processes", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    script = [str(repo / "recipes" / "cifar10_resnet20_w4a4.py"), "--smoke", "--out", str(out)]
+    env = {**smoke_env(), "PYTHONPATH": str(repo), "CUDA_VISIBLE_DEVICES": ""}
+    procs = [subprocess.Popen([*launch, "--machine_rank", str(r), *script], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (1, 0)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs[1][-3000:] + logs[0][-3000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["method"] == "synq" and result["num_samples"] == 24
+    assert result["training"]["batch_size"] == 8  # 4 per process x 2 processes: data-parallel fine-tuning
+    assert result["synthesis"]["num_images"] == 16
+    # only the main process printed the results and saved; the group checkpoints are gone after success
+    assert sum('"quantized_layers"' in log for log in logs) == 1
+    assert not (tmp_path / ".out-synthetic-groups").exists()
