@@ -2,12 +2,15 @@
 
     python benchmarks/scaling.py --json                        # shared ResNet-20, 4 groups of 64, JPEG-10k eval
     python benchmarks/scaling.py --json --groups 8 --iterations 50 --processes 2
+    python benchmarks/scaling.py --json --serial-images 0        # skip the 224-px serial-cost probe
 
 Both runs go through ``torchrun`` (the same start-up cost), CPU/gloo, ``OMP_NUM_THREADS=1``. Inside each run
 the teacher load, the synthesis (first barrier to the gathered result, gather included) and the evaluation
 (counts gathered) are timed separately; the process start-up is reported as ``launch_s``. Prints one JSON
 object: raw times, speedup = t(1) / t(N), efficiency = speedup / N, whether the N-process images are
 bit-identical to the 1-process ones, and the load average before and after (this machine is shared).
+With ``--serial-images N`` (default 512) it also times, at 224 px, what does not shrink with more processes:
+gathering N images to every process, building the ``datasets.Dataset`` and saving it (for the N-GPU model).
 """
 
 from __future__ import annotations
@@ -65,10 +68,48 @@ def worker(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     metrics = evaluate_model(loaded.model, data, loaded.data_config, batch_size=256, device="cpu", progress=False)
     eval_s = time.perf_counter() - t0
+    report = {"processes": procs.world, "load_s": load_s, "synthesis_s": synthesis_s, "eval_s": eval_s,
+              "eval": metrics,
+              "images_sha256": hashlib.sha256(images.pixels.numpy().tobytes() + images.labels.numpy().tobytes())
+              .hexdigest()}
+    if args.serial_images:
+        report.update(serial_costs(args.serial_images, procs))
     if procs.is_main:
-        digest = hashlib.sha256(images.pixels.numpy().tobytes() + images.labels.numpy().tobytes()).hexdigest()
-        print("RESULT " + json.dumps({"processes": procs.world, "load_s": load_s, "synthesis_s": synthesis_s,
-                                      "eval_s": eval_s, "images_sha256": digest, "eval": metrics}), flush=True)
+        print("RESULT " + json.dumps(report), flush=True)
+
+
+def serial_costs(num_images: int, procs) -> dict:
+    """The parts that do not shrink with more processes, at 224 px: gather + assembly, Dataset build, save.
+
+    Zero synthesis iterations of a tiny BN model, so only noise init, the gather of the pixels to every
+    process, the concatenation, ``to_dataset`` and ``save_to_disk`` are timed.
+    """
+    import timm
+    import torch
+
+    from synq_hf.config import SynQConfig
+    from synq_hf.synthesis import generate_synthetic
+    from synq_hf.synthesis.dataset import to_dataset
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=1000).eval()
+    dc = {"input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    procs.barrier()
+    t0 = time.perf_counter()
+    images = generate_synthetic(model, SynQConfig(synthesis_batch_size=256), data_config=dc, num_images=num_images,
+                                iterations=0, seed=0, device="cpu", progress=False)
+    gather_s = time.perf_counter() - t0
+    out = {"serial_images": num_images, "serial_gb": images.pixels.numel() * 4 / 1e9, "gather_s": gather_s}
+    if procs.is_main:
+        t0 = time.perf_counter()
+        data = to_dataset(images, teacher_id="tiny", data_config=dc, num_classes=1000)
+        out["to_dataset_s"] = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            data.save_to_disk(tmp)
+            out["save_s"] = time.perf_counter() - t0
+    procs.barrier()
+    return out
 
 
 def launch(n: int, args: argparse.Namespace) -> dict:
@@ -76,7 +117,8 @@ def launch(n: int, args: argparse.Namespace) -> dict:
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     cmd = [torchrun, "--standalone", "--nproc_per_node", str(n), __file__, "--worker", "--groups", str(args.groups),
            "--batch", str(args.batch), "--iterations", str(args.iterations), "--teacher", str(args.teacher),
-           "--eval-data", str(args.eval_data), "--eval-limit", str(args.eval_limit or 0)]
+           "--eval-data", str(args.eval_data), "--eval-limit", str(args.eval_limit or 0),
+           "--serial-images", str(args.serial_images)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH")]))}
@@ -89,7 +131,8 @@ def launch(n: int, args: argparse.Namespace) -> dict:
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
     report = json.loads(line.removeprefix("RESULT "))
     report["command_s"] = wall
-    report["launch_s"] = wall - report["load_s"] - report["synthesis_s"] - report["eval_s"]
+    report["launch_s"] = wall - report["load_s"] - report["synthesis_s"] - report["eval_s"] - sum(
+        report.get(k, 0.0) for k in ("gather_s", "to_dataset_s", "save_s"))
     return report
 
 
@@ -103,6 +146,8 @@ def main() -> None:
     p.add_argument("--teacher", type=Path, default=TEACHER)
     p.add_argument("--eval-data", type=Path, default=JPEG10K, help="parquet file (default: the JPEG-10k set)")
     p.add_argument("--eval-limit", type=int, default=0, help="evaluate only the first N images (0: all)")
+    p.add_argument("--serial-images", type=int, default=512,
+                   help="224-px images for timing the serial gather/Dataset/save steps (0: skip; default 512)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -119,8 +164,11 @@ def main() -> None:
            "eval_images": one["eval"]["num_samples"], "processes": args.processes, "threads_per_process": 1,
            "cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
            "loadavg_after": [round(x, 2) for x in load_after]}
-    for key in ("synthesis_s", "eval_s", "load_s", "launch_s", "command_s"):
-        out[f"{key}_1"], out[f"{key}_{args.processes}"] = round(one[key], 2), round(many[key], 2)
+    for key in ("synthesis_s", "eval_s", "load_s", "launch_s", "command_s", "gather_s", "to_dataset_s", "save_s"):
+        if key in one:
+            out[f"{key}_1"], out[f"{key}_{args.processes}"] = round(one[key], 2), round(many[key], 2)
+    if args.serial_images:
+        out["serial_images"], out["serial_gb"] = args.serial_images, round(one["serial_gb"], 3)
     for what in ("synthesis", "eval"):
         speedup = one[f"{what}_s"] / many[f"{what}_s"]
         out[f"{what}_speedup"] = round(speedup, 3)
