@@ -1,9 +1,9 @@
 """Per-group synthesis checkpoints: each finished group of images is saved as it completes, and reused.
 
 A synthesis run is a plan of groups; group ``g`` (its index in the plan) starts from noise and labels seeded by
-``(seed, g, attempt)`` and its augmentation is seeded the same way, so a group's pixels depend on nothing but
-its index, its attempt and the run's config. :class:`GroupStore` keeps ``group-<g>.safetensors`` (pixels,
-labels, attempt) in a folder whose ``groups.json`` records the fingerprint of the run (teacher, resolved
+``(seed, g, attempt)`` and the augmentation of its forward unit by the unit's first group, so a group's pixels
+depend on nothing but its index, its attempt and the run's config. :class:`GroupStore` keeps
+``group-<g>.safetensors`` (pixels, labels, attempt, the unit's loss log) in a folder whose ``groups.json`` records the fingerprint of the run (teacher, resolved
 config, plan size): a store written for another run is refused. Groups are written a forward unit at a time
 (``synthesis_groups_per_forward`` groups, once all of them are finished), by whichever process optimized the
 unit; a rerun with any number of processes loads them and synthesizes only the unfinished units.
