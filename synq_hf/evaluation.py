@@ -9,14 +9,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 
 from .data import build_eval_transform, detect_columns, make_batch_transform, raw_images
+from .distributed import processes
 from .errors import DataError
 from .model_info import LoadedModel, model_logits
 
-__all__ = ["METRIC_PATH", "evaluate_model", "load_topk_metric"]
+__all__ = ["METRIC_PATH", "evaluate_model", "load_topk_metric", "topk_hits"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,14 @@ def evaluate_model(
     image_column: str | None = None,
     label_column: str | None = None,
     progress: bool = True,
+    distributed: bool | None = None,
 ) -> dict[str, Any]:
-    """Top-1/top-5 accuracy (percent) of ``model`` on ``dataset`` with the model's eval preprocessing."""
+    """Top-1/top-5 accuracy (percent) of ``model`` on ``dataset`` with the model's eval preprocessing.
+
+    Under ``accelerate launch``/``torchrun`` with several processes (``distributed=None``: detected; ``False``:
+    every process evaluates everything) every process must call this: each evaluates a contiguous slice and the
+    correct counts are summed, so every process returns the numbers a single process would.
+    """
     if isinstance(model, LoadedModel):
         data_config = data_config or model.data_config
         model = model.model
@@ -104,29 +111,44 @@ def evaluate_model(
         raise DataError("the dataset is empty")
     num_classes = _num_classes(model)
     _check_labels(dataset, label_col, num_classes)
+    procs = processes(distributed)
+    start, stop = procs.rank * n // procs.world, (procs.rank + 1) * n // procs.world
 
     transform = build_eval_transform(data_config)
     view = raw_images(dataset.select_columns([image_col, label_col]), image_col).with_transform(
         make_batch_transform(transform, image_col, label_col)
     )
     # Index with whole batches so the transform runs once per batch (Arrow decodes in bulk).
-    sampler = BatchSampler(SequentialSampler(range(n)), batch_size=batch_size, drop_last=False)
+    sampler = BatchSampler(range(start, stop), batch_size=batch_size, drop_last=False)
     loader = DataLoader(view, sampler=sampler, batch_size=None, num_workers=0)
 
     dev = _resolve_device(device, model)
     was_training = model.training
     model.eval().to(dev)
-    metric = load_topk_metric("indices")
     k = min(5, num_classes) if num_classes else 5
+    correct = np.zeros(2, dtype=np.int64)  # top-1, top-5 hits of this process's slice
+    error = None
     try:
-        with tqdm(total=n, desc="evaluate", unit="img", disable=not progress) as bar:
+        with tqdm(total=stop - start, desc="evaluate", unit="img", disable=not (progress and procs.is_main)) as bar:
             for batch in loader:
                 x = batch["pixel_values"].to(dev, non_blocking=True)
                 logits = model_logits(model, x).float()
                 top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices.cpu().numpy()
-                metric.add_batch(predictions=top, references=batch["labels"].numpy())
+                correct += topk_hits(top, batch["labels"].numpy())
                 bar.update(x.shape[0])
+    except Exception as e:
+        if procs.world == 1:
+            raise
+        error = f"evaluating samples {start}..{stop - 1} failed: {type(e).__name__}: {e}"
+        logger.exception("evaluate: %s", error)
     finally:
         model.train(was_training)
-    scores = metric.compute(top_k=(1, 5))
-    return {"num_samples": n, "top1": 100.0 * scores["top1"], "top5": 100.0 * scores["top5"]}
+    procs.check(error)
+    top1, top5 = (int(c) for c in np.sum(procs.gather(correct), axis=0))
+    return {"num_samples": n, "top1": 100.0 * (top1 / n), "top5": 100.0 * (top5 / n)}
+
+
+def topk_hits(ranked: np.ndarray, labels: np.ndarray, top_k: tuple[int, ...] = (1, 5)) -> np.ndarray:
+    """How many rows of ``ranked`` (class indices, best first) hold their label within the first k, per k."""
+    hits = ranked == labels.reshape(-1, 1)
+    return np.array([int(hits[:, :k].any(axis=1).sum()) for k in top_k], dtype=np.int64)

@@ -3,8 +3,9 @@
 A recipe names a teacher and a full ``SynQConfig``; ``run_recipe`` parses the common flags, runs
 synthesize → quantize → (PTQ baseline and evaluation when ``--eval-data`` is given) → save, and
 records the recipe and every hyperparameter in the model card. It works under ``python`` and
-``accelerate launch`` / ``torchrun``: the main process synthesizes (others load its cached copy),
-all processes fine-tune, the main process evaluates and saves.
+``accelerate launch`` / ``torchrun`` (one machine or several): every process synthesizes its share of the
+groups and gets the whole set, all processes fine-tune (DDP) and evaluate their slice of the data (counts
+summed), and the main process alone saves and pushes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +53,7 @@ class Recipe:
     smoke_family: str = "cnn"  # which tiny random model --smoke uses: "cnn", "vit" or "swin"
 
 
-SMOKE_OVERRIDES = dict(num_images=8, synthesis_batch_size=8, synthesis_iterations=2, calibration_num_images=8,
+SMOKE_OVERRIDES = dict(num_images=16, synthesis_batch_size=8, synthesis_iterations=2, calibration_num_images=8,
                        calibration_batch_size=8, train_batch_size=4, max_steps=2)
 
 
@@ -61,6 +63,7 @@ def build_smoke_teacher(family: str, folder: Path) -> str:
     Smoke runs check that a recipe's code path works end to end in seconds, not accuracy.
     """
     import timm
+    import torch
     from timm.models import save_for_hf
 
     kwargs = {
@@ -69,11 +72,28 @@ def build_smoke_teacher(family: str, folder: Path) -> str:
         "swin": ("swin_tiny_patch4_window7_224", dict(num_classes=10, embed_dim=24, depths=(1, 1),
                                                         num_heads=(1, 2), img_size=56, window_size=7)),
     }[family]
-    model = timm.create_model(kwargs[0], pretrained=False, **kwargs[1]).eval()
+    with torch.random.fork_rng():  # the same weights in every process of a multi-process smoke run
+        torch.manual_seed(0)
+        model = timm.create_model(kwargs[0], pretrained=False, **kwargs[1]).eval()
     folder.mkdir(parents=True, exist_ok=True)
     model_args = kwargs[1] if family == "swin" else {"num_classes": 10}
     save_for_hf(model, str(folder), model_args=model_args, safe_serialization=True)
     return f"local-dir:{folder}"
+
+
+def build_smoke_eval_data(folder: Path, num_images: int = 24) -> str:
+    """Write a tiny seeded set of random labelled 32x32 images (``save_to_disk``) so smoke runs evaluate too."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(num_images)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
+    data = datasets.Dataset.from_dict({"image": images, "label": rng.integers(0, 10, num_images).tolist()},
+                                      features=features)
+    data.save_to_disk(str(folder))
+    return str(folder)
 
 
 def _parser(recipe: Recipe) -> argparse.ArgumentParser:
@@ -99,48 +119,50 @@ def _parser(recipe: Recipe) -> argparse.ArgumentParser:
 def run_recipe(recipe: Recipe, argv: list[str] | None = None,
                on_result: Callable[[dict], None] | None = None) -> int:
     """Run ``recipe`` with command-line ``argv``; returns the exit code (0 on success)."""
-    from accelerate import PartialState
     from datasets import load_from_disk
 
+    from .data import load_image_dataset
+    from .distributed import partial_state, processes
     from .quantizer import SynQQuantizer
 
     args = _parser(recipe).parse_args(argv)
-    state = PartialState()
+    state, procs = partial_state(), processes()
     config = recipe.config
     if args.seed is not None:
         config = config.replace(seed=args.seed)
     tmp = tempfile.TemporaryDirectory(prefix="synq-recipe-") if args.smoke else None
     model_id, eval_data = args.model, args.eval_data
-    if args.smoke:
+    if args.smoke:  # every process builds its own identical (seeded) tiny teacher and data: no shared disk needed
         config = config.replace(**SMOKE_OVERRIDES)
-        with state.main_process_first():
-            folder = Path(tmp.name) / "teacher"
-            if state.is_main_process:
-                build_smoke_teacher(recipe.smoke_family, folder)
-            model_id, eval_data = f"local-dir:{folder}", None
+        model_id = build_smoke_teacher(recipe.smoke_family, Path(tmp.name) / "teacher")
+        eval_data = build_smoke_eval_data(Path(tmp.name) / "eval")
     out = Path(args.out or (Path(tmp.name) / "out" if args.smoke else Path("runs") / recipe.name))
-    if state.is_main_process and out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise SystemExit(f"{out} exists and is not empty; pass --overwrite to replace it")
+    refuse = (f"{out} exists and is not empty; pass --overwrite to replace it"
+              if procs.is_main and out.exists() and any(out.iterdir()) and not args.overwrite else None)
+    refuse = procs.from_main(refuse)
+    if refuse:
+        raise SystemExit(refuse)
 
     quantizer = SynQQuantizer.from_pretrained(model_id, config, device=state.device)
     quantizer.recipe = recipe.name
-    cache = out.parent / f".{out.name}-synthetic"
-    with state.main_process_first():
-        if args.synthetic:
-            quantizer.synthetic = load_from_disk(args.synthetic)
-        elif state.is_main_process:
-            quantizer.synthesize(progress=True)
-            if state.num_processes > 1:
-                quantizer.synthetic.save_to_disk(str(cache))
-        else:
-            quantizer.synthetic = load_from_disk(str(cache))
-    quantizer.quantize(max_steps=args.max_steps or config.max_steps, output_dir=out.parent / f".{out.name}-ckpt")
-    if state.is_main_process:
-        if eval_data:
-            quantizer.evaluate(eval_data, which="synq")
-            quantizer.ptq()
-            quantizer.evaluate(eval_data, which="ptq")
-            quantizer.evaluate(eval_data, which="float")
+    groups = out.parent / f".{out.name}-synthetic-groups"  # per-group checkpoints: a rerun resumes
+    if args.synthetic:
+        quantizer.synthetic = load_from_disk(args.synthetic)
+    else:
+        quantizer.synthesize(progress=procs.is_main, checkpoint_dir=groups)
+    # Without CUDA the Trainer must be told to use CPU processes (gloo), or each process trains alone.
+    training_args = {"use_cpu": True} if state.device.type == "cpu" else None
+    quantizer.quantize(max_steps=args.max_steps or config.max_steps, output_dir=out.parent / f".{out.name}-ckpt",
+                       training_args=training_args)
+    if eval_data:
+        with state.main_process_first():  # datasets builds its cache once
+            load_image_dataset(eval_data)
+        progress = procs.is_main
+        quantizer.evaluate(eval_data, which="synq", progress=progress)
+        quantizer.ptq(progress=progress)
+        quantizer.evaluate(eval_data, which="ptq", progress=progress)
+        quantizer.evaluate(eval_data, which="float", progress=progress)
+    if procs.is_main:
         quantizer.save_pretrained(out, overwrite=args.overwrite or args.smoke)
         result = quantizer.results_json()
         print(json.dumps(result, indent=2))
@@ -148,7 +170,8 @@ def run_recipe(recipe: Recipe, argv: list[str] | None = None,
             on_result(result)
         if args.push_to_hub:
             print(quantizer.push_to_hub(args.push_to_hub, save_dir=None))
-    state.wait_for_everyone()
+        shutil.rmtree(groups, ignore_errors=True)
+    procs.barrier()
     if tmp is not None:
         tmp.cleanup()
     return 0

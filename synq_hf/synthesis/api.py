@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ..architectures import SPECS, find_spec
 from ..config import SynQConfig
+from ..distributed import Processes, processes
 from ..errors import ConfigError, SynQError, UnsupportedModelError
 from ..outputs import public_name
 from .cnn import BNStatsObjective
@@ -102,6 +103,7 @@ def generate_synthetic(
     num_classes: int | None = None, num_images: int | None = None, iterations: int | None = None,
     seed: int | None = None, device: str | torch.device | None = None, progress: bool = True,
     checkpoint_dir: str | os.PathLike | None = None, fingerprint: dict[str, Any] | None = None,
+    distributed: bool | None = None,
 ) -> SyntheticImages:
     """Synthesize images as tensors (no ``datasets`` overhead): the lower level of :func:`synthesize`.
 
@@ -110,6 +112,12 @@ def generate_synthetic(
     an unset ``synthesis_batch_size`` becomes ``min(num_images, the family's default)``. With ``checkpoint_dir``
     each finished group is saved there (:class:`~synq_hf.synthesis.groups.GroupStore`, keyed by ``fingerprint``
     and the resolved config) and groups already there are loaded instead of synthesized again.
+
+    Under ``accelerate launch``/``torchrun`` with several processes (``distributed=None``: detected; ``False``:
+    every process synthesizes everything alone) every process must call this: each optimizes its share of the
+    groups and every process returns all images, the same as a single process with the same seed and
+    ``synthesis_groups_per_forward`` would. A shared ``checkpoint_dir`` lets a rerun resume with any number of
+    processes.
     """
     family = synthesis_family(teacher, family)
     input_size = tuple(int(v) for v in data_config["input_size"])
@@ -149,7 +157,7 @@ def generate_synthetic(
             store = GroupStore(checkpoint_dir, {**(fingerprint or {}), "config": cfg.to_dict(), "family": family,
                                                 "groups": len(labels_plan), "num_classes": num_classes})
         return _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch, num_classes, device,
-                         progress, centres, store)
+                         progress, centres, store, processes(distributed))
     finally:
         for p, flag in zip(teacher.parameters(), grad_flags):
             p.requires_grad_(flag)
@@ -160,14 +168,16 @@ def synthesize(
     teacher: nn.Module, config: SynQConfig | None = None, *, data_config: dict[str, Any], family: str | None = None,
     class_names: list[str] | None = None, teacher_id: str = "", num_images: int | None = None,
     iterations: int | None = None, seed: int | None = None, device: str | torch.device | None = None,
-    progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = True, checkpoint_dir: str | os.PathLike | None = None, distributed: bool | None = None,
 ) -> datasets.Dataset:
     """Synthesize a labelled image dataset from ``teacher`` alone (SynQ step 1), as a ``datasets.Dataset``.
 
     CNNs with BatchNorm use BN-statistics synthesis, ViT/DeiT/Swin models PSAQ-ViT patch similarity. The
     dataset's ``info.description`` holds the teacher id, the resolved config and the seed (see
     ``synthesis_metadata``); the same seed gives the same pixels. ``checkpoint_dir`` saves each finished group
-    and resumes from the groups already there (same pixels as an uninterrupted run).
+    and resumes from the groups already there (same pixels as an uninterrupted run). Under a multi-process
+    launch the groups are shared out among the processes and each returns the whole dataset (see
+    :func:`generate_synthetic`).
     """
     from .dataset import to_dataset
 
@@ -175,7 +185,7 @@ def synthesize(
     images = generate_synthetic(teacher, config or SynQConfig(), data_config=data_config, family=family,
                                 num_classes=num_classes, num_images=num_images, iterations=iterations, seed=seed,
                                 device=device, progress=progress, checkpoint_dir=checkpoint_dir,
-                                fingerprint={"teacher": public_name(teacher_id)})
+                                fingerprint={"teacher": public_name(teacher_id)}, distributed=distributed)
     return to_dataset(images, teacher_id=teacher_id, data_config=data_config, class_names=class_names,
                       num_classes=num_classes or _num_classes(teacher))
 
@@ -188,12 +198,16 @@ def _num_classes(teacher: nn.Module) -> int:
 
 
 def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch, num_classes, device, progress,
-              centres, store=None) -> SyntheticImages:
-    """Optimize every planned group, ``synthesis_groups_per_forward`` at a time, restarting diverged groups.
+              centres, store=None, procs: Processes | None = None) -> SyntheticImages:
+    """Optimize every planned group in forward units of ``synthesis_groups_per_forward`` groups.
 
-    Augmentation randomness is re-seeded per chunk from (seed, first group, attempt), so a group's pixels do not
-    depend on which groups ran before it (resuming from ``store`` gives the same pixels).
+    The units are fixed by the plan alone (consecutive groups of equal size). A unit's noise, labels and
+    augmentation are seeded by (seed, its first group, attempt) and a diverged group restarts within its unit,
+    so a unit's pixels do not depend on which units ran before it, on which process, or whether it was loaded
+    from ``store``. Under several processes (``procs``) each optimizes every world-th unfinished unit; the
+    results are gathered, in group order, on every process.
     """
+    procs = procs or Processes()
     iters, per_forward = cfg.synthesis_iterations, cfg.synthesis_groups_per_forward
     host_rng = random.Random(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -209,74 +223,96 @@ def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch,
         lo, hi = _valid_range(data_config, device)
         clamp = (lo, hi)
 
+    units = _chunks(list(range(len(labels_plan))), labels_plan, per_forward)
+    # The main process decides which units are finished, so that every process shares out the same list.
+    done = set(procs.from_main(sorted(store.done()) if store is not None and procs.is_main else []))
+    finished = [u for u, unit in enumerate(units) if done.issuperset(unit)]
+    todo = procs.share([u for u, unit in enumerate(units) if not done.issuperset(unit)])
+    results: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+    histories: dict[int, list[dict[str, float]]] = {}
+    if finished and procs.is_main:
+        for u in finished:
+            for g in units[u]:
+                results[g] = store.load(g)
+            histories[u] = store.history(units[u][0])
+        logger.info("synthesis: resuming, %d of %d groups already done",
+                    sum(len(units[u]) for u in finished), len(labels_plan))
     total_images = sum(batch if lab is None else len(lab) for lab in labels_plan)
-    results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    history: list[dict[str, float]] = []
-    restarts = 0
-    done_images = 0
-    if store is not None:
-        for g in sorted(store.done() & set(range(len(labels_plan)))):
-            pixels, labels, tries = store.load(g)
-            results[g] = (pixels, labels)
-            restarts += tries
-            done_images += labels.numel()
-        if results:
-            logger.info("synthesis: resuming, %d of %d groups already done", len(results), len(labels_plan))
-    pending = [g for g in range(len(labels_plan)) if g not in results]
-    bar = tqdm(total=len(pending) * iters, disable=not progress, desc="synthesizing", unit="it")
-    attempt = 0
+    bar = tqdm(total=len(todo) * iters, disable=not (progress and procs.is_main), desc="synthesizing", unit="it")
     shown: dict[str, Any] = {}
-    with objective:
+    counter = {"images": sum(r[1].numel() for r in results.values())}
+
+    def run_unit(unit: list[int]) -> list[dict[str, float]]:
+        """Optimize one unit, restarting its diverged groups from new noise; results go to ``results``."""
+        pending, attempt, history = list(unit), 0, []
         while pending:
             if attempt > MAX_RESTARTS:
                 raise SynthesisDivergedError(
-                    f"{len(pending)} group(s) of synthetic images still produced NaN/Inf after {MAX_RESTARTS} "
-                    f"restarts; lower synthesis_lr (now {cfg.synthesis_lr}) or check the teacher"
+                    f"synthesis group(s) {pending} still produced NaN/Inf after {MAX_RESTARTS} restarts; lower "
+                    f"synthesis_lr (now {cfg.synthesis_lr}) or check the teacher"
                 )
+            chunk_seed = _group_seed(cfg.seed, pending[0], attempt)
+            aug_gen.manual_seed(chunk_seed)
+            host_rng.seed(chunk_seed)
+            pixels, labels = _init_chunk(pending, labels_plan, batch, input_size, num_classes, cfg.seed, attempt,
+                                         device)
+            last = [0]
+
+            def on_log(it: int, entry: dict[str, float], last: list[int] = last) -> None:
+                shown.clear()
+                shown.update(it=it, **{k: f"{v:.3g}" for k, v in entry.items() if k not in ("iteration", "lr")})
+                bar.set_postfix(**shown, images=f"{counter['images']}/{total_images}", refresh=False)
+                bar.update(it - last[0])
+                last[0] = it
+
+            run = run_groups(objective, pixels, labels, iterations=iters, lr=cfg.synthesis_lr,
+                             patience=cfg.synthesis_lr_patience, factor=cfg.synthesis_lr_factor,
+                             min_lr=cfg.synthesis_min_lr, log_every=cfg.synthesis_log_every, clamp=clamp,
+                             on_log=on_log)
+            bad = (run.nonfinite | ~torch.isfinite(run.pixels.flatten(1)).all(1)).tolist()
             failed = []
-            for chunk in _chunks(pending, labels_plan, per_forward):
-                chunk_seed = _group_seed(cfg.seed, chunk[0], attempt)
-                aug_gen.manual_seed(chunk_seed)
-                host_rng.seed(chunk_seed)
-                pixels, labels = _init_chunk(chunk, labels_plan, batch, input_size, num_classes, cfg.seed,
-                                             attempt, device)
-                last = [0]
-
-                def on_log(it: int, entry: dict[str, float], last: list[int] = last, done: int = done_images) -> None:
-                    shown.clear()
-                    shown.update(it=it, **{k: f"{v:.3g}" for k, v in entry.items() if k not in ("iteration", "lr")})
-                    bar.set_postfix(**shown, images=f"{done}/{total_images}", refresh=False)
-                    bar.update(it - last[0])
-                    last[0] = it
-
-                run = run_groups(objective, pixels, labels, iterations=iters, lr=cfg.synthesis_lr,
-                                 patience=cfg.synthesis_lr_patience, factor=cfg.synthesis_lr_factor,
-                                 min_lr=cfg.synthesis_min_lr, log_every=cfg.synthesis_log_every, clamp=clamp,
-                                 on_log=on_log)
-                bad = run.nonfinite | ~torch.isfinite(run.pixels.flatten(1)).all(1)
-                bad_list = bad.tolist()
-                for gi, g in enumerate(chunk):
-                    if bad_list[gi]:
-                        failed.append(g)
-                    else:
-                        results[g] = (run.pixels[gi].cpu(), labels[gi].cpu())
-                        done_images += labels[gi].numel()
-                        if store is not None:
-                            store.save(g, results[g][0], results[g][1], attempt)
-                history.extend({"chunk": chunk[0], "attempt": attempt, **e} for e in run.history)
-                bar.set_postfix(**shown, images=f"{done_images}/{total_images}", refresh=True)
+            for gi, g in enumerate(pending):
+                if bad[gi]:
+                    failed.append(g)
+                else:
+                    results[g] = (run.pixels[gi].cpu(), labels[gi].cpu(), attempt)
+                    counter["images"] += labels[gi].numel()
+            history.extend({"chunk": pending[0], "attempt": attempt, **e} for e in run.history)
+            bar.set_postfix(**shown, images=f"{counter['images']}/{total_images}", refresh=True)
             if failed:
-                restarts += len(failed)
                 logger.warning("synthesis: %d group(s) diverged (NaN/Inf); restarting them from new noise",
                                len(failed))
                 bar.total += len(failed) * iters
             pending, attempt = failed, attempt + 1
+        return history
+
+    error = None
+    with objective:
+        for u in todo:
+            try:
+                histories[u] = run_unit(units[u])
+            except Exception as e:
+                if procs.world == 1:
+                    raise
+                logger.exception("synthesis: group(s) %s failed on process %d", units[u], procs.rank)
+                error = f"synthesis group(s) {units[u]} failed: {type(e).__name__}: {e}"
+                break
+            if store is not None:  # a unit is saved only once all its groups are finished
+                for g in units[u]:
+                    store.save(g, *results[g], history=histories[u])
     bar.close()
+    procs.check(error)
+    if procs.world > 1:
+        for part_results, part_histories in procs.gather((results, histories)):
+            results.update(part_results)
+            histories.update(part_histories)
     order = range(len(labels_plan))
     pixels = torch.cat([results[g][0] for g in order])
     labels = torch.cat([results[g][1] for g in order])
+    history = [entry for u in range(len(units)) for entry in histories[u]]
     return SyntheticImages(pixels=pixels, labels=labels, family=family, config=cfg, seed=cfg.seed,
-                           restarts=restarts, calibration_centres=centres, history=history)
+                           restarts=sum(results[g][2] for g in order), calibration_centres=centres,
+                           history=history)
 
 
 def _chunks(groups: list[int], plan: list, per_forward: int) -> list[list[int]]:

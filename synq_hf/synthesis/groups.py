@@ -1,11 +1,12 @@
 """Per-group synthesis checkpoints: each finished group of images is saved as it completes, and reused.
 
 A synthesis run is a plan of groups; group ``g`` (its index in the plan) starts from noise and labels seeded by
-``(seed, g, attempt)`` and its augmentation is seeded the same way, so a group's pixels depend on nothing but
-its index, its attempt and the run's config. :class:`GroupStore` keeps ``group-<g>.safetensors`` (pixels,
-labels, attempt) in a folder whose ``groups.json`` records the fingerprint of the run (teacher, resolved
-config, plan size): a store written for another run is refused. Resuming, or sharding the groups across
-processes that share one folder, reuses exactly these files.
+``(seed, g, attempt)`` and the augmentation of its forward unit by the unit's first group, so a group's pixels
+depend on nothing but its index, its attempt and the run's config. :class:`GroupStore` keeps
+``group-<g>.safetensors`` (pixels, labels, attempt, the unit's loss log) in a folder whose ``groups.json`` records the fingerprint of the run (teacher, resolved
+config, plan size): a store written for another run is refused. Groups are written a forward unit at a time
+(``synthesis_groups_per_forward`` groups, once all of them are finished), by whichever process optimized the
+unit; a rerun with any number of processes loads them and synthesizes only the unfinished units.
 """
 
 from __future__ import annotations
@@ -62,12 +63,19 @@ class GroupStore:
                 continue
         return out
 
-    def save(self, group: int, pixels: torch.Tensor, labels: torch.Tensor, attempt: int = 0) -> None:
-        """Save one finished group atomically (a crash never leaves a half-written file)."""
+    def save(self, group: int, pixels: torch.Tensor, labels: torch.Tensor, attempt: int = 0,
+             history: list[dict[str, Any]] | None = None) -> None:
+        """Save one finished group atomically (a crash never leaves a half-written file).
+
+        ``history`` (the loss log of the forward unit the group was optimized in) is kept for :meth:`history`.
+        """
         from safetensors.torch import save
 
+        metadata = {"group": str(group), "attempt": str(attempt)}
+        if history is not None:
+            metadata["history"] = json.dumps(history)
         data = save({"pixels": pixels.detach().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()},
-                    metadata={"group": str(group), "attempt": str(attempt)})
+                    metadata=metadata)
         _atomic_write_bytes(self.path(group), data)
 
     def load(self, group: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -83,6 +91,17 @@ class GroupStore:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path} is corrupt ({e}); delete it to synthesize that group again") from None
         return tensors["pixels"], tensors["labels"], attempt
+
+    def history(self, group: int) -> list[dict[str, Any]]:
+        """The loss log saved with group ``group`` (empty for groups saved without one)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = self.path(group)
+        try:
+            with safe_open(str(path), "pt") as f:
+                return json.loads((f.metadata() or {}).get("history", "[]"))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} is corrupt ({e}); delete it to synthesize that group again") from None
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
