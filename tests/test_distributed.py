@@ -41,6 +41,18 @@ def _count_units(monkeypatch) -> list[list[int]]:
     return calls
 
 
+def _stopping_at(group: int):
+    """``_init_chunk`` that raises when it is asked for ``group`` (a process stopping there)."""
+    real = api._init_chunk
+
+    def failing(chunk, *args, **kwargs):
+        if group in chunk:
+            raise RuntimeError("stop")
+        return real(chunk, *args, **kwargs)
+
+    return failing
+
+
 def test_processes_share_round_robin_and_alone_is_a_no_op() -> None:
     assert Processes(1, 3).share(list(range(8))) == [1, 4, 7]
     alone = processes()
@@ -52,15 +64,8 @@ def test_processes_share_round_robin_and_alone_is_a_no_op() -> None:
 def test_single_process_resume_skips_finished_units(tmp_path, monkeypatch) -> None:
     teacher = common.teacher()
     whole = common.as_dict(common.synthesize(teacher, per_forward=2))
-    real = api._init_chunk
-
-    def failing(chunk, *args, **kwargs):
-        if 2 in chunk:
-            raise RuntimeError("stop")
-        return real(chunk, *args, **kwargs)
-
     with monkeypatch.context() as m:
-        m.setattr(api, "_init_chunk", failing)
+        m.setattr(api, "_init_chunk", _stopping_at(2))
         with pytest.raises(RuntimeError, match="stop"):
             common.synthesize(teacher, per_forward=2, checkpoint_dir=tmp_path / "store")
     assert sorted(p.name for p in (tmp_path / "store").glob("group-*")) == ["group-000000.safetensors",
@@ -81,15 +86,8 @@ def test_two_cpu_ranks_match_one_process(tmp_path, monkeypatch) -> None:
     evaluation = evaluate_model(model, dataset, data_config, batch_size=4, progress=False)
 
     # A single process stops after groups 0 and 1; the worker resumes that store under two processes.
-    real = api._init_chunk
-
-    def failing(chunk, *args, **kwargs):
-        if 2 in chunk:
-            raise RuntimeError("stop")
-        return real(chunk, *args, **kwargs)
-
     with monkeypatch.context() as m:
-        m.setattr(api, "_init_chunk", failing)
+        m.setattr(api, "_init_chunk", _stopping_at(2))
         with pytest.raises(RuntimeError):
             common.synthesize(teacher, per_forward=1, checkpoint_dir=tmp_path / "store-one")
 
