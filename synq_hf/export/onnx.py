@@ -32,6 +32,7 @@ from torch import nn
 from ..errors import ConfigError, SynQError
 from ..model_info import model_logits
 from ..quant import ActQuantizer, QuantConv2d, QuantLinear, is_quantized, qrange
+from ..quant.fake_quant import quantize_dequantize
 from ..quant.packing import packed_layers, weight_codes
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "require_onnx"]
@@ -59,7 +60,7 @@ class _QDQ(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, qmin, qmax, container):  # noqa: ANN001, ANN205
-        return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero_point, qmin, qmax).to(x.dtype)
+        return quantize_dequantize(x.float(), scale, zero_point, qmin, qmax).to(x.dtype)
 
     @staticmethod
     def symbolic(g, x, scale, zero_point, qmin, qmax, container):  # noqa: ANN001, ANN205
