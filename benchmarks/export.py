@@ -3,9 +3,10 @@
     python benchmarks/export.py --json export.json            # ResNet-20/56 and the ViT at W8A8 and W4A4
     python benchmarks/export.py --models cifar10-resnet20 --bits 8/8
 
-Each teacher is calibrated with min-max PTQ on real test images (rows 1017.. of test-jpeg-q75.parquet, never
+Each teacher is calibrated by PTQ with the default SynQConfig ranges (searched) on real test images (rows 1017.. of test-jpeg-q75.parquet, never
 the evaluated ones); top-1 is on the lossless first 1,017 test images, for the fake-quant model and for
-onnxruntime (CPU, default graph optimizations) running the QDQ export. Latency is onnxruntime on one thread,
+onnxruntime (CPU, default graph optimizations) running the QDQ export, and for onnxruntime with graph
+optimizations off (the QDQ graph op by op: no integer kernels). Latency is onnxruntime on one thread,
 median of repeated runs, float ONNX (the teacher) against QDQ ONNX. The fused operators are counted in the
 graph onnxruntime optimized (``SessionOptions.optimized_model_filepath``).
 """
@@ -48,13 +49,15 @@ def _images(path: Path, start: int, stop: int, data_config: dict) -> tuple[torch
     return x, np.asarray(ds["label"])
 
 
-def _session(path: Path, optimized: Path | None = None):  # noqa: ANN202
+def _session(path: Path, optimized: Path | None = None, plain: bool = False):  # noqa: ANN202
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    if plain:  # no fusion: onnxruntime runs the QDQ graph op by op, in float between Q/DQ pairs
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if optimized is not None:
         so.optimized_model_filepath = str(optimized)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -101,6 +104,7 @@ def run_one(name: str, bits: str, work: Path, calib_n: int, repeats: int) -> dic
     with torch.no_grad():
         fq = torch.cat([model_logits(q, test_x[i:i + 256]) for i in range(0, len(test_x), 256)]).numpy()
     ort_q = _ort_logits(sq, test_x)
+    ort_plain = _ort_logits(_session(q_onnx, plain=True), test_x)
     row = {
         "model": name, "bits": f"W{w_bits}A{a_bits}", "calibration_images": calib_n,
         "bytes": {
@@ -112,6 +116,8 @@ def run_one(name: str, bits: str, work: Path, calib_n: int, repeats: int) -> dic
             "fake_quant": round(float((fq.argmax(1) == test_y).mean() * 100), 2),
             "onnxruntime_qdq": round(float((ort_q.argmax(1) == test_y).mean() * 100), 2),
             "prediction_agreement": round(float((fq.argmax(1) == ort_q.argmax(1)).mean() * 100), 2),
+            "onnxruntime_qdq_unfused": round(float((ort_plain.argmax(1) == test_y).mean() * 100), 2),
+            "unfused_max_abs_logit_diff": float(np.abs(ort_plain - fq).max()),
         },
         "fused_ops": {k: fused[k] for k in (*INTEGER_OPS, "Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm",
                                             "QuantizeLinear", "DequantizeLinear", "Transpose") if fused[k]},

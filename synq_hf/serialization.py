@@ -9,7 +9,9 @@ Layouts (``config.json`` always says what was quantized, from which base model, 
   ``synq_hf_quantized`` (the real one is ``synq.architecture``), so plain timm fails with a message instead
   of loading a float model.
 * transformers base: the model's ``config.json`` with ``quantization_config = {"quant_method": "synq", ...}``
-  and the same ``"synq"`` key, every tensor in ``model.safetensors``, and ``preprocessor_config.json``.
+  and the same ``"synq"`` key, every tensor in ``model.safetensors`` (quantized weights packed, the qmap in
+  its metadata, as ``save_pretrained`` through the registered ``HfQuantizer`` writes it), and
+  ``preprocessor_config.json``.
 
 Loading rebuilds the float architecture from the config, re-applies :func:`quantize_model` with the saved
 config and loads every tensor strictly: a missing, extra or mis-shaped tensor is a ``CheckpointError``.
@@ -31,7 +33,7 @@ from .model_info import LoadedModel
 from .models.quantized_guard import GUARD_ARCHITECTURE
 from .outputs import is_local_name, public_name
 from .quant import ActQuantizer, WeightQuantizer, act_quantizers, is_quantized, quantize_model
-from .quant.packing import pack_state_dict, unpack_state_dict
+from .quant.packing import QMAP_METADATA_KEY, pack_model, read_qmap, unpack_state_dict
 from .quant.quantize import SYNQ_CONFIG_ATTR
 from .version import __version__
 
@@ -44,13 +46,13 @@ __all__ = [
     "save_quantized",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version of the folder layout; bump it when a change would make older readers load a model wrongly.
 
 1: float weights (fake quantization only). 2: timm folders store packed integer weights (the qmap in
-``model.safetensors``'s metadata) and name the guard architecture in config.json. Version 1 still loads.
+``model.safetensors``'s metadata) and name the guard architecture in config.json. 3: transformers folders
+store packed weights too. Versions 1 and 2 still load (a folder without a qmap holds float weights).
 """
-QMAP_METADATA_KEY = "synq_qmap"
 
 WEIGHTS_FILE = "model.safetensors"
 QUANTIZERS_FILE = "quantizers.safetensors"
@@ -73,17 +75,6 @@ _PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box":
 
 def _quantizer_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, (ActQuantizer, WeightQuantizer)))
-
-
-def _split_state_dict(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(float tensors, quantizer tensors) of ``model``, detached, contiguous, on the CPU, sharing no memory."""
-    prefixes = _quantizer_prefixes(model)
-    weights: dict[str, torch.Tensor] = {}
-    quantizers: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        target = quantizers if key.startswith(prefixes) else weights
-        target[key] = value.detach().to("cpu", copy=True).contiguous()
-    return weights, quantizers
 
 
 def _resolve_config(model: nn.Module, config: SynQConfig | None) -> SynQConfig:
@@ -223,8 +214,10 @@ def save_quantized(
     cfg = _resolve_config(model, config)
     folder = Path(save_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    weights, quantizers = _split_state_dict(model)
     block = _synq_block(base_model, library, cfg, extra)
+    # packed integer weights; a packed layer's weight range (searched clips, learned step sizes) lives on as
+    # its stored scale/zero point
+    packed, qmap = pack_model(model)
     if library == "timm":
         if not hasattr(model, "pretrained_cfg"):
             raise ConfigError(f"{type(model).__name__} is not a timm model (no pretrained_cfg); use library='transformers'")
@@ -235,16 +228,15 @@ def save_quantized(
         except (ValueError, TypeError) as e:
             raise SynQError(f"timm cannot describe {type(model).__name__} in config.json: {e}") from e
         timm_config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        # packed integer weights; timm alone meets the guard architecture instead of loading floats silently
-        packed, qmap = pack_state_dict(model, weights)
-        # a packed layer's weight range (searched clips, learned step sizes) lives on as its stored scale/zero point
-        frozen = tuple(f"{k.removesuffix('.weight')}.weight_quantizer." for k in qmap["weights"])
-        quantizers = {k: v for k, v in quantizers.items() if not k.startswith(frozen)}
+        # timm alone meets the guard architecture instead of loading floats silently
+        prefixes = _quantizer_prefixes(model)
+        weights = {k: v for k, v in packed.items() if not k.startswith(prefixes)}
+        quantizers = {k: v for k, v in packed.items() if k.startswith(prefixes)}
         block["architecture"] = timm_config["architecture"]
         timm_config["architecture"] = GUARD_ARCHITECTURE
         timm_config["synq"] = block
         _write_json(folder / CONFIG_FILE, timm_config)
-        _save_tensors(packed, folder / WEIGHTS_FILE, qmap)
+        _save_tensors(weights, folder / WEIGHTS_FILE, qmap)
         _save_tensors(quantizers, folder / QUANTIZERS_FILE)
         return folder
 
@@ -268,7 +260,7 @@ def save_quantized(
     config_dict["synq"] = block
     _write_json(folder / CONFIG_FILE, config_dict)
     _write_json(folder / PROCESSOR_FILE, dict(processor_config))
-    _save_tensors({**weights, **quantizers}, folder / WEIGHTS_FILE)
+    _save_tensors(packed, folder / WEIGHTS_FILE, qmap)
     stale = folder / QUANTIZERS_FILE
     if stale.exists():  # left by an earlier timm save into the same folder
         stale.unlink()
@@ -342,20 +334,6 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path} is not a valid safetensors file (truncated or corrupt: {e}); re-save or re-download it"
         ) from e
-
-
-def _read_qmap(path: Path) -> dict[str, Any] | None:
-    """The packed-weight map in a safetensors file's metadata, or None for float weights."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get(QMAP_METADATA_KEY)
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: the packed-weight map in its metadata is not valid JSON ({e})") from e
 
 
 def _load_strict(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
@@ -435,7 +413,7 @@ def load_quantized(path: str | os.PathLike, *, device: str | torch.device | None
     data = _read_config(folder)
     block, cfg, library = _parse_synq(data, folder / CONFIG_FILE)
     tensors = _load_tensors(folder / WEIGHTS_FILE)
-    qmap = _read_qmap(folder / WEIGHTS_FILE)
+    qmap = read_qmap(folder / WEIGHTS_FILE)
     if qmap is not None and block.get("format_version", 1) < 2:
         raise CheckpointError(f"{folder}: format_version 1 folders hold float weights, but this one is packed")
     if library == "timm":

@@ -111,3 +111,63 @@ def test_packed_w4a4_folder_is_five_times_smaller(teacher: str, shared_data: Pat
     loaded = load_quantized(tmp_path / "q").model
     with torch.no_grad():
         assert torch.equal(model_logits(q, x), model_logits(loaded, x))
+
+
+def _hf_model(kind: str) -> torch.nn.Module:
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    if kind == "vit":
+        return ViTForImageClassification(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                                   num_attention_heads=2, intermediate_size=64, num_labels=10)).eval()
+    return ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                                     layer_type="basic", num_labels=10)).eval()
+
+
+HF_DATA_CONFIG = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+
+
+@pytest.mark.parametrize("kind", ["vit", "resnet"])
+def test_transformers_folder_is_packed_and_reloads_exactly_both_ways(kind: str, tmp_path: Path) -> None:
+    from transformers import AutoModelForImageClassification
+
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    q = ptq(_hf_model(kind), SynQConfig(w_bits=4, a_bits=4), x, progress=False)
+    save_quantized(q, tmp_path / "q", base_model="tiny", library="transformers", data_config=HF_DATA_CONFIG)
+    tensors = load_file(tmp_path / "q" / WEIGHTS_FILE)
+    codes = [k for k in tensors if k.endswith(".weight_codes")]
+    assert codes and all(tensors[k].dtype == torch.uint8 and k.removesuffix("_codes") not in tensors for k in codes)
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["synq"]["format_version"] == 3
+    with torch.no_grad():
+        expected = model_logits(q, x)
+        # synq_hf's loader and transformers' own from_pretrained (the registered HfQuantizer) both unpack the codes
+        assert torch.equal(model_logits(load_quantized(tmp_path / "q").model, x), expected)
+        hf = AutoModelForImageClassification.from_pretrained(tmp_path / "q").eval()
+        assert torch.equal(hf(x).logits, expected)
+        assert any(isinstance(m, FrozenWeightQuantizer) for m in hf.modules())
+        assert not any(hasattr(m, "weight_codes") for m in hf.modules())  # the load buffers are gone
+        # transformers' save_pretrained writes the same packed tensors, and they reload exactly again
+        hf.save_pretrained(tmp_path / "hf")
+        resaved = load_file(tmp_path / "hf" / WEIGHTS_FILE)
+        assert resaved.keys() == tensors.keys() and all(torch.equal(resaved[k], tensors[k]) for k in tensors)
+        again = AutoModelForImageClassification.from_pretrained(tmp_path / "hf").eval()
+        assert torch.equal(again(x).logits, expected)
+
+
+def test_transformers_float_folder_from_before_packing_still_loads(tmp_path: Path) -> None:
+    """A format-2 transformers folder (float weights, no qmap) migrates: both loaders give the same logits."""
+    from transformers import AutoModelForImageClassification
+
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    q = ptq(_hf_model("vit"), SynQConfig(w_bits=4, a_bits=8, act_range_init="minmax", weight_range_init="minmax"),
+            x, progress=False)
+    save_quantized(q, tmp_path, base_model="tiny", library="transformers", data_config=HF_DATA_CONFIG)
+    data = json.loads((tmp_path / "config.json").read_text())
+    data["synq"]["format_version"] = 2
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    save_file({k: v.contiguous() for k, v in q.state_dict().items()}, str(tmp_path / WEIGHTS_FILE),
+              metadata={"format": "pt"})
+    with torch.no_grad():
+        expected = model_logits(q, x)
+        assert torch.equal(model_logits(load_quantized(tmp_path).model, x), expected)
+        assert torch.equal(AutoModelForImageClassification.from_pretrained(tmp_path).eval()(x).logits, expected)

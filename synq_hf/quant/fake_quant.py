@@ -4,7 +4,9 @@ Straight-through estimator: the fused ``torch.fake_quantize_*`` ops pass the gra
 inside the quantization range and zero it where values clamp ("clipped STE"). Weight ranges are the
 weights' own min/max, so nothing clamps and weights get the plain identity STE. For activations the
 ``identity`` variant (the authors' code) passes gradients everywhere via ``x + (q(x) - x).detach()``.
-Quantizer math always runs in float32 (the fused kernels require it).
+Quantizer math always runs in float32 (the fused kernels require it). Activations round ``x / scale``
+half to even, as ONNX ``QuantizeLinear`` does (:func:`quantize_dequantize`), so an exported QDQ graph
+reproduces them code for code.
 """
 
 from __future__ import annotations
@@ -76,16 +78,37 @@ def fake_quantize_weight(
     return fake_quantize_weight_with(weight, scale, zp, bits, symmetric)
 
 
+def quantize_dequantize(
+    x: torch.Tensor, scale: torch.Tensor | float, zero_point: torch.Tensor | int, qmin: int, qmax: int
+) -> torch.Tensor:
+    """``(clamp(round_half_even(x / scale) + zero_point, qmin, qmax) - zero_point) * scale`` in float32, per tensor.
+
+    This is ONNX ``QuantizeLinear`` -> ``DequantizeLinear`` to the bit: torch's fused kernel rounds
+    ``x * (1 / scale)`` instead, which lands on the other side of a tie for some inputs (x / scale = k + 1/2
+    is common where inputs are products of quantized values, e.g. attention scores). Dividing first and
+    quantizing with scale 1 keeps the fused kernel (and its clipped-STE gradient mask).
+    """
+    xf = x.float()
+    if isinstance(scale, torch.Tensor):
+        scale = scale.to(xf.device, torch.float32).reshape(())
+    if isinstance(zero_point, torch.Tensor):  # the tensor overload: no host sync on accelerators
+        zp = zero_point.to(xf.device, torch.int32).reshape(())
+        codes = torch.fake_quantize_per_tensor_affine(xf / scale, torch.ones_like(zp, dtype=torch.float32), zp, qmin, qmax)
+    else:
+        codes = torch.fake_quantize_per_tensor_affine(xf / scale, 1.0, int(zero_point), qmin, qmax)
+    return codes * scale
+
+
 def fake_quantize_tensor(
     x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int, symmetric: bool, ste: str
 ) -> torch.Tensor:
-    """Per-tensor fake quantization of an activation with given qparams and STE variant."""
+    """Per-tensor fake quantization of an activation with given qparams and STE variant (ONNX rounding)."""
     qmin, qmax = qrange(bits, symmetric)
     xf = x.float()
     if ste == "identity":
         with torch.no_grad():
-            q = torch.fake_quantize_per_tensor_affine(xf, scale, zero_point, qmin, qmax)
+            q = quantize_dequantize(xf, scale, zero_point, qmin, qmax)
         out = xf + (q - xf).detach()
     else:
-        out = torch.fake_quantize_per_tensor_affine(xf, scale, zero_point, qmin, qmax)
+        out = quantize_dequantize(xf, scale, zero_point, qmin, qmax)
     return out.to(x.dtype)

@@ -19,6 +19,8 @@ zero point: min-max ranges recomputed from dequantized weights can move by one u
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import torch
@@ -31,18 +33,26 @@ from .quantizers import ActQuantizer, WeightQuantizer
 
 __all__ = [
     "PACKED_FORMAT",
+    "QMAP_METADATA_KEY",
     "FrozenWeightQuantizer",
+    "expect_packed_weights",
     "dequantize_codes",
     "pack_codes",
+    "pack_model",
     "pack_state_dict",
     "packed_layers",
+    "read_qmap",
     "unpack_codes",
+    "unpack_packed_weights",
     "unpack_state_dict",
     "weight_codes",
 ]
 
 PACKED_FORMAT = "synq-packed-1"
 """Name of this packing scheme, recorded in every qmap."""
+
+QMAP_METADATA_KEY = "synq_qmap"
+"""The safetensors metadata key holding the qmap (JSON) in a packed ``model.safetensors``."""
 
 CODES, SCALE, ZERO_POINT = "weight_codes", "weight_scale", "weight_zero_point"
 
@@ -228,3 +238,85 @@ def unpack_state_dict(
         frozen = FrozenWeightQuantizer(q.bits, q.symmetric, scale, zero_point)
         layer.weight_quantizer = frozen.to(layer.weight.device)
     return out
+
+
+def pack_model(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(``model``'s whole CPU state dict packed, qmap): the tensors of one packed ``model.safetensors``.
+
+    The weight quantizers of packed layers leave no tensors (their range is the stored scale/zero point).
+    """
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    packed, qmap = pack_state_dict(model, state)
+    frozen = tuple(f"{k.removesuffix('.weight')}.weight_quantizer." for k in qmap["weights"])
+    return {k: v for k, v in packed.items() if not k.startswith(frozen)}, qmap
+
+
+def _packed_shapes(layer: nn.Module, info: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    q = layer.weight_quantizer
+    numel = 1
+    for d in info["shape"]:
+        numel *= int(d)
+    if q.bits <= 4:
+        codes = ((numel + 1) // 2,), torch.uint8
+    else:
+        codes = tuple(int(d) for d in info["shape"]), torch.int8 if q.symmetric else torch.uint8
+    channels = (int(info["shape"][0]),) if info.get("axis") is not None else ()
+    return {CODES: codes, SCALE: (channels, torch.float32), ZERO_POINT: (channels, torch.int32)}
+
+
+def expect_packed_weights(model: nn.Module, qmap: dict[str, Any]) -> list[str]:
+    """Give each packed layer empty ``weight_codes``/``weight_scale``/``weight_zero_point`` buffers to load into.
+
+    For loaders that fill a model's own state dict (transformers' ``from_pretrained``). Returns the regex
+    patterns of the keys the checkpoint no longer has (float weights and weight-quantizer state of those
+    layers). :func:`unpack_packed_weights` turns the loaded buffers back into weights.
+    """
+    if not isinstance(qmap, dict) or qmap.get("format") != PACKED_FORMAT:
+        found = qmap.get("format") if isinstance(qmap, dict) else type(qmap).__name__
+        raise CheckpointError(f"unknown packed weight format {found!r} (this synq_hf reads {PACKED_FORMAT!r})")
+    import re
+
+    layers = packed_layers(model)
+    absent: list[str] = []
+    for key, info in (qmap.get("weights") or {}).items():
+        name = key.removesuffix(".weight")
+        layer = layers.get(name)
+        if layer is None:
+            raise CheckpointError(f"packed weight {key} has no quantized layer in the model built from config.json")
+        device = layer.weight.device
+        for suffix, (shape, dtype) in _packed_shapes(layer, info).items():
+            layer.register_buffer(suffix, torch.zeros(shape, dtype=dtype, device=device))
+        absent += [rf"^{re.escape(key)}$", rf"^{re.escape(name)}\.weight_quantizer\."]
+    return absent
+
+
+@torch.no_grad()
+def unpack_packed_weights(model: nn.Module, qmap: dict[str, Any]) -> None:
+    """After :func:`expect_packed_weights` and loading: exact fake-quant weights from the codes, frozen qparams."""
+    layers = packed_layers(model)
+    tensors: dict[str, torch.Tensor] = {}
+    for key in qmap.get("weights") or {}:
+        name = key.removesuffix(".weight")
+        for suffix in (CODES, SCALE, ZERO_POINT):
+            tensors[f"{name}.{suffix}"] = getattr(layers[name], suffix).cpu()
+    weights = unpack_state_dict(model, tensors, qmap)
+    for key in qmap.get("weights") or {}:
+        name = key.removesuffix(".weight")
+        layer = layers[name]
+        for suffix in (CODES, SCALE, ZERO_POINT):
+            delattr(layer, suffix)
+        layer.weight.data = weights[key].to(layer.weight.device)
+
+
+def read_qmap(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The qmap in a safetensors file's metadata, or None when its weights are float (no packing)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(QMAP_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: the packed-weight map in its metadata is not valid JSON ({e})") from e

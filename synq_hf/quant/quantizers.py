@@ -9,7 +9,14 @@ from torch import nn
 
 from ..config import RANGE_SEARCH_P
 from ..errors import SynQError
-from .fake_quant import fake_quantize_tensor, fake_quantize_weight, minmax_qparams, qrange, weight_qparams
+from .fake_quant import (
+    fake_quantize_tensor,
+    fake_quantize_weight,
+    minmax_qparams,
+    qrange,
+    quantize_dequantize,
+    weight_qparams,
+)
 from .range_search import HIST_BINS, search_hist_range, search_weight_clip
 
 _EPS = torch.finfo(torch.float32).eps
@@ -255,6 +262,9 @@ class ActQuantizer(nn.Module):
             out = torch._fake_quantize_learnable_per_tensor_affine(
                 x.float(), self.scale.abs().clamp_min(_EPS), zero_point, qmin, qmax, grad_factor
             )
+            # forward values with ONNX rounding (x / scale; the LSQ kernel multiplies by 1 / scale), LSQ gradients
+            scale, zp = self.qparams()
+            out = out + (quantize_dequantize(x, scale, zp, qmin, qmax) - out).detach()
             return out.to(x.dtype)
         scale, zp = minmax_qparams(self.min_val, self.max_val, self.bits, self.symmetric)
         return fake_quantize_tensor(x, scale, zp, self.bits, self.symmetric, self.ste)
