@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ConfigError, SynQError
+from .sources.folders import is_synq_config
 
 __all__ = [
     "OUTPUT_PATTERNS", "OutputError", "check_output", "is_local_name", "is_synq_output", "make_shareable",
@@ -47,7 +48,7 @@ class OutputError(ConfigError):
 
 def _signature(folder: Path) -> bool:
     """Whether ``folder`` carries a synq_hf signature (a synq ``config.json`` or a synq synthetic dataset)."""
-    for name, check in (("config.json", _synq_config), ("dataset_info.json", _synq_dataset)):
+    for name, check in (("config.json", is_synq_config), ("dataset_info.json", _synq_dataset)):
         try:
             data = json.loads((folder / name).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -55,11 +56,6 @@ def _signature(folder: Path) -> bool:
         if isinstance(data, dict) and check(data):
             return True
     return False
-
-
-def _synq_config(data: dict) -> bool:
-    qcfg = data.get("quantization_config")
-    return "synq" in data or (isinstance(qcfg, dict) and qcfg.get("quant_method") == "synq")
 
 
 def _synq_dataset(data: dict) -> bool:
