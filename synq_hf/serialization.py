@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import SynQConfig
+from .config import QUANTIZATION_FIELDS, SynQConfig
 from .errors import CheckpointError, ConfigError, SynQError
 from .model_info import LoadedModel
 from .models.quantized_guard import GUARD_ARCHITECTURE
@@ -67,12 +67,6 @@ WEIGHTS_FILE = "model.safetensors"
 QUANTIZERS_FILE = "quantizers.safetensors"
 CONFIG_FILE = "config.json"
 _LIBRARIES = ("timm", "transformers")
-# Fields that decide which quantizer modules exist and how they compute: a recorded config must agree
-# with the model on these, or reloading would build a different network.
-_STRUCTURAL_FIELDS = (
-    "w_bits", "a_bits", "weight_granularity", "weight_symmetric", "act_symmetric", "first_layer_bits",
-    "last_layer_bits", "include", "exclude", "ste", "learnable_act_scale", "ema_momentum",
-)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -108,7 +102,9 @@ def _resolve_config(model: nn.Module, config: SynQConfig | None) -> SynQConfig:
         return config
     if config.weight_symmetric is None:
         config = config.replace(weight_symmetric=applied.weight_symmetric)
-    diff = [f for f in _STRUCTURAL_FIELDS if getattr(config, f) != getattr(applied, f)]
+    # the model-shaping fields decide which quantizer modules exist and how they compute: a recorded config
+    # must agree with the model on these, or reloading would build a different network
+    diff = [f for f in QUANTIZATION_FIELDS if getattr(config, f) != getattr(applied, f)]
     if diff:
         shown = ", ".join(f"{f}={getattr(config, f)!r} (model: {getattr(applied, f)!r})" for f in diff)
         raise ConfigError(f"config does not describe the model's quantizers: {shown}")
@@ -141,7 +137,7 @@ def _synq_block(
         "format_version": FORMAT_VERSION,
     }
     if config is not None:
-        block["config"] = config.to_dict()
+        block["config"] = config.quantization_config().to_dict()  # what shapes the model, nothing else
     if extra:
         try:
             json.dumps(extra)
@@ -249,7 +245,7 @@ def save_quantized(
     config_dict = hf_config.to_dict()
     config_dict.pop("quantization_config", None)
     block.pop("config")  # recorded once, as the quantization_config transformers reads
-    config_dict["quantization_config"] = {"quant_method": "synq", **cfg.to_dict()}
+    config_dict["quantization_config"] = cfg.quantization_config().to_dict()
     config_dict["synq"] = block
     _write_json(folder / CONFIG_FILE, config_dict)
     _write_json(folder / PROCESSOR_FILE, dict(processor_config))

@@ -7,6 +7,9 @@ Registered on ``import synq_hf`` (before any ``from_pretrained``, or transformer
   and calibrated ranges (all tensors live in ``model.safetensors``): logits are identical;
 * ``from_pretrained(float_id, quantization_config=SynQConfig(...))`` returns a fake-quantized,
   not yet calibrated model ready for ``SynQTrainer`` (which calibrates before fine-tuning).
+
+Either way ``model.config.quantization_config`` becomes the model-shaping part
+(``SynQConfig.quantization_config()``), so ``save_pretrained`` records no synthesis or training settings.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class SynQHfQuantizer(HfQuantizer):
 
     def _process_model_before_weight_loading(self, model: Any, **kwargs: Any) -> Any:
         quantize_model(model, self.quantization_config)
+        # save_pretrained writes model.config.quantization_config: only what shapes the model, no run settings
+        model.config.quantization_config = self.quantization_config.quantization_config()
         if not self.pre_quantized:  # a float checkpoint has no quantizer tensors: not worth a warning
             ignore = set(model._keys_to_ignore_on_load_missing or ())
             model._keys_to_ignore_on_load_missing = ignore | {r"_quantizer\."}
