@@ -1,21 +1,66 @@
-"""synq_hf: SynQ zero-shot quantization (ICLR 2025) for timm and transformers image classifiers."""
+"""synq_hf: SynQ zero-shot quantization (ICLR 2025) for timm and transformers image classifiers.
 
-from . import demo, models  # noqa: F401  registers cifar_resnet* and synq_digits_cnn with timm
-from .config import SynQConfig
-from .data import load_image_dataset
+``import synq_hf`` is light (no torch, timm or transformers): the public names below load their module on
+first use (PEP 562), and the timm models and the transformers ``quant_method="synq"`` are registered as
+soon as those libraries are imported (:mod:`synq_hf.registration`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+from . import registration
 from .errors import CheckpointError, ConfigError, DataError, ModelLoadError, SynQError, UnsupportedModelError
-from .evaluation import evaluate_model
-from .hub import load_model
-from .integrations.transformers import register as _register_transformers
-from .lowpass import low_pass_filter
-from .quant import calibrate, ptq, quantize_model
-from .quantizer import SynQQuantizer
-from .serialization import load_quantized, save_quantized
-from .synthesis import synthesize
-from .training import SynQTrainer
 from .version import __version__
 
-_register_transformers()  # quant_method="synq" must be known before any from_pretrained
+if TYPE_CHECKING:  # pragma: no cover - the names __getattr__ serves, for type checkers and IDEs
+    from .config import SynQConfig
+    from .data import load_image_dataset
+    from .evaluation import evaluate_model
+    from .hub import load_model
+    from .lowpass import low_pass_filter
+    from .quant import calibrate, ptq, quantize_model
+    from .quantizer import SynQQuantizer
+    from .serialization import load_quantized, save_quantized
+    from .synthesis import synthesize
+    from .training import SynQTrainer
+
+_LAZY: dict[str, str] = {
+    "SynQConfig": "config",
+    "load_image_dataset": "data",
+    "evaluate_model": "evaluation",
+    "load_model": "hub",
+    "low_pass_filter": "lowpass",
+    "calibrate": "quant",
+    "ptq": "quant",
+    "quantize_model": "quant",
+    "SynQQuantizer": "quantizer",
+    "load_quantized": "serialization",
+    "save_quantized": "serialization",
+    "synthesize": "synthesis",
+    "SynQTrainer": "training",
+}
+"""Public name -> the submodule that defines it, imported on first access."""
+
+registration.install()  # quant_method="synq" and the timm models, registered when those libraries load
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'synq_hf' has no attribute {name!r}")
+        return importlib.import_module(f".{name}", __name__)  # a submodule, e.g. synq_hf.models
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CheckpointError",

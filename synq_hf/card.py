@@ -103,7 +103,7 @@ def sanitize(value: Any) -> Any:
 
 def hub_base_model(base_model: str) -> str | None:
     """The Hub repo id behind ``base_model`` (timm names map to their weights' repo), or None if local/unknown."""
-    from .hub import resolve_model_id
+    from .sources.ids import resolve_model_id
 
     raw = base_model.strip()
     try:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .data import build_eval_transform, detect_columns, make_batch_transform, raw_images
 from .distributed import processes
 from .errors import DataError
-from .model_info import LoadedModel, model_logits
+from .model_info import LoadedModel, model_logits, model_num_classes
 
 __all__ = ["METRIC_PATH", "evaluate_model", "load_topk_metric", "topk_hits"]
 
@@ -30,14 +30,6 @@ def load_topk_metric(config_name: str = "logits") -> Any:
     import evaluate
 
     return evaluate.load(str(METRIC_PATH), config_name, keep_in_memory=True)
-
-
-def _num_classes(model: nn.Module) -> int | None:
-    for owner in (model, getattr(model, "config", None)):
-        n = getattr(owner, "num_classes", None) or getattr(owner, "num_labels", None)
-        if isinstance(n, int) and n > 0:
-            return n
-    return None
 
 
 def _check_labels(dataset: Any, label_column: str, num_classes: int | None) -> None:
@@ -109,7 +101,7 @@ def evaluate_model(
     n = len(dataset)
     if n == 0:
         raise DataError("the dataset is empty")
-    num_classes = _num_classes(model)
+    num_classes = model_num_classes(model)
     _check_labels(dataset, label_col, num_classes)
     procs = processes(distributed)
     start, stop = procs.rank * n // procs.world, (procs.rank + 1) * n // procs.world

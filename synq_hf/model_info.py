@@ -45,6 +45,15 @@ class LoadedModel:
         return self.synq_config is not None
 
 
+def model_num_classes(model: nn.Module) -> int | None:
+    """Classes predicted by a timm (``num_classes``) or transformers (``config.num_labels``) classifier."""
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    n = getattr(getattr(model, "config", None), "num_labels", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
 def model_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     """Logits of a timm module (returns a tensor) or a transformers model (returns ``.logits``)."""
     out = model(pixel_values)

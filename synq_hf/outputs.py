@@ -23,10 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import ConfigError, SynQError
+from .sources.folders import is_synq_config
 
 __all__ = [
     "OUTPUT_PATTERNS", "OutputError", "check_output", "is_local_name", "is_synq_output", "make_shareable",
-    "output_error", "public_name", "write_output",
+    "output_error", "public_name", "write_file", "write_output",
 ]
 
 OUTPUT_PATTERNS: tuple[str, ...] = (
@@ -47,7 +48,7 @@ class OutputError(ConfigError):
 
 def _signature(folder: Path) -> bool:
     """Whether ``folder`` carries a synq_hf signature (a synq ``config.json`` or a synq synthetic dataset)."""
-    for name, check in (("config.json", _synq_config), ("dataset_info.json", _synq_dataset)):
+    for name, check in (("config.json", is_synq_config), ("dataset_info.json", _synq_dataset)):
         try:
             data = json.loads((folder / name).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -55,11 +56,6 @@ def _signature(folder: Path) -> bool:
         if isinstance(data, dict) and check(data):
             return True
     return False
-
-
-def _synq_config(data: dict) -> bool:
-    qcfg = data.get("quantization_config")
-    return "synq" in data or (isinstance(qcfg, dict) and qcfg.get("quant_method") == "synq")
 
 
 def _synq_dataset(data: dict) -> bool:
@@ -184,6 +180,27 @@ def write_output(out: str | os.PathLike, write: Callable[[Path], None], *, overw
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def write_file(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` on a temporary file beside ``path``, then rename it into place; returns ``path``.
+
+    Readers see the old file or the whole new one, never a partial one; a failure removes the temporary file.
+    The file gets the permissions of ordinary tool output (umask-respecting 0o666).
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -284,6 +284,7 @@ class SynQQuantizer:
         out.update({k: v for k, v in self.results.items() if k not in out})
         out.update({k: v for k, v in self.run_record().items() if k not in out})
         out.update(self._coverage_json())
+        out["config"] = self.config.to_dict()  # every setting of the run (config.json keeps only the model's)
         return {k: _rounded(k, v) for k, v in out.items()}
 
     def run_record(self) -> dict[str, Any]:

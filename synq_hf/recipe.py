@@ -18,28 +18,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .config import SynQConfig
+from .config import PAPER_SETTINGS, SynQConfig
 
-PAPER_SETTINGS: dict[str, dict[str, Any]] = {
-    # ImageNet CNNs (ResNet-18/50, MobileNetV2): 5,120 images, batch 16 fine-tuning, the authors'
-    # ResNet-18 W3A3 loss weights, their default filter cut-off.
-    "imagenet_cnn": dict(num_images=5120, synthesis_iterations=1000, synthesis_batch_size=256, lpf_d0=80.0, tau=0.5,
-                         lambda_ce=0.5, lambda_cam=50.0, kd_temperature=1.0, learning_rate=1e-4,
-                         train_batch_size=16, num_epochs=100, seed=0),
-    # ViTs (DeiT, Swin): PSAQ-ViT's 32 synthetic images; lr from the paper's grid {1e-4, 1e-5, 1e-6}.
-    "imagenet_vit": dict(num_images=32, synthesis_iterations=1000, synthesis_batch_size=32, lpf_d0=80.0, tau=0.5,
-                         lambda_ce=0.5, lambda_cam=50.0, kd_temperature=1.0, learning_rate=1e-5,
-                         train_batch_size=16, num_epochs=100, seed=0),
-    # CIFAR-10 ResNet-20: D0 >= 40 is nearly an identity on 32x32 inputs (the paper's figures use 8);
-    # tau 0.7 is the paper's CIFAR value; SGD lr 1e-3 beat 1e-2 (diverged) and Adam 1e-5 in METHOD.md's trial.
-    "cifar": dict(num_images=5120, synthesis_iterations=1000, synthesis_batch_size=256, lpf_d0=8.0, tau=0.7,
-                  lambda_ce=0.5, lambda_cam=50.0, kd_temperature=1.0, learning_rate=1e-3, train_batch_size=256,
-                  num_epochs=100, seed=0),
-}
-"""The paper's schedule per teacher family; every recipe spells its bits and starts from one of these."""
-
+__all__ = ["PAPER_SETTINGS", "Recipe", "build_smoke_teacher", "run_recipe", "smoke_env"]
 
 @dataclass(frozen=True)
 class Recipe:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import SynQConfig
+from .config import QUANTIZATION_FIELDS, SynQConfig
 from .errors import CheckpointError, ConfigError, SynQError
 from .model_info import LoadedModel
 from .models.quantized_guard import GUARD_ARCHITECTURE
@@ -35,6 +35,17 @@ from .outputs import is_local_name, public_name
 from .quant import ActQuantizer, WeightQuantizer, act_quantizers, is_quantized, quantize_model
 from .quant.packing import QMAP_METADATA_KEY, pack_model, read_qmap, unpack_state_dict
 from .quant.quantize import SYNQ_CONFIG_ATTR
+from .sources.folders import is_synq_folder, read_json
+from .sources.ids import resolve_model_id
+from .sources.preprocessing import (
+    PROCESSOR_FILE,
+    id2label_class_names,
+    processor_from_data_config,
+    read_image_processor_config,
+    timm_class_names,
+    timm_data_config,
+    transformers_data_config,
+)
 from .version import __version__
 
 __all__ = [
@@ -57,15 +68,7 @@ store packed weights too. Versions 1 and 2 still load (a folder without a qmap h
 WEIGHTS_FILE = "model.safetensors"
 QUANTIZERS_FILE = "quantizers.safetensors"
 CONFIG_FILE = "config.json"
-PROCESSOR_FILE = "preprocessor_config.json"
 _LIBRARIES = ("timm", "transformers")
-# Fields that decide which quantizer modules exist and how they compute: a recorded config must agree
-# with the model on these, or reloading would build a different network.
-_STRUCTURAL_FIELDS = (
-    "w_bits", "a_bits", "weight_granularity", "weight_symmetric", "act_symmetric", "first_layer_bits",
-    "last_layer_bits", "include", "exclude", "ste", "learnable_act_scale", "ema_momentum",
-)
-_PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,7 +93,9 @@ def _resolve_config(model: nn.Module, config: SynQConfig | None) -> SynQConfig:
         return config
     if config.weight_symmetric is None:
         config = config.replace(weight_symmetric=applied.weight_symmetric)
-    diff = [f for f in _STRUCTURAL_FIELDS if getattr(config, f) != getattr(applied, f)]
+    # the model-shaping fields decide which quantizer modules exist and how they compute: a recorded config
+    # must agree with the model on these, or reloading would build a different network
+    diff = [f for f in QUANTIZATION_FIELDS if getattr(config, f) != getattr(applied, f)]
     if diff:
         shown = ", ".join(f"{f}={getattr(config, f)!r} (model: {getattr(applied, f)!r})" for f in diff)
         raise ConfigError(f"config does not describe the model's quantizers: {shown}")
@@ -123,7 +128,7 @@ def _synq_block(
         "format_version": FORMAT_VERSION,
     }
     if config is not None:
-        block["config"] = config.to_dict()
+        block["config"] = config.quantization_config().to_dict()  # what shapes the model, nothing else
     if extra:
         try:
             json.dumps(extra)
@@ -146,40 +151,16 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, qmap: dict[str, 
     save_file(tensors, str(path), metadata=metadata)
 
 
-def _processor_from_data_config(data_config: dict[str, Any]) -> dict[str, Any]:
-    """A ``ViTImageProcessor``-style preprocessor config reproducing ``data_config`` (resize, crop, normalize)."""
-    _, h, w = (int(v) for v in data_config["input_size"])
-    crop_pct = float(data_config.get("crop_pct") or 1.0)
-    resample = _PIL_RESAMPLE.get(str(data_config.get("interpolation", "bilinear")).lower(), 2)
-    out: dict[str, Any] = {
-        "image_processor_type": "ViTImageProcessor",
-        "do_resize": True,
-        "resample": resample,
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [float(v) for v in data_config["mean"]],
-        "image_std": [float(v) for v in data_config["std"]],
-        "size": {"height": h, "width": w},
-    }
-    if crop_pct < 1.0:
-        out.update(size={"shortest_edge": int(h / crop_pct)}, do_center_crop=True, crop_size={"height": h, "width": w},
-                   image_processor_type="ConvNextImageProcessor", crop_pct=crop_pct)
-    return out
-
-
 def _source_processor_config(source: LoadedModel) -> dict[str, Any] | None:
     """The base model's ``preprocessor_config.json`` (local folder or cached Hub repo), if it has one."""
-    from . import hub
-
     if source.library != "transformers":
         return None
     try:
-        resolved = hub.resolve_model_id(source.model_id)
+        resolved = resolve_model_id(source.model_id)
         if resolved.source == "local":
-            return hub.read_image_processor_config(resolved.target)
+            return read_image_processor_config(resolved.target)
         if resolved.source == "hub":
-            return hub.read_image_processor_config(resolved.target, hub=True)
+            return read_image_processor_config(resolved.target, hub=True)
     except SynQError:
         return None
     return None
@@ -252,11 +233,11 @@ def save_quantized(
                 "a transformers model needs its preprocessing saved: pass processor_config= (the base model's "
                 "preprocessor_config.json) or data_config= (mean/std/input_size)"
             )
-        processor_config = _processor_from_data_config(data_config)
+        processor_config = processor_from_data_config(data_config)
     config_dict = hf_config.to_dict()
     config_dict.pop("quantization_config", None)
     block.pop("config")  # recorded once, as the quantization_config transformers reads
-    config_dict["quantization_config"] = {"quant_method": "synq", **cfg.to_dict()}
+    config_dict["quantization_config"] = cfg.quantization_config().to_dict()
     config_dict["synq"] = block
     _write_json(folder / CONFIG_FILE, config_dict)
     _write_json(folder / PROCESSOR_FILE, dict(processor_config))
@@ -278,20 +259,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{str(folder)!r} is not a folder")
     if not path.is_file():
         raise CheckpointError(f"{str(folder)!r} has no {CONFIG_FILE}: not a saved synq_hf model")
-    from .hub import _read_json
-
-    return _read_json(path)
-
-
-def is_synq_folder(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` holds a synq_hf-quantized model (its config.json has the ``synq`` marker)."""
-    path = Path(folder) / CONFIG_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    qcfg = data.get("quantization_config") if isinstance(data, dict) else None
-    return isinstance(data, dict) and ("synq" in data or (isinstance(qcfg, dict) and qcfg.get("quant_method") == "synq"))
+    return read_json(path)
 
 
 def _parse_synq(data: dict[str, Any], where: Path) -> tuple[dict[str, Any], SynQConfig, str]:
@@ -385,25 +353,19 @@ def _build_transformers(folder: Path, data: dict[str, Any]) -> nn.Module:
 
 def _loaded_info(model: nn.Module, folder: Path, library: str, data: dict[str, Any]) -> dict[str, Any]:
     """Family, data config, class count and names, as ``hub.load_model`` reports them."""
-    from . import hub
-
     if library == "timm":
         return dict(
-            data_config=hub._timm_data_config(model),
+            data_config=timm_data_config(model),
             num_classes=int(model.num_classes),
-            class_names=hub._timm_class_names(model),
+            class_names=timm_class_names(model),
         )
-    processor = hub.read_image_processor_config(folder)
+    processor = read_image_processor_config(folder)
     if processor is None:
         raise CheckpointError(f"{str(folder)!r} is missing {PROCESSOR_FILE}; re-save the model")
-    id2label = getattr(model.config, "id2label", None) or {}
-    names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(model.config.num_labels)]
-    if not all(names) or all(n.startswith("LABEL_") for n in names):
-        names = None
     return dict(
-        data_config=hub.transformers_data_config(processor, data),
+        data_config=transformers_data_config(processor, data),
         num_classes=int(model.config.num_labels),
-        class_names=names,
+        class_names=id2label_class_names(model.config),
     )
 
 
@@ -421,9 +383,9 @@ def load_quantized(path: str | os.PathLike, *, device: str | torch.device | None
         model = _build_timm(folder, block)
     else:
         model = _build_transformers(folder, data)
-    from .hub import detect_family
+    from .architectures import get_spec
 
-    family = detect_family(model)
+    family = get_spec(model).family
     quantize_model(model, cfg)
     if qmap is not None:  # format 2: integer codes back to the exact fake-quant weights
         tensors = unpack_state_dict(model, tensors, qmap)

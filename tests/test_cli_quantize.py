@@ -72,7 +72,8 @@ def test_ptq_real_data_matches_library_ptq(cifar_model: Path, images: Path, tmp_
     assert rc == 0
     loaded = load_model(str(out))
     assert loaded.is_quantized and loaded.synq_config.w_bits == 4 and loaded.synq_config.a_bits == 8
-    assert loaded.synq_config.seed == 3 and loaded.synq_config.lpf_d0 == 8.0  # resolved for a 32x32 CNN
+    settings = json.loads((out / "results.json").read_text())["config"]  # the run's settings, all of them
+    assert settings["seed"] == 3 and settings["lpf_d0"] == 8.0  # resolved for a 32x32 CNN
     cal = loaded.extra["calibration"]
     assert loaded.extra["method"] == "ptq" and cal["source"] == "real" and cal["num_images"] == 12
     assert cal["skip"] == 20 and cal["seed"] == 3
@@ -150,7 +151,7 @@ def test_too_few_images_and_bad_options(
     assert _quantize(cifar_model, out, "--calibration-skip", "3") == 1
     assert "needs --calibration-data" in capsys.readouterr().err
     assert _quantize(cifar_model, out, "--w-bits", "9", "--calibration-data", str(images)) == 1
-    assert "w_bits=9" in capsys.readouterr().err
+    assert "--w-bits=9 is not allowed" in capsys.readouterr().err
     assert _quantize(cifar_model, out, "--config", '{"a_bit": 4}', "--calibration-data", str(images)) == 1
     assert "did you mean 'a_bits'" in capsys.readouterr().err
     assert _quantize(cifar_model, out, "--config", str(tmp_path / "missing.json")) == 1
@@ -234,3 +235,38 @@ def test_loss_preset_and_augment_flags_reach_the_config() -> None:
     assert build_config(parse(["quantize", "m", "--out", "o"])).augment == "none"
     with pytest.raises(SystemExit):
         parse(["quantize", "m", "--out", "o", "--augment", "mixup"])
+
+
+def test_help_lists_every_config_field_under_the_same_flag_as_synthesize(capsys) -> None:
+    import dataclasses
+
+    from synq_hf.cli import build_parser
+    from synq_hf.cli.common import config_flag
+    from synq_hf.config import SYNTHESIS_FIELDS, SynQConfig
+
+    with pytest.raises(SystemExit):
+        main(["quantize", "--help"])
+    text = capsys.readouterr().out
+    names = [f.name for f in dataclasses.fields(SynQConfig) if f.name not in ("quant_method", "version")]
+    missing = [n for n in names if config_flag(n) not in text]
+    assert not missing, missing
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    for name in (*SYNTHESIS_FIELDS, "seed"):  # one flag, one destination, on both subcommands
+        dests = {sub: {a.dest for a in subcommands[sub]._actions if config_flag(name) in a.option_strings}
+                 for sub in ("quantize", "synthesize")}
+        assert dests == {"quantize": {name}, "synthesize": {name}}, dests
+
+
+def test_config_flags_override_the_inline_or_file_config(tmp_path) -> None:
+    from synq_hf.cli import build_parser
+    from synq_hf.cli.common import config_from_args
+    from synq_hf.config import SynQConfig
+
+    path = tmp_path / "c.json"
+    SynQConfig(w_bits=3, lambda_cam=9.0).to_json_file(path)
+    for config in (str(path), '{"w_bits": 3, "lambda_cam": 9.0}'):
+        args = build_parser().parse_args(["quantize", "m", "--out", "o", "--config", config, "--a-bits", "5",
+                                          "--no-weight-symmetric", "--exclude", "head*", "fc"])
+        cfg = config_from_args(args)
+        assert (cfg.w_bits, cfg.a_bits, cfg.lambda_cam, cfg.weight_symmetric, cfg.exclude) == (
+            3, 5, 9.0, False, ["head*", "fc"])

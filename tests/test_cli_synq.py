@@ -53,15 +53,17 @@ def test_synq_is_the_default_and_writes_results(teacher_dir: Path, eval_parquet:
         assert results[key] is not None, key
     assert (results["w_bits"], results["a_bits"], results["method"]) == (3, 3, "synq")
     assert results["eval_data"] == "eval.parquet"  # never a local path
-    config = json.loads((out / "config.json").read_text())["synq"]["config"]
-    assert (config["num_images"], config["synthesis_iterations"], config["max_steps"]) == (8, 2, 2)
+    config = json.loads((out / "config.json").read_text())["synq"]["config"]  # only what shapes the model
+    assert "num_images" not in config and config["w_bits"] == json.loads((out / "results.json").read_text())["w_bits"]
+    settings = json.loads((out / "results.json").read_text())["config"]  # the run's settings
+    assert (settings["num_images"], settings["synthesis_iterations"], settings["max_steps"]) == (8, 2, 2)
     assert main(["evaluate", str(out), "--data", str(eval_parquet), "--no-progress"]) == 0
 
 
 def test_reuses_a_synthetic_folder(teacher_dir: Path, tmp_path: Path) -> None:
     syn = tmp_path / "syn"
     assert main(["synthesize", f"local-dir:{teacher_dir}", "--out", str(syn), "--num-images", "8",
-                 "--batch-size", "8", "--iterations", "2"]) == 0
+                 "--synthesis-batch-size", "8", "--synthesis-iterations", "2"]) == 0
     out = tmp_path / "q"
     assert main(["quantize", f"local-dir:{teacher_dir}", "--out", str(out), "--synthetic", str(syn), *TINY]) == 0
     assert json.loads((out / "results.json").read_text())["synthesis_s"] is None  # nothing was synthesized
@@ -71,7 +73,7 @@ def test_bad_input_is_one_clear_line(teacher_dir: Path, tmp_path: Path, capsys: 
     cases = [
         (["--calibration-data", "x.parquet"], "for --method ptq"),
         (["--synthetic", str(tmp_path / "missing")], "--synthetic"),
-        (["--w-bits", "9"], "w_bits=9"),
+        (["--w-bits", "9"], "--w-bits=9 is not allowed"),
     ]
     for extra, message in cases:
         out = tmp_path / "never"

@@ -22,7 +22,8 @@ def model_dir(tmp_path_factory):
 
 def _run(model_dir, out, *extra):
     return main(["synthesize", f"local-dir:{model_dir}", "--out", str(out), "--num-images", "4",
-                 "--batch-size", "2", "--iterations", "2", "--device", "cpu", "--no-progress", *extra])
+                 "--synthesis-batch-size", "2", "--synthesis-iterations", "2", "--device", "cpu", "--no-progress",
+                 *extra])
 
 
 def test_writes_a_dataset_folder(model_dir, tmp_path, capsys):
@@ -58,10 +59,28 @@ def test_refuses_to_delete_a_folder_that_is_not_a_dataset(model_dir, tmp_path, c
     ("args", "match"),
     [
         (["--num-images", "3"], "not a multiple of synthesis_batch_size=2"),
-        (["--num-images", "0"], "--num-images must be an integer >= 1"),
-        (["--iterations", "-1"], "--iterations must be an integer >= 0"),
+        (["--num-images", "0"], "--num-images=0 is not allowed; it must be an integer >= 1"),
+        (["--synthesis-iterations", "-1"], "--synthesis-iterations=-1 is not allowed; it must be an integer >= 0"),
+        (["--config", '{"num_images": 0}'], "num_images=0 is not allowed"),
     ],
 )
 def test_bad_options(model_dir, tmp_path, capsys, args, match):
     assert _run(model_dir, tmp_path / "x", *args) == 1
     assert match in capsys.readouterr().err
+
+
+def test_old_flags_still_work_with_a_deprecation_line(model_dir, tmp_path, capsys):
+    out = tmp_path / "old-flags"
+    assert main(["synthesize", f"local-dir:{model_dir}", "--out", str(out), "--num-images", "2", "--batch-size", "2",
+                 "--iterations", "1", "--groups-per-forward", "1", "--calibration-centres", "--device", "cpu",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    for old, new in (("--batch-size", "--synthesis-batch-size"), ("--iterations", "--synthesis-iterations"),
+                     ("--groups-per-forward", "--synthesis-groups-per-forward"),
+                     ("--calibration-centres", "--synthesis-calibration-centres")):
+        assert f"{old} is deprecated and will be removed in 1.0; use {new}" in err
+    from synq_hf.synthesis import synthesis_metadata
+
+    cfg = synthesis_metadata(datasets.load_from_disk(str(out)))["config"]
+    assert (cfg["synthesis_batch_size"], cfg["synthesis_iterations"], cfg["synthesis_calibration_centres"]) == (
+        2, 1, True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from synq_hf.config import CONFIG_VERSION, SynQConfig
@@ -43,3 +45,103 @@ def test_loss_presets_are_data_and_validated() -> None:
     assert SynQConfig(kd_weight=3.0).with_loss_preset("paper").kd_weight == LOSS_PRESETS["paper"]["kd_weight"]
     with pytest.raises(ConfigError, match="loss preset 'hast'"):
         SynQConfig().with_loss_preset("hast")
+
+
+# -- the split: model-shaping part, synthesis, fine-tuning ------------------------------------------
+
+
+def test_synq_config_joins_the_three_parts_with_one_name_and_default_per_field() -> None:
+    import dataclasses
+
+    from synq_hf.config import (
+        FINETUNE_FIELDS,
+        QUANTIZATION_FIELDS,
+        SYNTHESIS_FIELDS,
+        FinetuneSettings,
+        QuantizationSettings,
+        SynthesisSettings,
+    )
+
+    parts = (*QUANTIZATION_FIELDS, *SYNTHESIS_FIELDS, *FINETUNE_FIELDS)
+    assert len(parts) == len(set(parts))  # every field in exactly one part
+    assert set(parts) | {"seed", "version"} == {f.name for f in dataclasses.fields(SynQConfig)}
+    cfg = SynQConfig(w_bits=3, synthesis_groups_per_forward=2, learning_rate=1e-3)
+    assert cfg.part(QuantizationSettings).w_bits == 3
+    assert cfg.part(SynthesisSettings).synthesis_groups_per_forward == 2
+    assert cfg.part(FinetuneSettings).learning_rate == 1e-3
+    assert SynQConfig.from_parts(cfg.quantization_config(), cfg.part(SynthesisSettings),
+                                 cfg.part(FinetuneSettings), seed=cfg.seed) == cfg
+
+
+def test_quantization_config_holds_only_model_shaping_fields() -> None:
+    from synq_hf.config import QUANTIZATION_FIELDS, SynQQuantizationConfig
+
+    q = SynQConfig(w_bits=3, a_bits=5, lambda_cam=7.0).quantization_config()
+    assert set(q.to_dict()) == {*QUANTIZATION_FIELDS, "version"}
+    assert (q.w_bits, q.a_bits, q.quant_method) == (3, 5, "synq")
+    # an old checkpoint's full dict reads as its model part; a field no version ever had is refused
+    assert SynQQuantizationConfig.from_dict(SynQConfig(w_bits=2).to_dict()).w_bits == 2
+    with pytest.raises(ConfigError, match="unknown"):
+        SynQQuantizationConfig.from_dict({"w_bits": 2, "no_such_field": 1})
+    with pytest.raises(ConfigError, match="w_bits"):
+        SynQQuantizationConfig(w_bits=9)
+
+
+def test_paper_settings_come_from_the_field_defaults() -> None:
+    from synq_hf.config import PAPER_SETTINGS, paper_defaults
+    from synq_hf.recipe import PAPER_SETTINGS as recipe_settings
+
+    assert recipe_settings is PAPER_SETTINGS
+    assert PAPER_SETTINGS["cifar"]["learning_rate"] == paper_defaults("cnn", 32)["learning_rate"]
+    assert PAPER_SETTINGS["imagenet_vit"]["synthesis_batch_size"] == paper_defaults("vit", 224)["synthesis_batch_size"]
+    assert PAPER_SETTINGS["imagenet_cnn"]["num_images"] == SynQConfig().num_images
+    assert PAPER_SETTINGS["imagenet_vit"]["num_images"] == 32
+
+
+def test_inline_json_and_file_mean_the_same(tmp_path) -> None:
+    path = tmp_path / "c.json"
+    SynQConfig(w_bits=3).to_json_file(path)
+    assert SynQConfig.from_json(str(path)) == SynQConfig.from_json('{"w_bits": 3}') == SynQConfig(w_bits=3)
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        SynQConfig.from_json("{w_bits: 3}")
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["main_v1", "main_v2"])
+def test_folders_saved_by_main_load_with_identical_logits(name: str) -> None:
+    """Folders main (bc901ed) saved, schema version 1 (min-max ranges, migrated) and 2 (every field recorded)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from synq_hf.serialization import load_quantized
+
+    expected = load_file(str(FIXTURES / f"{name}_expected.safetensors"))
+    loaded = load_quantized(FIXTURES / name)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(expected["pixel_values"]), expected["logits"])
+    if name == "main_v1":
+        assert (loaded.synq_config.act_range_init, loaded.synq_config.weight_range_init) == ("minmax", "minmax")
+    assert loaded.synq_config.version == CONFIG_VERSION
+
+
+def test_training_arguments_carry_the_schedule_and_the_losses(tmp_path) -> None:
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from synq_hf.config import LossSettings, ScheduleSettings
+    from synq_hf.training import SynQTrainingArguments, build_training_args
+
+    cfg = SynQConfig(train_batch_size=8, num_epochs=3.0, lambda_cam=7.0, tau=0.6, seed=5).resolve(
+        family="cnn", input_size=32)
+    args = build_training_args(cfg, tmp_path, max_steps=4, use_cpu=True)
+    assert isinstance(args, SynQTrainingArguments) and isinstance(args, TrainingArguments)
+    assert (args.per_device_train_batch_size, args.num_train_epochs, args.max_steps, args.seed) == (8, 3.0, 4, 5)
+    for f in dataclasses.fields(ScheduleSettings):
+        if f.name != "max_steps":
+            assert getattr(args, f.metadata["trainer"]) == getattr(cfg, f.name), f.name
+    assert all(getattr(args, f.name) == getattr(cfg, f.name) for f in dataclasses.fields(LossSettings))
+    with pytest.raises(ConfigError, match="lambda_cam"):
+        SynQTrainingArguments(output_dir=str(tmp_path), lambda_cam=-1.0, use_cpu=True)

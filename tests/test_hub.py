@@ -447,9 +447,10 @@ def test_quantizer_from_pretrained_reaches_the_downloads(tmp_path: Path, monkeyp
 
 
 def test_local_files_only_miss_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # what HF_HUB_OFFLINE=0 sets
 
     def missing(*args: object, **kwargs: object) -> str:
         raise LocalEntryNotFoundError("not cached")

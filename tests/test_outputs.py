@@ -142,3 +142,18 @@ def test_public_name_never_keeps_a_path() -> None:
     assert public_name("local-dir:../shared/teachers/cifar10-resnet20") == "cifar10-resnet20"
     assert public_name("/abs/path/teacher/") == "teacher"
     assert public_name("parquet:../data/test.parquet") == "test.parquet"
+
+
+def test_write_file_is_whole_or_not_at_all(tmp_path) -> None:
+    from synq_hf.outputs import write_file
+
+    target = tmp_path / "f.bin"
+    write_file(target, lambda tmp: tmp.write_bytes(b"old"))
+
+    def fail(tmp):
+        tmp.write_bytes(b"half")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_file(target, fail)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]

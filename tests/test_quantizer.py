@@ -91,8 +91,11 @@ def test_recorded_config_is_what_ran(tiny_cnn_dir: Path, tmp_path: Path) -> None
     q.synthesize(num_images=16, iterations=1, seed=5, progress=False)
     q.quantize(max_steps=1, progress=False)
     assert (q.config.num_images, q.config.synthesis_iterations, q.config.seed, q.config.max_steps) == (16, 1, 5, 1)
-    saved = json.loads((q.save_pretrained(tmp_path / "o") / "config.json").read_text())["synq"]["config"]
+    folder = q.save_pretrained(tmp_path / "o")
+    saved = json.loads((folder / "results.json").read_text())["config"]  # the run's settings
     assert (saved["num_images"], saved["synthesis_iterations"], saved["seed"], saved["max_steps"]) == (16, 1, 5, 1)
+    model_part = json.loads((folder / "config.json").read_text())["synq"]["config"]  # what shapes the model
+    assert model_part == q.config.quantization_config().to_dict()
 
 
 def test_nothing_to_save_and_already_quantized(tiny_cnn_dir: Path, tmp_path: Path) -> None:

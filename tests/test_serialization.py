@@ -155,12 +155,17 @@ def test_hub_load_model_delegates(tmp_path: Path) -> None:
         assert torch.equal(loaded.model(x), q(x))
 
 
-def test_config_records_fine_tuning_settings_but_must_match_quantizers(tmp_path: Path) -> None:
+def test_config_records_only_what_shapes_the_model_and_must_match_quantizers(tmp_path: Path) -> None:
+    from synq_hf.config import QUANTIZATION_FIELDS
+
     model = _timm("test_resnet")()
     q = ptq(model, SynQConfig(w_bits=4, a_bits=4), torch.randn(2, 3, 32, 32), progress=False)
     save_quantized(q, tmp_path / "ok", base_model="m", library="timm",
-                   config=SynQConfig(w_bits=4, a_bits=4, lambda_cam=200.0))
-    assert load_quantized(tmp_path / "ok").synq_config.lambda_cam == 200.0
+                   config=SynQConfig(w_bits=4, a_bits=4, lambda_cam=200.0, synthesis_kde_points=3))
+    recorded = json.loads((tmp_path / "ok" / "config.json").read_text())["synq"]["config"]
+    assert set(recorded) == {*QUANTIZATION_FIELDS, "version"}  # no synthesis or fine-tuning settings
+    loaded = load_quantized(tmp_path / "ok").synq_config
+    assert (loaded.w_bits, loaded.lambda_cam, loaded.synthesis_kde_points) == (4, 50.0, 10)  # run settings: defaults
     with pytest.raises(ConfigError, match="w_bits=8"):
         save_quantized(q, tmp_path / "bad", base_model="m", library="timm", config=SynQConfig(w_bits=8, a_bits=4))
 

@@ -10,7 +10,9 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Iterator
+import types
+import typing
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +157,104 @@ def add_hub_arguments(p: argparse.ArgumentParser) -> None:
 def hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The ``load_model`` keywords given by :func:`add_hub_arguments`."""
     return {"revision": args.revision, "token": args.token}
+
+
+# --------------------------------------------------------------------------------------------------
+# SynQConfig fields as flags
+# --------------------------------------------------------------------------------------------------
+
+_NOT_FLAGS = ("quant_method", "version")
+
+
+def config_flag(name: str) -> str:
+    """The command-line flag of a ``SynQConfig`` field: ``w_bits`` -> ``--w-bits`` (the same on every subcommand)."""
+    return "--" + name.replace("_", "-")
+
+
+def _flag_type(hint: Any) -> tuple[Any, bool]:
+    """(the scalar type of a field's annotation, whether it is a list), ``X | None`` read as ``X``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is list:
+        return typing.get_args(hint)[0], True
+    if origin is typing.Literal:
+        return type(typing.get_args(hint)[0]), False
+    return hint, False
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, fields: Iterable[str] | None = None) -> None:
+    """``--config`` and one flag per ``SynQConfig`` field (all of them, or ``fields``), generated from the dataclass.
+
+    Types, choices and help come from the fields; the default shown is the field's. A flag left out leaves the
+    value of ``--config`` (or the field default) alone: see :func:`config_from_args`.
+    """
+    import dataclasses
+
+    from ..config import SynQConfig
+
+    group = parser.add_argument_group(
+        "SynQConfig", "every setting of the method; --config is read first, the flags below change single fields")
+    group.add_argument("--config", metavar="JSON",
+                       help="SynQConfig as a JSON file or an inline JSON object ('{\"w_bits\": 3}')")
+    hints = typing.get_type_hints(SynQConfig)
+    wanted = set(fields) if fields is not None else None
+    for f in dataclasses.fields(SynQConfig):
+        if f.name in _NOT_FLAGS or (wanted is not None and f.name not in wanted):
+            continue
+        kind, many = _flag_type(hints[f.name])
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        help_text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=kind, metavar={int: "N", float: "X"}.get(kind, "PATTERN" if many else "S"))
+            if many:
+                kwargs["nargs"] = "*"
+            if f.metadata.get("choices"):
+                kwargs.update(choices=f.metadata["choices"], metavar=None)
+        group.add_argument(config_flag(f.name), **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, preset: str | None = None) -> Any:
+    """The ``SynQConfig`` of a command: ``--config`` (file or inline JSON), then ``preset`` (a loss preset), then
+    every field flag given on the command line; a value that is not allowed is named by its flag."""
+    import dataclasses
+
+    from ..config import SynQConfig
+
+    config = SynQConfig.from_json(args.config) if getattr(args, "config", None) else SynQConfig()
+    if preset:
+        config = config.with_loss_preset(preset)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SynQConfig)
+             if f.name not in _NOT_FLAGS and hasattr(args, f.name)}
+    for f in dataclasses.fields(SynQConfig):
+        check = f.metadata.get("check")
+        if f.name in given and check is not None and given[f.name] is not None:
+            check(config_flag(f.name), given[f.name])
+    return config.replace(**given)
+
+
+class DeprecatedFlag(argparse.Action):
+    """An old flag kept working for a field: sets it and says once, on stderr, which flag replaces it."""
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str = "", **kwargs: Any) -> None:
+        self.replacement = replacement
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"synq-hf: {option_string} is deprecated and will be removed in 1.0; use {self.replacement}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def add_deprecated_flag(parser: argparse.ArgumentParser, old: str, field: str, **kwargs: Any) -> None:
+    """Keep ``old`` working as the flag of ``field`` (hidden from --help), with a one-line deprecation message."""
+    parser.add_argument(old, dest=field, action=DeprecatedFlag, replacement=config_flag(field),
+                        help=argparse.SUPPRESS, **kwargs)
 
 
 def result(args: argparse.Namespace, text: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -25,7 +24,16 @@ from ..errors import ConfigError, DataError, SynQError
 from ..model_info import LoadedModel
 from ..outputs import OutputError, check_output, output_error, public_name
 from ..quantizer import SynQQuantizer
-from .common import add_hub_arguments, hub_kwargs, pick_threads, resolve_device, result, work_session
+from .common import (
+    add_config_arguments,
+    add_hub_arguments,
+    config_from_args,
+    hub_kwargs,
+    pick_threads,
+    resolve_device,
+    result,
+    work_session,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,34 +89,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="synq (default): zero-shot SynQ (synthesis + calibration + fine-tuning); "
                    "ptq: post-training quantization (calibration and range search only)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (must be new or empty)")
-    p.add_argument("--w-bits", type=int, metavar="B", help="weight bit-width (default: the config's, 4)")
-    p.add_argument("--a-bits", type=int, metavar="B", help="activation bit-width (default: the config's, 4)")
     p.add_argument("--calibration-data", metavar="DATA",
                    help="real images to calibrate on (parquet, dataset folder, ImageFolder or Hub id); "
                    "default: images synthesized from the model")
-    p.add_argument("--calibration-num-images", type=int, metavar="N",
-                   help="calibration images (default: config calibration_num_images, 512)")
     p.add_argument("--calibration-skip", type=int, default=0, metavar="K",
                    help="ignore the first K rows of the data (e.g. the rows you evaluate on)")
     p.add_argument("--split", help="dataset split (default: test, validation, or the only split)")
     p.add_argument("--image-column", metavar="C", help="image column (default: image/img/pixel_values)")
     p.add_argument("--synthetic", type=Path, metavar="DIR",
                    help="synq: reuse a synthetic dataset folder (synq-hf synthesize) instead of synthesizing")
-    p.add_argument("--num-images", type=int, metavar="N", help="synq: synthetic images (default: config, 5120)")
-    p.add_argument("--synthesis-iterations", type=int, metavar="K",
-                   help="synq: synthesis iterations (default: config, 1000)")
-    p.add_argument("--synthesis-batch-size", type=int, metavar="B",
-                   help="images synthesized together (default: min(images, 256 CNN / 32 ViT))")
-    p.add_argument("--max-steps", type=int, metavar="N", help="synq: cap fine-tuning steps (default: epochs)")
-    p.add_argument("--augment", choices=("none", "shift_flip", "crop_flip"),
-                   help="synq: augmentation of every fine-tuning batch (default: the config's, none)")
     p.add_argument("--loss-preset", choices=sorted(LOSS_PRESETS),
                    help="synq: loss balance preset (paper: plain KL; authors: 20·T²·KL at T=20, crop+flip)")
     p.add_argument("--eval-data", metavar="DATA",
                    help="real labelled data: evaluate float, PTQ-on-synthetic and the result; writes results.json")
     p.add_argument("--eval-split", metavar="S", help="split of --eval-data")
-    p.add_argument("--config", metavar="JSON", help="SynQConfig as a JSON file or an inline JSON object")
-    p.add_argument("--seed", type=int, metavar="S", help="seed of sampling/synthesis (default: the config's, 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace DIR if it is an earlier synq-hf output (never a folder holding other files)")
     p.add_argument("--work-dir", type=Path, metavar="DIR",
@@ -118,6 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
     add_hub_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_config_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -127,31 +122,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> SynQConfig:
-    """``--config`` (file or inline JSON) with the explicit flags applied on top."""
-    config = SynQConfig()
-    if args.config:
-        text = args.config.strip()
-        if text.startswith("{"):
-            try:
-                config = SynQConfig.from_dict(json.loads(text))
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"--config is not valid JSON: {e}") from e
-        else:
-            config = SynQConfig.from_json_file(text)
-    overrides = {
-        "w_bits": args.w_bits,
-        "a_bits": args.a_bits,
-        "calibration_num_images": args.calibration_num_images,
-        "seed": args.seed,
-        "num_images": getattr(args, "num_images", None),
-        "synthesis_iterations": getattr(args, "synthesis_iterations", None),
-        "synthesis_batch_size": getattr(args, "synthesis_batch_size", None),
-        "max_steps": getattr(args, "max_steps", None),
-    }
-    if getattr(args, "loss_preset", None):
-        config = config.with_loss_preset(args.loss_preset)
-    overrides["augment"] = getattr(args, "augment", None)  # after the preset: an explicit flag wins
-    return config.replace(**{k: v for k, v in overrides.items() if v is not None})
+    """``--config`` (file or inline JSON), then ``--loss-preset``, then every field flag given."""
+    return config_from_args(args, preset=getattr(args, "loss_preset", None))
 
 
 def check_not_input(out: Path, model_id: str) -> None:
@@ -281,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--calibration-skip needs --calibration-data")
     if args.method == "synq" and args.calibration_data:
         raise ConfigError("--calibration-data is for --method ptq; SynQ is zero-shot (it calibrates on synthetic data)")
-    if args.method == "ptq" and (args.synthetic or args.max_steps is not None):
+    if args.method == "ptq" and (args.synthetic or getattr(args, "max_steps", None) is not None):
         raise ConfigError("--synthetic/--max-steps are for --method synq")
     device = resolve_device(args.device)
     check_not_input(args.out, args.model)

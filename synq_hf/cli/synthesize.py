@@ -6,15 +6,31 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..config import SYNTHESIS_FIELDS
 from ..outputs import OutputError, check_output, output_error, write_output
-from .common import add_hub_arguments, hub_kwargs, pick_threads, resolve_device, result, work_session
+from .common import (
+    add_config_arguments,
+    add_deprecated_flag,
+    add_hub_arguments,
+    config_from_args,
+    hub_kwargs,
+    pick_threads,
+    resolve_device,
+    result,
+    work_session,
+)
 
 _EPILOG = """\
 examples:
   synq-hf synthesize local-dir:teachers/cifar10-resnet20 --out synthetic-r20 --num-images 5120
-  synq-hf synthesize deit_tiny_patch16_224.fb_in1k --out synthetic-deit --num-images 64 --batch-size 32
-  synq-hf synthesize ./my-cnn --out data --num-images 512 --iterations 500 --seed 1 --overwrite
+  synq-hf synthesize deit_tiny_patch16_224.fb_in1k --out synthetic-deit --num-images 64 --synthesis-batch-size 32
+  synq-hf synthesize ./my-cnn --out data --num-images 512 --synthesis-iterations 500 --seed 1 --overwrite
+  synq-hf synthesize ./my-cnn --out data --config '{"num_images": 512, "synthesis_lr": 0.25}'
+
+Every synthesis field of SynQConfig is a flag (the same flag as in synq-hf quantize); --config (a JSON file or
+an inline JSON object) is read first. --batch-size, --iterations, --groups-per-forward and
+--calibration-centres still work (deprecated: --synthesis-batch-size, --synthesis-iterations,
+--synthesis-groups-per-forward, --synthesis-calibration-centres).
 
 CNNs with BatchNorm are synthesized by BatchNorm-statistics matching (batch 256), ViT/DeiT/Swin models by
 PSAQ-ViT patch similarity (batch 32). OUT becomes a datasets save_to_disk folder (datasets.load_from_disk) with
@@ -39,16 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="model id or folder (timm name, Hub repo, local-dir:PATH)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (save_to_disk)")
-    p.add_argument("--num-images", type=int, metavar="N", help="images to make (default 5120; multiple of the batch)")
-    p.add_argument("--batch-size", type=int, metavar="B",
-                   help="images optimized together (default min(N, 256) for CNNs, min(N, 32) for ViTs)")
-    p.add_argument("--iterations", type=int, metavar="K", help="optimization iterations per batch (default 1000)")
-    p.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
-    p.add_argument("--groups-per-forward", type=int, metavar="G",
-                   help="batches sent through one forward, statistics kept per batch (default 1; raise on GPUs)")
-    p.add_argument("--calibration-centres", action="store_true",
-                   help="also make one TexQ-style calibration-centre image per class")
-    p.add_argument("--config", type=Path, metavar="JSON", help="SynQConfig JSON file to start from")
     p.add_argument("--device", metavar="D", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it is an earlier synthesize output")
     p.add_argument("--work-dir", type=Path, metavar="DIR",
@@ -57,24 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
     add_hub_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_config_arguments(p, (*SYNTHESIS_FIELDS, "seed"))
+    for old, field in (("--batch-size", "synthesis_batch_size"), ("--iterations", "synthesis_iterations"),
+                       ("--groups-per-forward", "synthesis_groups_per_forward")):
+        add_deprecated_flag(p, old, field, type=int)
+    add_deprecated_flag(p, "--calibration-centres", "synthesis_calibration_centres", nargs=0)
     p.set_defaults(func=run)
-
-
-def _build_config(args: argparse.Namespace):
-    from ..config import SynQConfig
-
-    for flag, value, low in (("--num-images", args.num_images, 1), ("--batch-size", args.batch_size, 1),
-                             ("--iterations", args.iterations, 0), ("--seed", args.seed, 0),
-                             ("--groups-per-forward", args.groups_per_forward, 1)):
-        if value is not None and value < low:
-            raise ConfigError(f"{flag} must be an integer >= {low}, got {value}")
-    cfg = SynQConfig.from_json_file(args.config) if args.config else SynQConfig()
-    changes = {k: v for k, v in (("num_images", args.num_images), ("synthesis_batch_size", args.batch_size),
-                                 ("synthesis_iterations", args.iterations), ("seed", args.seed),
-                                 ("synthesis_groups_per_forward", args.groups_per_forward)) if v is not None}
-    if args.calibration_centres:
-        changes["synthesis_calibration_centres"] = True
-    return cfg.replace(**changes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from ..hub import load_model
     from ..synthesis import synthesis_metadata, synthesize
 
-    cfg = _build_config(args)
+    cfg = config_from_args(args)
     device = resolve_device(args.device)
     check_output(args.out, overwrite=args.overwrite)
     logging.getLogger("timm").setLevel(logging.WARNING)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from torch import nn
 
 from ..errors import ConfigError, SynQError
 from ..model_info import model_logits
+from ..outputs import write_file
 from ..quant import ActQuantizer, QuantConv2d, QuantLinear, is_quantized, qrange
 from ..quant.fake_quant import quantize_dequantize
 from ..quant.packing import packed_layers, weight_codes
@@ -353,10 +353,8 @@ def export_onnx(
         raise ConfigError(f"--out {str(path)!r} is a folder; give a file name such as model.onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(2, *(int(v) for v in input_size))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def write(tmp: Path) -> None:
         import warnings
 
         with warnings.catch_warnings(), torch.no_grad():
@@ -375,11 +373,11 @@ def export_onnx(
         proto.producer_name = "synq-hf"
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
+
+    try:
+        write_file(path, write)
     except (RuntimeError, ValueError, TypeError) as e:
         raise SynQError(f"ONNX export of {type(model).__name__} failed: {e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

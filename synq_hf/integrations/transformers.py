@@ -9,6 +9,9 @@ Registered on ``import synq_hf`` (before any ``from_pretrained``, or transformer
   metadata); folders with float weights (synq_hf format 1-2) still load;
 * ``from_pretrained(float_id, quantization_config=SynQConfig(...))`` returns a fake-quantized,
   not yet calibrated model ready for ``SynQTrainer`` (which calibrates before fine-tuning).
+
+Either way ``model.config.quantization_config`` becomes the model-shaping part
+(``SynQConfig.quantization_config()``), so ``save_pretrained`` records no synthesis or training settings.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class SynQHfQuantizer(HfQuantizer):
     def _process_model_before_weight_loading(self, model: Any, checkpoint_files: Any = None, **kwargs: Any) -> Any:
         quantize_model(model, self.quantization_config)
         ignore = set(model._keys_to_ignore_on_load_missing or ())
+        # save_pretrained writes model.config.quantization_config: only what shapes the model, no run settings
+        model.config.quantization_config = self.quantization_config.quantization_config()
         if not self.pre_quantized:  # a float checkpoint has no quantizer tensors: not worth a warning
             model._keys_to_ignore_on_load_missing = ignore | {r"_quantizer\."}
             return model

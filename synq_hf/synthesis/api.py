@@ -18,6 +18,7 @@ from ..architectures import SPECS, find_spec
 from ..config import SynQConfig
 from ..distributed import Processes, processes
 from ..errors import ConfigError, SynQError, UnsupportedModelError
+from ..model_info import model_num_classes
 from ..outputs import public_name
 from .cnn import BNStatsObjective
 from .engine import run_groups
@@ -191,8 +192,8 @@ def synthesize(
 
 
 def _num_classes(teacher: nn.Module) -> int:
-    n = getattr(teacher, "num_classes", None) or getattr(getattr(teacher, "config", None), "num_labels", None)
-    if not isinstance(n, int) or n < 1:
+    n = model_num_classes(teacher)
+    if n is None:
         raise UnsupportedModelError(f"cannot tell how many classes {type(teacher).__name__} has; pass num_classes")
     return n
 

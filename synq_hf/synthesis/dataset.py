@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import numpy as np
@@ -11,7 +11,9 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..outputs import public_name
 from ..version import __version__
-from .api import SyntheticImages
+
+if TYPE_CHECKING:
+    from .api import SyntheticImages
 
 INFO_KEY = "synq_hf"
 

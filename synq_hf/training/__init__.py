@@ -1,5 +1,6 @@
 """SynQ fine-tuning: ``SynQTrainer`` (a ``transformers.Trainer``), its losses, Grad-CAM and ``finetune``."""
 
+from .arguments import SynQTrainingArguments
 from .cam import CamTarget, compute_cam, resolve_cam_target
 from .collator import BatchTransform, SyntheticCollator, low_pass_dataset, validate_synthetic_dataset
 from .finetune import build_training_args, finetune
@@ -19,6 +20,7 @@ __all__ = [
     "BatchTransform",
     "CamTarget",
     "SynQTrainer",
+    "SynQTrainingArguments",
     "SyntheticCollator",
     "TrainingDiverged",
     "TrainingInterrupted",

@@ -5,57 +5,22 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import TrainerCallback, TrainingArguments
 
 from ..architectures import get_spec
 from ..config import SynQConfig
-from ..errors import ConfigError
 from ..model_info import LoadedModel
+from .arguments import SynQTrainingArguments
 from .trainer import SynQTrainer
 
 
 def build_training_args(
     config: SynQConfig, output_dir: str | os.PathLike, *, max_steps: int | None = None, progress: bool = True,
     **overrides: Any,
-) -> TrainingArguments:
-    """``TrainingArguments`` from a resolved ``SynQConfig`` (batch, epochs/steps, lr, weight decay, seed).
-
-    Choices: cosine learning-rate decay without warm-up; gradient-norm clipping at ``config.max_grad_norm``;
-    ``remove_unused_columns=False`` (our collator names the columns); no reporting integrations; one
-    checkpoint every 500 steps, the last two kept; DDP without unused-parameter search. ``overrides``
-    replace any of these.
-    """
-    for name in ("train_batch_size", "learning_rate", "tau", "lpf_d0"):
-        if getattr(config, name) is None:
-            raise ConfigError(f"{name} is unset: pass config.resolve(family=..., input_size=...) to build_training_args")
-    steps = max_steps if max_steps is not None else config.max_steps
-    kwargs: dict[str, Any] = dict(
-        output_dir=os.fspath(output_dir),
-        per_device_train_batch_size=config.train_batch_size,
-        num_train_epochs=config.num_epochs,
-        max_steps=steps if steps is not None else -1,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type="cosine",
-        warmup_steps=0,
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-        data_seed=config.seed,
-        remove_unused_columns=False,
-        report_to="none",
-        save_strategy="steps",
-        save_steps=500,
-        save_total_limit=2,
-        logging_steps=50,
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,
-        disable_tqdm=not progress,
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
-    kwargs.update(overrides)
-    return TrainingArguments(**kwargs)
+) -> SynQTrainingArguments:
+    """``SynQTrainingArguments.from_config``: the ``TrainingArguments`` of a resolved ``SynQConfig``."""
+    return SynQTrainingArguments.from_config(config, output_dir, max_steps=max_steps, progress=progress, **overrides)
 
 
 def finetune(

@@ -35,7 +35,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from ..architectures import get_spec
 from ..config import CONFIG_NAME, SynQConfig
 from ..errors import CheckpointError, ConfigError, DataError, SynQError
-from ..model_info import model_logits
+from ..model_info import model_logits, model_num_classes
 from ..quant.quantize import act_quantizers, calibrate
 from .cam import CamHook, CamTarget, resolve_cam_target, student_cam, teacher_forward_cam
 from .collator import (
@@ -124,15 +124,6 @@ def last_checkpoint(output_dir: str) -> str | None:
 
 
 # -- model metadata -----------------------------------------------------------------------------------
-
-
-def model_num_classes(model: nn.Module) -> int | None:
-    """Classes predicted by a timm (``num_classes``) or transformers (``config.num_labels``) classifier."""
-    n = getattr(model, "num_classes", None)
-    if isinstance(n, int) and n > 0:
-        return n
-    n = getattr(getattr(model, "config", None), "num_labels", None)
-    return n if isinstance(n, int) and n > 0 else None
 
 
 def model_image_shape(model: nn.Module) -> tuple[int, int, int] | None:

@@ -1,0 +1,78 @@
+"""``SynQTrainingArguments``: ``TrainingArguments`` plus SynQ's loss settings (the TRL ``SFTConfig`` pattern)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+
+from ..config import LossSettings, ScheduleSettings, SynQConfig
+from ..errors import ConfigError
+
+__all__ = ["SynQTrainingArguments"]
+
+
+@dataclass
+class SynQTrainingArguments(LossSettings, TrainingArguments):
+    """``TrainingArguments`` with SynQ's loss fields (``lpf_d0``, ``tau``, ``lambda_ce``, ``lambda_cam`` ...).
+
+    :meth:`from_config` builds it from a resolved ``SynQConfig``: each schedule field of the config sets the
+    ``TrainingArguments`` field its metadata names (``train_batch_size`` -> ``per_device_train_batch_size``,
+    ``num_epochs`` -> ``num_train_epochs`` ...), each loss field is copied by name.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for f in dataclasses.fields(LossSettings):
+            value = getattr(self, f.name)
+            choices, check = f.metadata.get("choices"), f.metadata.get("check")
+            if value is None and f.default is None:
+                continue
+            if choices and value not in choices:
+                raise ConfigError(f"{f.name}={value!r} is not allowed; choose one of {list(choices)}")
+            if check is not None:
+                check(f.name, value)
+
+    @classmethod
+    def from_config(
+        cls, config: SynQConfig, output_dir: str | os.PathLike, *, max_steps: int | None = None,
+        progress: bool = True, **overrides: Any,
+    ) -> SynQTrainingArguments:
+        """The arguments of a SynQ fine-tuning run from a resolved ``config``; ``overrides`` win over everything.
+
+        Choices: cosine learning-rate decay without warm-up; gradient-norm clipping at ``config.max_grad_norm``;
+        ``remove_unused_columns=False`` (our collator names the columns); no reporting integrations; one
+        checkpoint every 500 steps, the last two kept; DDP without unused-parameter search.
+        """
+        for name in ("train_batch_size", "learning_rate", "tau", "lpf_d0"):
+            if getattr(config, name) is None:
+                raise ConfigError(f"{name} is unset: pass config.resolve(family=..., input_size=...) to "
+                                  "build_training_args")
+        schedule = {f.metadata["trainer"]: getattr(config, f.name) for f in dataclasses.fields(ScheduleSettings)}
+        steps = max_steps if max_steps is not None else schedule["max_steps"]
+        schedule["max_steps"] = steps if steps is not None else -1
+        kwargs: dict[str, Any] = dict(
+            output_dir=os.fspath(output_dir),
+            **schedule,
+            **{f.name: getattr(config, f.name) for f in dataclasses.fields(LossSettings)},
+            seed=config.seed,
+            data_seed=config.seed,
+            lr_scheduler_type="cosine",
+            warmup_steps=0,
+            remove_unused_columns=False,
+            report_to="none",
+            save_strategy="steps",
+            save_steps=500,
+            save_total_limit=2,
+            logging_steps=50,
+            dataloader_num_workers=0,
+            ddp_find_unused_parameters=False,
+            disable_tqdm=not progress,
+            dataloader_pin_memory=torch.cuda.is_available(),
+        )
+        kwargs.update(overrides)
+        return cls(**kwargs)
