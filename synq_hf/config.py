@@ -89,6 +89,15 @@ class SynQConfig(QuantizationConfigMixin):
         RANGE_SEARCH_P, "Exponent p of the Lp error minimized by the range searches (2: MSE; 3 weighs the clipped tail more)."
     )
 
+    # -- ViT/DeiT/Swin placement (issue 13) -------------------------------------------------------
+    vit_placement: Literal["psaq", "loose"] = _f(
+        "psaq",
+        "ViT/DeiT/Swin quantizer placement: 'psaq' quantizes every tensor PSAQ-ViT does (the image, the embeddings, "
+        "the mid-block residual stream, the attention-projection and fc2 outputs, plus everything of 'loose'); "
+        "'loose' only every Linear input, q/k/v, the pre-softmax scores, block outputs and the logits.",
+        ("psaq", "loose"),
+    )
+
     # -- calibration -------------------------------------------------------------------------------
     calibration_num_images: int = _f(512, "Images used to calibrate activation ranges.")
     calibration_batch_size: int = _f(64, "Batch size of the calibration forward passes.")

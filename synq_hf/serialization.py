@@ -61,7 +61,7 @@ _LIBRARIES = ("timm", "transformers")
 # with the model on these, or reloading would build a different network.
 _STRUCTURAL_FIELDS = (
     "w_bits", "a_bits", "weight_granularity", "weight_symmetric", "act_symmetric", "first_layer_bits",
-    "last_layer_bits", "include", "exclude", "ste", "learnable_act_scale", "ema_momentum",
+    "last_layer_bits", "include", "exclude", "ste", "learnable_act_scale", "ema_momentum", "vit_placement",
 )
 _PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 

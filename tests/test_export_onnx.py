@@ -66,6 +66,10 @@ KNOWN_EXPORT_BUGS = {
     # from the fake-quant model (max |logit diff| 0.054 of 0.395) although the torch stand-in model used for the
     # export matches it exactly and min-max or L2 ranges export exactly. Not understood yet (issue 12 stays open).
     "timm-vit-w8a8": "ONNX W8A8 ViT with searched ranges deviates from fake-quant (open bug, issue 12)",
+    # Found when PSAQ-ViT's full placement became the ViT default (issue 13: image, embeddings, residual stream,
+    # proj/fc2 outputs quantized): the plain QDQ graph still matches the fake-quant model, but onnxruntime's fused
+    # integer graph predicts another class for 7 of 8 images (agreement 0.125). Not understood yet (issue 12).
+    "timm-vit-w8a8-minmax": "ONNX fused integer graph of the full-placement W8A8 ViT disagrees (open bug, issue 12)",
 }
 
 
