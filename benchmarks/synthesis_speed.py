@@ -1,6 +1,7 @@
 """Cost of one synthesis iteration against its floor (one teacher forward + backward to the pixels).
 
-    python benchmarks/synthesis_speed.py --json                 # shared ResNet-20 @256 and DeiT-tiny @32, CPU
+    python benchmarks/synthesis_speed.py --json                 # shared ResNet-20 @256 and DeiT-tiny @224, CPU
+    python benchmarks/synthesis_speed.py --json --models vit    # the shared CIFAR-10 ViT (32 px, 32 images)
     python benchmarks/synthesis_speed.py --json --device cuda   # adds ResNet-18 images/s on a GPU
 
 Prints one JSON object per line: {"model", "batch", "iteration_s", "floor_s", "ratio", ...}. Iterations and
@@ -32,7 +33,11 @@ from synq_hf.synthesis.cnn import BNStatsObjective  # noqa: E402
 from synq_hf.synthesis.engine import GroupOptimizer  # noqa: E402
 from synq_hf.synthesis.vit import PatchSimilarityObjective  # noqa: E402
 
-RESNET20 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "teachers" / "cifar10-resnet20"
+TEACHERS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "teachers"
+if not TEACHERS.exists():
+    TEACHERS = Path("/work/shared/data/teachers")
+RESNET20 = TEACHERS / "cifar10-resnet20"
+VIT = TEACHERS / "cifar10-vit-tiny"
 
 
 def _sync(device: torch.device) -> None:
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--repeats", type=int, default=10, help="timed iterations (and floors) per model")
-    parser.add_argument("--models", default="resnet20,deit", help="comma list of resnet20, deit")
+    parser.add_argument("--models", default="resnet20,deit", help="comma list of resnet20, deit, vit")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.threads:
@@ -146,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         deit = timm.create_model("deit_tiny_patch16_224", pretrained=False)
         results.append(measure("deit_tiny_patch16_224 (random init)", deit, 32, 224, device, max(3, args.repeats // 3)))
         results.append(vit_loss_memory(deit, 32, 224, device))
+    if "vit" in models:
+        vit = timm.create_model(f"local-dir:{VIT}", pretrained=True)
+        results.append(measure("cifar10-vit-tiny", vit, 32, 32, device, args.repeats))
     if device.type == "cuda":
         r18 = timm.create_model("resnet18", pretrained=False)
         row = measure("resnet18 (random init, 4 groups)", r18, 256, 224, device, args.repeats, groups=4)

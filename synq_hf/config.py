@@ -28,7 +28,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .errors import ConfigError
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 """Schema version written into every saved config; bump it (and extend ``_MIGRATIONS``) on breaking changes."""
 
 CONFIG_NAME = "synq_config.json"
@@ -156,6 +156,16 @@ class QuantizationSettings:
     )
     ema_momentum: float = _f(0.9, "EMA momentum of the min/max observers during calibration (0 < m < 1).",
                              check=_number(0.0, 1.0, open_low=True, open_high=True))
+
+    # -- ViT/DeiT/Swin placement (issue 13) -------------------------------------------------------
+    vit_placement: Literal["psaq", "loose"] = _f(
+        "psaq",
+        "ViT/DeiT/Swin quantizer placement: 'psaq' quantizes every tensor PSAQ-ViT does (the image, the "
+        "embeddings, the mid-block residual stream, the attention-projection and fc2 outputs, plus everything of "
+        "'loose'); 'loose' only every Linear input, q/k/v, the pre-softmax scores, block outputs and the logits "
+        "(configs saved before version 3 load as 'loose').",
+        ("psaq", "loose"),
+    )
 
 
 @dataclass
@@ -483,8 +493,15 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 quantizes ViTs with PSAQ-ViT's full placement; older ViT checkpoints were built with 'loose'."""
+    out = {"vit_placement": "loose"}
+    out.update(data)
+    return out
+
+
 # Migrations from schema version N to N+1.
-_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2}
+_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def _pkg_version() -> str:

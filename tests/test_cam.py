@@ -11,7 +11,14 @@ from torch import nn
 import synq_hf  # noqa: F401  (registers cifar_resnet*)
 from synq_hf.errors import UnsupportedModelError
 from synq_hf.model_info import model_logits
-from synq_hf.training.cam import CamHook, grad_cam_map, resolve_cam_target, student_cam, teacher_forward_cam
+from synq_hf.training.cam import (
+    CamHook,
+    compute_cam,
+    grad_cam_map,
+    resolve_cam_target,
+    student_cam,
+    teacher_forward_cam,
+)
 
 
 def _hf_vit():
@@ -152,3 +159,16 @@ def test_grad_cam_of_almost_all_negative_evidence_has_a_bounded_gradient():
     cam = grad_cam_map(act, grad, target)
     (g,) = torch.autograd.grad(cam.sum(), act)
     assert float(cam.max()) < 1e-3 and float(g.abs().max()) < 1e3  # plain min-max: a map of 1.0, gradient ~1e6
+
+
+@pytest.mark.parametrize("build", [lambda: timm.create_model("test_vit", img_size=32)])
+def test_vit_maps_are_neither_zero_nor_flat(build):
+    """The ViT CAM target (the last block's first LayerNorm output) gives maps with structure, not the all-zero
+    maps of the last block's output (only the class token reaches the head); measured on the shared ViT in
+    BENCHMARKS.md (benchmarks/vit_gradcam.py)."""
+    torch.manual_seed(0)
+    model = build().eval()
+    maps = compute_cam(model, torch.randn(6, 3, 32, 32), torch.arange(6) % 10)
+    assert maps.shape[0] == 6 and maps.shape[1] > 1
+    assert (maps.amax(dim=1) > 0.99).all()  # normalized peak: no all-zero map
+    assert (maps.std(dim=1) > 0.05).all()  # not flat

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from synq_hf.quant.fake_quant import fake_quantize_tensor, fake_quantize_weight, minmax_qparams, qrange
+from synq_hf.quant.fake_quant import (
+    fake_quantize_tensor,
+    fake_quantize_weight,
+    minmax_qparams,
+    qrange,
+    weight_qparams,
+)
 
 EPS = torch.finfo(torch.float32).eps
 
@@ -38,8 +44,8 @@ def test_qrange(bits: int, symmetric: bool, expected: tuple[int, int]) -> None:
         (1.0, 2.0, 8, False, 2.0 / 255, 0),  # range widened down to include 0
         (-2.0, -1.0, 8, False, 2.0 / 255, 255),  # range widened up to include 0
         (0.0, 1.5, 4, False, 0.1, 0),
-        (-1.0, 0.5, 4, True, 1.0 / 7, 0),  # symmetric: |max| / qmax, zero point 0
-        (-0.25, 2.0, 3, True, 2.0 / 3, 0),
+        (-1.0, 0.5, 4, True, 1.0 / 7.5, 0),  # symmetric (PSAQ-ViT): |max| / ((qmax - qmin) / 2), zero point 0
+        (-0.25, 2.0, 3, True, 2.0 / 3.5, 0),
         (0.0, 0.0, 8, False, EPS, 0),  # degenerate all-zero tensor: smallest positive scale
         (0.0, 0.0, 4, True, EPS, 0),
     ],
@@ -64,6 +70,20 @@ def test_zero_is_exactly_representable(bits: int, symmetric: bool) -> None:
     # the range [lo, hi] is covered by the grid (up to half a step at the clamped end)
     # the grid covers [lo, hi] up to half a step at each end (the zero point is rounded)
     assert torch.all((qmin - z) * s <= lo + s / 2 + 1e-6) and torch.all((qmax - z) * s >= hi - s / 2 - 1e-6)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_symmetric_weights_use_every_code_of_the_grid(bits: int) -> None:
+    """PSAQ-ViT's symmetric grid: step amax / ((qmax - qmin) / 2), so -amax sits on qmin (-8 at 4 bits, a tie
+    rounded to even) and +amax clamps to qmax; every one of the 2^b codes occurs (amax / qmax never used qmin)."""
+    qmin, qmax = qrange(bits, True)
+    amax = (qmax - qmin) / 2  # step exactly 1, so x / step is exact and the tie at -amax is a true tie
+    w = torch.linspace(-amax, amax, 4096).repeat(2, 1)
+    scale, _ = weight_qparams(w, bits, True, True)
+    assert scale.tolist() == [1.0, 1.0]
+    codes = fake_quantize_weight(w, bits, True, True)
+    for c in range(2):
+        assert codes[c].unique().tolist() == list(range(qmin, qmax + 1))
 
 
 def test_all_zero_weight_stays_zero() -> None:

@@ -49,6 +49,10 @@ HF_BLOCK = frozenset(
     + [f"attention.{p}.input_quantizer" for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
     + ["mlp.fc1.input_quantizer", "mlp.fc2.input_quantizer", "output_quantizer"]
 )
+# the faithful PSAQ-ViT placement (default) adds, per block, the mid-block residual stream and the outputs of
+# the attention projection and fc2 (PSAQ-ViT's Block.qact2, Attention.qact3, Mlp.QuantAct2)
+TIMM_PSAQ = frozenset(["residual_quantizer", "attn.proj.output_quantizer", "mlp.fc2.output_quantizer"])
+HF_PSAQ = frozenset(["residual_quantizer", "attention.o_proj.output_quantizer", "mlp.fc2.output_quantizer"])
 HF_TINY = dict(
     image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
     intermediate_size=64, num_labels=10,
@@ -70,6 +74,8 @@ class Case:
     per_block: frozenset[str]
     heads: tuple[str, ...]
     first: str
+    psaq_block: frozenset[str]  # extra per-block quantizers of the faithful placement
+    embeddings: tuple[str, ...]  # modules whose output the faithful placement quantizes
     merges: tuple[str, ...] = ()  # Swin patch-merging Linears (input-quantized)
     timm_name: str | None = None  # reload through timm's strict checkpoint loader
 
@@ -86,46 +92,50 @@ _SWIN_BLOCKS = ("layers.0.blocks.0", "layers.0.blocks.1", "layers.1.blocks.0", "
 CASES = {
     "timm_vit": Case(
         _timm("test_vit", depth=2, num_classes=10), 64, "vit", ("blocks.0", "blocks.1"), TIMM_BLOCK,
-        ("head",), "patch_embed.proj", timm_name="test_vit",
+        ("head",), "patch_embed.proj", TIMM_PSAQ, ("patch_embed", "pos_drop"), timm_name="test_vit",
     ),
     "timm_deit": Case(
         _timm("deit_tiny_patch16_224", depth=2, img_size=64, num_classes=10), 64, "vit",
-        ("blocks.0", "blocks.1"), TIMM_BLOCK, ("head",), "patch_embed.proj",
+        ("blocks.0", "blocks.1"), TIMM_BLOCK, ("head",), "patch_embed.proj", TIMM_PSAQ, ("patch_embed", "pos_drop"),
         timm_name="deit_tiny_patch16_224",
     ),
     "timm_deit_distilled": Case(
         _timm("deit_tiny_distilled_patch16_224", depth=2, img_size=64, num_classes=10), 64, "vit",
-        ("blocks.0", "blocks.1"), TIMM_BLOCK, ("head", "head_dist"), "patch_embed.proj",
-        timm_name="deit_tiny_distilled_patch16_224",
+        ("blocks.0", "blocks.1"), TIMM_BLOCK, ("head", "head_dist"), "patch_embed.proj", TIMM_PSAQ,
+        ("patch_embed", "pos_drop"), timm_name="deit_tiny_distilled_patch16_224",
     ),
     "timm_swin": Case(
         _timm("swin_tiny_patch4_window7_224", **TIMM_SWIN), 56, "swin", _SWIN_BLOCKS, TIMM_BLOCK,
-        ("head.fc",), "patch_embed.proj", merges=("layers.1.downsample.reduction",),
+        ("head.fc",), "patch_embed.proj", TIMM_PSAQ, ("patch_embed",), merges=("layers.1.downsample.reduction",),
         timm_name="swin_tiny_patch4_window7_224",
     ),
     "hf_vit": Case(
         _hf(ViTForImageClassification, ViTConfig, **HF_TINY), 32, "vit", ("vit.layers.0", "vit.layers.1"),
-        HF_BLOCK, ("classifier",), "vit.embeddings.patch_embeddings.projection",
+        HF_BLOCK, ("classifier",), "vit.embeddings.patch_embeddings.projection", HF_PSAQ,
+        ("vit.embeddings", "vit.embeddings.patch_embeddings"),
     ),
     "hf_deit": Case(
         _hf(DeiTForImageClassification, DeiTConfig, **HF_TINY), 32, "vit", ("deit.layers.0", "deit.layers.1"),
-        HF_BLOCK, ("classifier",), "deit.embeddings.patch_embeddings.projection",
+        HF_BLOCK, ("classifier",), "deit.embeddings.patch_embeddings.projection", HF_PSAQ,
+        ("deit.embeddings", "deit.embeddings.patch_embeddings"),
     ),
     "hf_deit_teacher": Case(
         _hf(DeiTForImageClassificationWithTeacher, DeiTConfig, **HF_TINY), 32, "vit",
         ("deit.layers.0", "deit.layers.1"), HF_BLOCK, ("cls_classifier", "distillation_classifier"),
-        "deit.embeddings.patch_embeddings.projection",
+        "deit.embeddings.patch_embeddings.projection", HF_PSAQ, ("deit.embeddings", "deit.embeddings.patch_embeddings"),
     ),
     "hf_swin": Case(
         _hf(SwinForImageClassification, SwinConfig, **HF_SWIN), 56, "swin",
         tuple(f"swin.encoder.{b}" for b in _SWIN_BLOCKS), HF_BLOCK, ("classifier",),
-        "swin.embeddings.patch_embeddings.projection", merges=("swin.encoder.layers.0.downsample.reduction",),
+        "swin.embeddings.patch_embeddings.projection", HF_PSAQ, ("swin.embeddings", "swin.embeddings.patch_embeddings"),
+        merges=("swin.encoder.layers.0.downsample.reduction",),
     ),
 }
 # timm Swin names its patch merging ``layers.1.downsample`` (downsampling opens the next stage).
 
 W8A8 = SynQConfig(w_bits=8, a_bits=8)
 W4A8 = SynQConfig(w_bits=4, a_bits=8)
+W4A8_LOOSE = SynQConfig(w_bits=4, a_bits=8, vit_placement="loose")
 
 
 def _float_model(case: Case, seed: int = 0) -> nn.Module:
@@ -158,10 +168,17 @@ def _quantizer_names(model: nn.Module) -> set[str]:
     return {n for n, m in model.named_modules() if isinstance(m, ActQuantizer)}
 
 
-def _expected_names(case: Case) -> set[str]:
-    names = {f"{b}.{s}" for b in case.blocks for s in case.per_block}
+def _expected_names(case: Case, psaq: bool = True) -> set[str]:
+    per_block = case.per_block | case.psaq_block if psaq else case.per_block
+    names = {f"{b}.{s}" for b in case.blocks for s in per_block}
     names |= {f"{h}.{s}" for h in case.heads for s in ("input_quantizer", "output_quantizer")}
+    if psaq:
+        names |= {f"{e}.output_quantizer" for e in case.embeddings} | {f"{case.first}.input_quantizer"}
     return names | {f"{m}.input_quantizer" for m in case.merges}
+
+
+def _branch_outputs(case: Case) -> set[str]:
+    return {f"{b}.{s.rsplit('.', 1)[0]}" for b in case.blocks for s in case.psaq_block if "." in s}
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -211,7 +228,8 @@ def test_hf_attention_mask_and_returned_probabilities_match_eager() -> None:
 
 
 def test_quantizers_sit_exactly_where_psaq_vit_puts_them(case: Case) -> None:
-    """Placement by architecture; exact quantizer set; calibrated ranges come from the intended tensors.
+    """Default (faithful PSAQ-ViT) placement: exact quantizer set; every Linear input and the image quantized;
+    calibrated ranges come from the intended tensors.
 
     Scores are pre-softmax (negative values) and pre-mask (Swin's -100 shift mask is added after the
     quantizer); fc2 inputs are GELU outputs (>= -0.17), fc1 inputs LayerNorm outputs.
@@ -223,17 +241,15 @@ def test_quantizers_sit_exactly_where_psaq_vit_puts_them(case: Case) -> None:
     quantize_model(model, W4A8)
     assert _quantizer_names(model) == _expected_names(case)
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear):
-            assert isinstance(m, QuantLinear) and m.input_quantizer is not None, name
-        if isinstance(m, nn.Conv2d):
-            assert isinstance(m, QuantConv2d) and m.input_quantizer is None and name == case.first
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            assert isinstance(m, (QuantLinear, QuantConv2d)) and m.input_quantizer is not None, name
         if isinstance(m, (QuantLinear, QuantConv2d)):
             wq = m.weight_quantizer
             assert (wq.bits, wq.symmetric, wq.per_channel) == (4, True, True), name
         if isinstance(m, (nn.LayerNorm, nn.GELU, nn.Softmax)) or type(m).__name__ == "GELUActivation":
             assert not isinstance(m, OutputQuantized), name
     output_quantized = {n for n, m in model.named_modules() if isinstance(m, OutputQuantized)}
-    assert output_quantized == set(case.blocks + case.heads)
+    assert output_quantized == set(case.blocks + case.heads + case.embeddings) | _branch_outputs(case)
     assert all(q.bits == 8 for q in act_quantizers(model))
 
     calibrate(model, [_images(case, n=4)], progress=False)
@@ -242,6 +258,34 @@ def test_quantizers_sit_exactly_where_psaq_vit_puts_them(case: Case) -> None:
         assert -50.0 < float(score.min_val) < 0.0
         assert float(model.get_submodule(block + ".mlp.fc2").input_quantizer.min_val) >= -0.171
         assert float(model.get_submodule(block + ".mlp.fc1").input_quantizer.min_val) < -0.5
+
+
+def test_loose_placement_leaves_the_image_embeddings_and_residual_stream_float(case: Case) -> None:
+    """``vit_placement="loose"``: every Linear input, attention, block outputs and logits only."""
+    model = quantize_model(_float_model(case), W4A8_LOOSE)
+    assert _quantizer_names(model) == _expected_names(case, psaq=False)
+    assert model.get_submodule(case.first).input_quantizer is None
+    output_quantized = {n for n, m in model.named_modules() if isinstance(m, OutputQuantized)}
+    assert output_quantized == set(case.blocks + case.heads)
+
+
+def test_psaq_residual_quantizer_sees_the_mid_block_stream(case: Case) -> None:
+    """The residual quantizer's calibrated range is that of ``x + attn(norm1(x))``, which feeds norm2 and the skip:
+    in quantize mode the block's output equals the quantized mid stream plus the (quantized) MLP branch."""
+    model = calibrate(quantize_model(_float_model(case), W4A8), [_images(case)], progress=False)
+    block = model.get_submodule(case.blocks[0])
+    seen: dict[str, torch.Tensor] = {}
+    block.residual_quantizer.register_forward_hook(lambda m, i, o: seen.__setitem__("mid", o))
+    mlp = block.get_submodule("mlp")
+    mlp.register_forward_hook(lambda m, i, o: seen.__setitem__("mlp", o))
+    block.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o[0] if isinstance(o, tuple) else o))
+    with torch.no_grad():
+        model_logits(model, _images(case, n=2, seed=5))
+    mid = seen["mid"]
+    steps = (mid.flatten().unique().numel())
+    assert steps <= 256  # an 8-bit grid
+    expected = block.output_quantizer(mid.reshape(seen["mlp"].shape) + seen["mlp"])
+    torch.testing.assert_close(seen["out"].reshape(expected.shape), expected, rtol=0, atol=1e-6)
 
 
 def test_cnn_models_get_a_cnn_spec() -> None:

@@ -12,6 +12,7 @@ from synq_hf.synthesis import generate_synthetic, synthesis_family
 from synq_hf.synthesis.vit import (
     PatchSimilarityObjective,
     _GaussianKDE,
+    _reach,
     attention_modules,
     kde_entropy,
     patch_similarity,
@@ -36,6 +37,25 @@ def test_kde_matches_naive_density_and_gradcheck():
     naive = torch.exp(-(t[..., None, :] - s[..., :, None]).square() / (2 * h * h)).mean(-2) / (h * math.sqrt(2 * math.pi))
     torch.testing.assert_close(_GaussianKDE.apply(s, t, h), naive)
     assert torch.autograd.gradcheck(lambda x: _GaussianKDE.apply(x, t, h), (s,))
+
+
+@pytest.mark.parametrize(("span", "reach"), [(2.0, 0), (0.6, 1), (0.25, 2), (0.05, None)])
+def test_truncated_kde_matches_the_dense_sum_and_gradcheck(span: float, reach: int | None):
+    """Bandwidth 0.01, 10 grid points: each sample visits only the grid points within the cutoff (``reach`` on
+    each side of its nearest one; dense when that would be all of them); density and gradient are unchanged."""
+    gen = torch.Generator().manual_seed(0)
+    s = ((torch.rand(2, 3, 500, generator=gen, dtype=torch.float64) - 0.5) * span).requires_grad_(True)
+    t = torch.linspace(-span / 2, span / 2, 10, dtype=torch.float64).expand(2, 3, 10).contiguous()
+    h = 0.01
+    assert _reach(t, h) == reach
+    naive = torch.exp(-(t[..., None, :] - s[..., :, None]).square() / (2 * h * h)).mean(-2) / (h * math.sqrt(2 * math.pi))
+    torch.testing.assert_close(_GaussianKDE.apply(s, t, h), naive, rtol=1e-7, atol=1e-10)
+    grad = torch.randn(2, 3, 10, generator=gen, dtype=torch.float64)
+    (g_fast,) = torch.autograd.grad((_GaussianKDE.apply(s, t, h) * grad).sum(), s)
+    (g_naive,) = torch.autograd.grad((naive * grad).sum(), s)
+    torch.testing.assert_close(g_fast, g_naive, rtol=1e-7, atol=1e-7)
+    assert g_fast.abs().max() > 0
+    assert torch.autograd.gradcheck(lambda x: _GaussianKDE.apply(x, t[:1, :1], h), (s[:1, :1, :40].detach().requires_grad_(),))
 
 
 def test_entropy_orders_spread_above_concentrated():

@@ -9,8 +9,9 @@ from torch import nn
 PSAQ_RULES: dict[str, str] = {
     "softmax": "attention probabilities (softmax output) and the softmax·v product stay float; the output "
                "projection's input quantizer takes it from there (PSAQ-ViT)",
-    "layernorm": "LayerNorm inputs, GELU inputs and the residual stream stay float; every Linear's input, q, k, "
-                 "v, the pre-softmax scores, each block's output and the logits are quantized (PSAQ-ViT)",
+    "layernorm": "LayerNorm and GELU inputs stay float; every Linear's input, q, k, v, the pre-softmax scores, "
+                 "each block's output and the logits are quantized, and with vit_placement='psaq' (default) also "
+                 "the image, the embeddings, the mid-block residual stream and the proj/fc2 outputs (PSAQ-ViT)",
 }
 
 

@@ -32,8 +32,10 @@ def minmax_qparams(
     min_val = torch.clamp(min_val.float(), max=0.0)
     max_val = torch.clamp(max_val.float(), min=0.0)
     if symmetric:
+        # PSAQ-ViT/FQ-ViT grid: amax / ((qmax - qmin) / 2), so -amax lands on qmin (-8 at 4 bits) and +amax
+        # rounds to qmax + 1/2 and clamps; all 2^b codes are used (amax / qmax would never use qmin)
         amax = torch.maximum(-min_val, max_val)
-        scale = torch.clamp(amax / qmax, min=_EPS)
+        scale = torch.clamp(amax / ((qmax - qmin) / 2), min=_EPS)
         zero_point = torch.zeros_like(scale, dtype=torch.int32)
     else:
         scale = torch.clamp((max_val - min_val) / (qmax - qmin), min=_EPS)

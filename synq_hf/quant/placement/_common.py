@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -47,6 +48,30 @@ def require_quantized_linear(model: nn.Module) -> None:
         )
 
 
+RESIDUAL_QUANTIZER = "residual_quantizer"
+
+
+def add_residual_quantizer(block: nn.Module, policy: LayerPolicy, name: str) -> None:
+    """Give block ``name`` (already one of the ``QuantBlock`` classes) its mid-block residual-stream quantizer."""
+    block.add_module(RESIDUAL_QUANTIZER, policy.act_quantizer(f"{name}.{RESIDUAL_QUANTIZER}", bits=policy.a_bits(name)))
+
+
+@dataclass(frozen=True)
+class PsaqSites:
+    """Where the tensors that only the faithful PSAQ-ViT placement quantizes live in one model family.
+
+    ``embeddings``: modules whose output is quantized (patch embedding, embeddings plus position);
+    ``block_classes``: block class -> subclass quantizing the mid-block residual stream;
+    ``branch_outputs``: block-relative names of the Linears whose output is quantized (attention
+    projection, fc2), as PSAQ-ViT's ``qact3``/``QuantAct2`` do before each residual add.
+    """
+
+    patch_conv: str
+    embeddings: tuple[str, ...]
+    block_classes: dict[type, type]
+    branch_outputs: tuple[str, ...]
+
+
 def place_transformer_quantizers(
     model: nn.Module,
     policy: LayerPolicy,
@@ -54,25 +79,46 @@ def place_transformer_quantizers(
     heads: tuple[str, ...],
     attention_classes: dict[type, type],
     is_block: Callable[[str, nn.Module], bool],
+    psaq: PsaqSites | None = None,
 ) -> None:
     """PSAQ-ViT placement shared by the timm and transformers ViTs: conv/Linear weights and inputs,
-    quantized attention (class swap + q/k/v/score quantizers), block outputs, then the heads' logits."""
+    quantized attention (class swap + q/k/v/score quantizers), block outputs, then the heads' logits.
+
+    With ``psaq`` (``vit_placement="psaq"``, the default) also the image (the patch conv's input), the
+    embeddings, the mid-block residual stream and the attention-projection/fc2 outputs, as PSAQ-ViT does.
+    """
     from ._attention import add_attention_quantizers
 
+    branch_outputs: list[str] = []
     for name, module in list(model.named_modules()):
         if not name or not policy.enabled(name):
             continue
         kind = type(module)
         if kind is nn.Conv2d:
             quantize_conv(module, policy, name)
+            if psaq is not None and name == psaq.patch_conv:
+                module.input_quantizer = policy.act_quantizer(f"{name}.input_quantizer", bits=policy.a_bits(name))
         elif kind is nn.Linear:
             quantize_linear(module, policy, name, policy_name(policy, name, heads))
         elif kind in attention_classes:
             module.__class__ = attention_classes[kind]
             add_attention_quantizers(module, policy, name)
         elif is_block(name, module):
+            if psaq is not None:
+                if kind not in psaq.block_classes:
+                    raise UnsupportedModelError(f"{type(model).__name__}: block {name} ({kind.__name__}) has no "
+                                                "PSAQ-ViT residual placement; use vit_placement='loose'")
+                module.__class__ = psaq.block_classes[kind]
+                add_residual_quantizer(module, policy, name)
+                branch_outputs += [f"{name}.{b}" for b in psaq.branch_outputs]
             quantize_output(module, policy, name, name)
     modules = dict(model.named_modules())
+    if psaq is not None:
+        for name in (*psaq.embeddings, *branch_outputs):
+            if name not in modules:
+                raise UnsupportedModelError(f"{type(model).__name__}: no module {name} for the PSAQ-ViT placement")
+            if policy.enabled(name):
+                quantize_output(modules[name], policy, name, name)
     for name in heads:
         if policy.enabled(name):
             quantize_output(modules[name], policy, name, policy_name(policy, name, heads))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 from transformers.models.deit.modeling_deit import DeiTAttention, DeiTLayer
-from transformers.models.swin.modeling_swin import SwinAttention, SwinLayer
+from transformers.models.swin.modeling_swin import SwinAttention, SwinLayer, window_partition, window_reverse
 from transformers.models.vit.modeling_vit import ViTAttention, ViTLayer
 
 from ._attention import quantized_attention
@@ -92,4 +92,63 @@ QUANT_ATTENTION: dict[type, type] = {
     SwinAttention: QuantSwinAttention,
 }
 
+def _vit_layer_forward(
+    layer: torch.nn.Module, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs: object
+) -> torch.Tensor:
+    """``ViTLayer``/``DeiTLayer`` forward with the mid-block residual stream quantized (PSAQ-ViT)."""
+    attended, _ = layer.attention(layer.layernorm_before(hidden_states), attention_mask, **kwargs)
+    hidden_states = layer.residual_quantizer(layer.dropout(attended) + hidden_states)
+    return layer.dropout(layer.mlp(layer.layernorm_after(hidden_states))) + hidden_states
+
+
+class QuantViTLayer(ViTLayer):
+    """``ViTLayer`` with its mid-block residual stream quantized."""
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: object
+    ) -> torch.Tensor:
+        return _vit_layer_forward(self, hidden_states, attention_mask, **kwargs)
+
+
+class QuantDeiTLayer(DeiTLayer):
+    """``DeiTLayer`` with its mid-block residual stream quantized."""
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: object
+    ) -> torch.Tensor:
+        return _vit_layer_forward(self, hidden_states, attention_mask, **kwargs)
+
+
+class QuantSwinLayer(SwinLayer):
+    """``SwinLayer`` with its mid-block residual stream quantized (the rest is transformers' computation)."""
+
+    def forward(
+        self, hidden_states: torch.Tensor, input_dimensions: tuple[int, int], always_partition: bool = False,
+        **kwargs: object,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not always_partition:
+            self.set_shift_and_window_size(input_dimensions)
+        height, width = input_dimensions
+        batch_size, _, channels = hidden_states.size()
+        shortcut = hidden_states
+        hidden_states = self.layernorm_before(hidden_states).view(batch_size, height, width, channels)
+        hidden_states, pad_values = self.maybe_pad(hidden_states, height, width)
+        _, height_pad, width_pad, _ = hidden_states.shape
+        windows = window_partition(self.cyclic_shift(hidden_states), self.window_size)
+        windows = windows.view(-1, self.window_size * self.window_size, channels)
+        attn_mask = self.get_attn_mask(height_pad, width_pad, dtype=hidden_states.dtype, device=windows.device)
+        attention_output, attn_weights = self.attention(windows, attn_mask, **kwargs)
+        attention_output = self.dropout(attention_output).view(-1, self.window_size, self.window_size, channels)
+        attention_windows = self.cyclic_shift(
+            window_reverse(attention_output, self.window_size, height_pad, width_pad), reverse=True
+        )
+        if pad_values[3] > 0 or pad_values[5] > 0:
+            attention_windows = attention_windows[:, :height, :width, :].contiguous()
+        attention_windows = attention_windows.view(batch_size, height * width, channels)
+        hidden_states = self.residual_quantizer(shortcut + self.drop_path(attention_windows))
+        layer_output = self.dropout(self.mlp(self.layernorm_after(hidden_states))) + hidden_states
+        return layer_output, attn_weights
+
+
 BLOCK_TYPES: tuple[type, ...] = (ViTLayer, DeiTLayer, SwinLayer)
+QUANT_BLOCKS: dict[type, type] = {ViTLayer: QuantViTLayer, DeiTLayer: QuantDeiTLayer, SwinLayer: QuantSwinLayer}

@@ -4,7 +4,10 @@ Weights of the patch-embedding conv and of every Linear (head included) get ``w_
 quantizers (symmetric per-channel by default for this family). ``a_bits`` per-tensor activation
 quantizers sit on the input of every Linear (qkv, proj, fc1, fc2, Swin's patch-merging reduction,
 the head), on q, k, v and the pre-softmax scores (see ``_attention``), on every block's output and
-on the logits. LayerNorm inputs inside a block, GELU inputs and softmax outputs stay float.
+on the logits. With ``vit_placement="psaq"`` (default, PSAQ-ViT's ``vit_quant.py``) also the image (the
+patch conv's input), the patch-embedding output, the embeddings after the position add, the mid-block
+residual stream and the outputs of the attention projection and fc2. GELU inputs and softmax outputs
+stay float in both.
 
 Attention modules become subclasses with an explicit forward (``QuantAttention``,
 ``QuantWindowAttention``); only quantizer submodules are added, so float parameter names (and
@@ -23,7 +26,7 @@ from torch import nn
 from ...errors import UnsupportedModelError
 from ..policy import LayerPolicy
 from ._attention import quantized_attention
-from ._common import classifier_names, place_transformer_quantizers
+from ._common import PsaqSites, classifier_names, place_transformer_quantizers
 
 
 class QuantAttention(Attention):
@@ -70,8 +73,55 @@ class QuantWindowAttention(WindowAttention):
         return self.proj_drop(self.proj(x))
 
 
+class QuantBlock(Block):
+    """timm ViT ``Block`` whose mid-block residual stream (after the attention add) is quantized (PSAQ-ViT)."""
+
+    residual_quantizer: nn.Module
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal)))
+        x = self.residual_quantizer(x)
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class QuantResPostBlock(ResPostBlock):
+    """timm ``ResPostBlock`` with its mid-block residual stream quantized."""
+
+    residual_quantizer: nn.Module
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        x = x + self.drop_path1(self.norm1(self.attn(x, attn_mask=attn_mask, is_causal=is_causal)))
+        x = self.residual_quantizer(x)
+        return x + self.drop_path2(self.norm2(self.mlp(x)))
+
+
+class QuantSwinBlock(SwinTransformerBlock):
+    """timm ``SwinTransformerBlock`` with its mid-block residual stream quantized."""
+
+    residual_quantizer: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        x = x + self.drop_path1(self._attn(self.norm1(x)))
+        x = self.residual_quantizer(x).reshape(B, -1, C)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x.reshape(B, H, W, C)
+
+
 QUANT_ATTENTION: dict[type, type] = {Attention: QuantAttention, WindowAttention: QuantWindowAttention}
 VIT_BLOCKS = (Block, ResPostBlock)
+QUANT_BLOCKS: dict[type, type] = {Block: QuantBlock, ResPostBlock: QuantResPostBlock,
+                                  SwinTransformerBlock: QuantSwinBlock}
+
+
+def psaq_sites(model: nn.Module) -> PsaqSites:
+    """The image, embeddings, residual stream and branch outputs of a timm ViT/Swin (faithful placement)."""
+    embeddings = ("patch_embed",) if isinstance(model, SwinTransformer) else ("patch_embed", "pos_drop")
+    return PsaqSites("patch_embed.proj", embeddings, QUANT_BLOCKS, ("attn.proj", "mlp.fc2"))
 
 
 def is_vit(model: nn.Module) -> bool:
@@ -135,7 +185,8 @@ def apply(model: nn.Module, policy: LayerPolicy) -> None:
     _check_supported(model)
     heads = head_names(model)
     block_names = {name for name, _ in vit_blocks(model)}
+    psaq = psaq_sites(model) if policy.config.vit_placement == "psaq" else None
     place_transformer_quantizers(model, policy, heads=heads, attention_classes=QUANT_ATTENTION,
-                                 is_block=lambda name, module: name in block_names)
+                                 is_block=lambda name, module: name in block_names, psaq=psaq)
 
 
