@@ -13,9 +13,6 @@ around Conv/MatMul into integer kernels:
   (the integer codes do not change) and bias, so onnxruntime sees DQ -> Conv -> Q. Biases stay float: the
   graph computes what the fake-quant model computes (to float rounding); onnxruntime's fused integer
   kernels then round the bias to int32 and requantize their outputs themselves.
-* Low-bit conv weight codes are scaled by a power of two per channel (up to the int16-safe bound of
-  AVX2 u8s8 kernels for the conv's input codes: 64 for 8-bit inputs, 127 for 4-bit) and their scale divided by it: the same weights, but onnxruntime's int32
-  bias, rounded in units of ``x_scale * w_scale``, gets that much finer.
 
 The batch dimension is dynamic; the file is checked with ``onnx.checker`` and written atomically.
 """
@@ -215,79 +212,6 @@ def _fold_batchnorm(graph: Any, numpy_helper: Any) -> int:
     return folded
 
 
-# AVX2 without VNNI sums pairs of u8*s8 products in int16 (vpmaddubsw): 2 * max|x code| * max|w code| must stay
-# below 2^15, so scaled weight codes stay within 32767 // (2 * 255) = 64 unless the input codes are clipped lower.
-_INT16_PAIR_BOUND = 32767
-
-
-def _refine_conv_weight_grid(graph: Any, numpy_helper: Any) -> int:
-    """Scale low-bit conv weight codes by a power of two per channel (and their scale down by it).
-
-    The dequantized weights are bit-identical (power-of-two factors are exact in float), but onnxruntime's
-    QLinearConv rounds the float bias to int32 in units of ``x_scale * w_scale``: at 4 bits that unit is up
-    to ~4 % of an output step, enough to flip ~0.5 % of the codes per conv. A 4x finer unit removes most.
-    """
-    inits = {i.name: i for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for k, i in enumerate(n.input):
-            consumers.setdefault(i, []).append((n, k))
-
-    def input_peak(conv: Any) -> int:
-        """Largest |code| the conv's input DQ can carry: the low-bit Clip's bound, else 255."""
-        dq = producers.get(conv.input[0])
-        clip = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        if clip is None or clip.op_type != "Clip" or len(clip.input) < 3:
-            return 255
-        values = []
-        for name in clip.input[1:3]:
-            if name in inits:
-                values.append(numpy_helper.to_array(inits[name]))
-            elif name in constants:
-                values.append(numpy_helper.to_array(constants[name].attribute[0].t))
-            else:
-                return 255
-        lo, hi = (int(v) for v in values)
-        return max(abs(lo), abs(hi), 1)
-
-    refined = 0
-    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
-        users = consumers.get(dq.output[0], [])
-        if not users or not all(n.op_type == "Conv" and k == 1 for n, k in users):
-            continue
-        if not all(x in inits for x in dq.input[:3]):
-            continue
-        codes = numpy_helper.to_array(inits[dq.input[0]])
-        scale = numpy_helper.to_array(inits[dq.input[1]])
-        zp = numpy_helper.to_array(inits[dq.input[2]])
-        if codes.dtype != np.int8 or np.any(zp != 0):
-            continue
-        if scale.ndim == 0:
-            peak = np.abs(codes.astype(np.int32)).max(initial=0)
-        else:
-            peak = np.abs(codes.astype(np.int32)).reshape(codes.shape[0], -1).max(axis=1, initial=0)
-        limit = min(127, _INT16_PAIR_BOUND // (2 * max(input_peak(n) for n, _ in users)))
-        factor = np.ones_like(peak)
-        while True:
-            grow = (peak * factor * 2 <= limit) & (peak > 0)
-            if not grow.any():
-                break
-            factor = np.where(grow, factor * 2, factor)
-        if np.all(factor == 1):
-            continue
-        shape = (-1,) + (1,) * (codes.ndim - 1) if scale.ndim else ()
-        new_codes = (codes.astype(np.int32) * factor.reshape(shape)).astype(np.int8)
-        new_scale = (scale / factor.astype(np.float32)).astype(np.float32)
-        prefix = dq.output[0]
-        graph.initializer.append(numpy_helper.from_array(new_codes, f"{prefix}_codes"))
-        graph.initializer.append(numpy_helper.from_array(np.asarray(new_scale, dtype=np.float32), f"{prefix}_scale"))
-        dq.input[0], dq.input[1] = f"{prefix}_codes", f"{prefix}_scale"
-        refined += 1
-    return refined
-
-
 def _set_axis(node: Any, axis: int) -> None:
     from onnx import helper
 
@@ -368,7 +292,6 @@ def export_onnx(
         if quantized:
             _bypass_identities(proto.graph)
             _fold_batchnorm(proto.graph, numpy_helper)
-            _refine_conv_weight_grid(proto.graph, numpy_helper)
             _prune_initializers(proto.graph)
         proto.producer_name = "synq-hf"
         onnx.checker.check_model(proto, full_check=True)
