@@ -134,7 +134,8 @@ def run_recipe(recipe: Recipe, argv: list[str] | None = None,
         quantizer.synthesize(progress=procs.is_main, checkpoint_dir=groups)
     # Without CUDA the Trainer must be told to use CPU processes (gloo), or each process trains alone.
     training_args = {"use_cpu": True} if state.device.type == "cpu" else None
-    quantizer.quantize(max_steps=args.max_steps or config.max_steps, output_dir=out.parent / f".{out.name}-ckpt",
+    finetune_dir = out.parent / f".{out.name}-ckpt"  # the Trainer's checkpoints, removed after a successful save
+    quantizer.quantize(max_steps=args.max_steps or config.max_steps, output_dir=finetune_dir,
                        training_args=training_args)
     if eval_data:
         with state.main_process_first():  # datasets builds its cache once
@@ -152,8 +153,10 @@ def run_recipe(recipe: Recipe, argv: list[str] | None = None,
             on_result(result)
         if args.push_to_hub:
             print(quantizer.push_to_hub(args.push_to_hub, save_dir=None))
-        shutil.rmtree(groups, ignore_errors=True)
-    procs.barrier()
+    procs.barrier()  # every process is done with the work folders before the main process removes them
+    if procs.is_main:
+        for work in (groups, finetune_dir):
+            shutil.rmtree(work, ignore_errors=True)
     if tmp is not None:
         tmp.cleanup()
     return 0

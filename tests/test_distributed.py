@@ -148,4 +148,4 @@ def test_recipe_on_two_localhost_machines(tmp_path) -> None:
     assert result["synthesis"]["num_images"] == 16
     # only the main process printed the results and saved; the group checkpoints are gone after success
     assert sum('"quantized_layers"' in log for log in logs) == 1
-    assert not (tmp_path / ".out-synthetic-groups").exists()
+    assert not (tmp_path / ".out-synthetic-groups").exists() and not (tmp_path / ".out-ckpt").exists()

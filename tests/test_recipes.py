@@ -39,6 +39,8 @@ def test_recipe_smoke(path: Path, tmp_path: Path) -> None:
     assert results[0]["method"] == "synq" and results[0]["w_bits"] == recipe.config.w_bits
     card = (tmp_path / "out" / "README.md").read_text()
     assert path.stem in card  # the recipe is recorded in the card
+    # after a successful save nothing is left beside --out: no synthesis groups, no Trainer checkpoints
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_recipe_records_every_hyperparameter() -> None:
