@@ -265,3 +265,23 @@ def test_synthesis_batch_defaults_to_the_image_count(teacher: Path, tmp_path: Pa
     meta = json.loads(json.loads((out / "dataset_info.json").read_text())["description"])
     assert meta["config"]["synthesis_batch_size"] == 6 and meta["teacher"] == teacher.name
     _no_local_path(out, str(tmp_path), str(teacher))
+
+
+@pytest.mark.parametrize("command", ["demo", "quantize", "synthesize", "evaluate", "export", "push"])
+def test_every_subcommand_refuses_a_multi_process_launch(command: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Under accelerate launch / torchrun every rank would write --out: one line, nothing written."""
+    from synq_hf.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "out"
+    argv = {"demo": ["demo", "--out", str(out)],
+            "quantize": ["quantize", "local-dir:/nonexistent", "--out", str(out)],
+            "synthesize": ["synthesize", "local-dir:/nonexistent", "--out", str(out)],
+            "evaluate": ["evaluate", str(tmp_path), "--data", str(tmp_path)],
+            "export": ["export", str(tmp_path), "--out", str(out / "m.onnx")],
+            "push": ["push", "user/repo", str(tmp_path)]}[command]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "process 1 of 2" in err[0] and "recipes/" in err[0]
+    assert not out.exists()

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import SynQError
+from ..errors import ConfigError, SynQError
 from ..version import __version__
 
 # Subcommand modules in the order ``synq-hf --help`` lists them; each defines ``register(subparsers)``
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = _on_sigterm_raise_interrupt()
     bars = _hide_datasets_bars() if getattr(args, "no_progress", False) else None
     try:
+        _refuse_multi_process(args.command)
         with contextlib.redirect_stdout(sys.stderr), _package_logging():
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -71,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _LAST_SIGNAL = [int(signal.SIGINT)]
+
+
+def _refuse_multi_process(command: str) -> None:
+    """A subcommand is one process: under ``accelerate launch``/``torchrun`` every rank would write the output."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        raise ConfigError(
+            f"`synq-hf {command}` runs in one process, but this is process {os.environ.get('RANK', '?')} of {world} "
+            "(accelerate launch / torchrun); for several GPUs or machines run a recipe (`accelerate launch "
+            "recipes/X.py`) or the Python API, which shard synthesis and evaluation and save once"
+        )
 
 
 class _StderrHandler(logging.StreamHandler):
