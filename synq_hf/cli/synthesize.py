@@ -7,17 +7,17 @@ import logging
 from pathlib import Path
 
 from ..config import SYNTHESIS_FIELDS
-from ..outputs import OutputError, check_output, output_error, write_output
+from ..outputs import write_output
 from .common import (
     add_config_arguments,
     add_deprecated_flag,
-    add_hub_arguments,
+    add_run_arguments,
     config_from_args,
-    hub_kwargs,
-    pick_threads,
-    resolve_device,
+    load_cli_model,
     result,
+    start_run,
     work_session,
+    writing_out,
 )
 
 _EPILOG = """\
@@ -55,14 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="model id or folder (timm name, Hub repo, local-dir:PATH)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (save_to_disk)")
-    p.add_argument("--device", metavar="D", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it is an earlier synthesize output")
-    p.add_argument("--work-dir", type=Path, metavar="DIR",
-                   help="finished groups, saved as they complete and kept if interrupted (default: OUT.synq-work)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run kept in the work folder")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
-    add_hub_arguments(p)
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_run_arguments(p)
     add_config_arguments(p, (*SYNTHESIS_FIELDS, "seed"))
     for old, field in (("--batch-size", "synthesis_batch_size"), ("--iterations", "synthesis_iterations"),
                        ("--groups-per-forward", "synthesis_groups_per_forward")):
@@ -73,26 +67,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the options and output, load the teacher, synthesize group by group, write the dataset folder."""
-    from ..hub import load_model
     from ..synthesis import synthesis_metadata, synthesize
 
     cfg = config_from_args(args)
-    device = resolve_device(args.device)
-    check_output(args.out, overwrite=args.overwrite)
+    device = start_run(args)
     logging.getLogger("timm").setLevel(logging.WARNING)
     fingerprint = {"command": "synthesize", "model": args.model, "config": cfg.to_dict()}
     with work_session(args, fingerprint, _WORK_ITEMS) as work:
-        loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, **hub_kwargs(args))
-        pick_threads(loaded.model, device)
+        loaded = load_cli_model(args, device)
         dataset = synthesize(loaded.model, cfg, data_config=loaded.data_config, family=None,
                              class_names=loaded.class_names, teacher_id=loaded.model_id, device=device,
                              progress=not args.no_progress, checkpoint_dir=work / "synthetic-groups")
-        try:
+        with writing_out(args.out):
             write_output(args.out, lambda tmp: dataset.save_to_disk(str(tmp)), overwrite=args.overwrite)
-        except OutputError:
-            raise
-        except OSError as e:
-            raise output_error(args.out, e) from e
     meta = synthesis_metadata(dataset)
     restarts = f", {meta['restarts']} diverged group(s) restarted" if meta.get("restarts") else ""
     result(args, f"wrote {len(dataset)} synthetic images ({meta['family']}, seed {meta['seed']}) to {args.out}"
