@@ -163,6 +163,7 @@ def push_folder_to_hub(
     import huggingface_hub
     from huggingface_hub import constants
 
+    from .sources.download import hub_offline
     from .synthesis import push_synthetic_dataset
 
     folder = Path(os.fspath(folder))
@@ -178,7 +179,7 @@ def push_folder_to_hub(
     if api is None:
         if not token:
             raise HubError(_NO_TOKEN)
-        if constants.HF_HUB_OFFLINE:
+        if hub_offline():
             raise HubError("HF_HUB_OFFLINE is set: unset it (or set HF_HUB_OFFLINE=0) to push to the Hub")
         from .version import __version__
 
