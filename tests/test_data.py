@@ -202,3 +202,25 @@ def test_collate_pil_uint8_and_float() -> None:
         collate_images([np.zeros((3, 16, 16), np.float32)], t)
     gray = Image.fromarray(np.full((32, 32), 128, np.uint8))
     assert collate_images([gray], t).shape == (1, 3, 32, 32)
+
+
+def test_written_processor_config_reproduces_the_data_config(tmp_path: Path) -> None:
+    """A processor config synq_hf writes (a quantized transformers model without one) makes the model's input size."""
+    import json
+
+    import transformers as tf
+
+    from synq_hf.sources.preprocessing import processor_from_data_config, transformers_data_config
+
+    for crop_pct in (0.75, 1.0):
+        cfg = {"input_size": (3, 24, 24), "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3), "interpolation": "bicubic",
+               "crop_pct": crop_pct, "crop_mode": "center"}
+        written = processor_from_data_config(cfg)
+        (tmp_path / "preprocessor_config.json").write_text(json.dumps(written))
+        processor = tf.AutoImageProcessor.from_pretrained(tmp_path)
+        back = transformers_data_config(written)
+        assert back["input_size"] == (3, 24, 24) and back["crop_pct"] == pytest.approx(crop_pct)
+        expected = processor(_odd_images(), return_tensors="pt")["pixel_values"]
+        assert expected.shape == (3, 3, 24, 24)
+        torch.testing.assert_close(collate_images(_odd_images(), build_eval_transform(back)), expected, rtol=0, atol=1e-6)
+        assert processor_from_data_config(back) == written  # the config it came from, unchanged
