@@ -23,7 +23,7 @@ from typing import Any
 from .card import retarget_card
 from .errors import CheckpointError, ConfigError, DataError, SynQError
 
-__all__ = ["HubError", "SYNTHETIC_SUFFIX", "push_folder_to_hub", "retry_command"]
+__all__ = ["HubError", "SYNTHETIC_SUFFIX", "check_can_push", "push_folder_to_hub", "retry_command"]
 
 SYNTHETIC_SUFFIX = "-synthetic"
 """The synthetic dataset of ``user/model`` goes to the dataset repo ``user/model-synthetic``."""
@@ -85,6 +85,22 @@ def _check_repo_id(repo_id: str) -> None:
         raise ConfigError(f"{repo_id!r} is not a valid Hub repo id: {e}") from None
     if repo_id.count("/") != 1:
         raise ConfigError(f"{repo_id!r}: give the repo as 'user/name' (or 'org/name')")
+
+
+def check_can_push(repo_id: str, token: str | None = None) -> str:
+    """What any upload needs, checked before the work that precedes it: ``repo_id`` is a valid ``user/name``, a
+    token is at hand (``token``, ``HF_TOKEN`` or ``hf auth login``; returned) and the Hub is not switched off."""
+    import huggingface_hub
+
+    from .sources.download import hub_offline
+
+    _check_repo_id(repo_id)
+    token = token or huggingface_hub.get_token()
+    if not token:
+        raise HubError(_NO_TOKEN)
+    if hub_offline():
+        raise HubError("HF_HUB_OFFLINE is set: unset it (or set HF_HUB_OFFLINE=0) to push to the Hub")
+    return token
 
 
 def _load_dataset(dataset: Any) -> Any:
@@ -163,7 +179,6 @@ def push_folder_to_hub(
     import huggingface_hub
     from huggingface_hub import constants
 
-    from .sources.download import hub_offline
     from .synthesis import push_synthetic_dataset
 
     folder = Path(os.fspath(folder))
@@ -177,10 +192,7 @@ def push_folder_to_hub(
     delete_patterns = _patterns(delete_patterns)
     token = token or huggingface_hub.get_token()
     if api is None:
-        if not token:
-            raise HubError(_NO_TOKEN)
-        if hub_offline():
-            raise HubError("HF_HUB_OFFLINE is set: unset it (or set HF_HUB_OFFLINE=0) to push to the Hub")
+        token = check_can_push(repo_id, token)
         from .version import __version__
 
         api = huggingface_hub.HfApi(token=token, library_name="synq-hf", library_version=__version__)

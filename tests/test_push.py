@@ -437,3 +437,25 @@ def test_push_synthetic_dataset_passes_revision_pr_and_message(hub):
     assert push_synthetic_dataset(ds, "me/syn", revision="v2") == "https://huggingface.co/me/syn/commit/abc123"
     assert ("create_branch", {"repo_id": "me/syn", "branch": "v2", "repo_type": "dataset", "exist_ok": True}) in hub.calls
     assert [kw["revision"] for n, kw in hub.calls if n in ("create_commit", "upload_file")] == ["v2", "v2"]
+
+
+def test_cli_synthesize_push_to_hub_publishes_through_the_same_function(hub, tmp_path, capsys):
+    args = ["synthesize", f"local-dir:{D.demo_teacher_path()}", "--out", str(tmp_path / "syn"), "--num-images", "4",
+            "--synthesis-batch-size", "4", "--synthesis-iterations", "1", "--no-progress", "--token", "t"]
+    hub.repos["me/syn"] = {".gitattributes": b"", "notes.md": b"keep me"}
+    assert main([*args, "--push-to-hub", "me/syn"]) == 0
+    assert "pushed to https://huggingface.co/me/syn/commit/abc123" in capsys.readouterr().out
+    repo = hub.repos["me/syn"]
+    assert repo["notes.md"] == b"keep me" and "data/train-00000-of-00001.parquet" in repo
+    assert "Synthetic images from `digits_teacher`" in repo["README.md"].decode()
+    assert all(kw["token"] == "t" for kw in hub.clients)
+    pushed = hub.uploads[0]["parquet"]["data/train-00000-of-00001.parquet"]
+    assert np.array_equal(np.asarray(pushed["pixel_values"]), np.asarray(datasets.load_from_disk(str(tmp_path / "syn"))["pixel_values"]))
+
+    bad = [a if a != str(tmp_path / "syn") else str(tmp_path / "never") for a in args]
+    assert main([*bad, "--push-to-hub", "not a repo"]) == 1  # refused before any work
+    assert "not a valid Hub repo id" in capsys.readouterr().err and not (tmp_path / "never").exists()
+    hub.fail_on = "dataset"
+    assert main([*args, "--overwrite", "--push-to-hub", "me/syn"]) == 1
+    err = capsys.readouterr().err
+    assert "503" in err and f"dataset folder {tmp_path / 'syn'} is complete" in err and "push_synthetic_dataset" in err
