@@ -17,6 +17,7 @@ from typing import Any
 
 from .config import SynQConfig
 from .errors import ConfigError, ModelLoadError
+from .sources.ids import is_repo_id
 
 __all__ = [
     "TEMPLATE_NAME",
@@ -30,7 +31,6 @@ __all__ = [
 TEMPLATE_NAME = "model_card_template.md"
 _LIBRARIES = ("timm", "transformers")
 _METHODS = ("synq", "ptq")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
 # An absolute POSIX (or ~) path: starts after whitespace, a quote, bracket, ``=``, ``,`` or ``:`` (``local-dir:/x``;
 # a URL's ``://`` never matches: a path component cannot be empty) and has at least two components.
@@ -115,7 +115,7 @@ def hub_base_model(base_model: str) -> str | None:
             return None
         return resolved.hf_hub_id or (resolved.target if resolved.source == "hub" else None)
     repo = raw.split(":", 1)[1] if raw.startswith(("hf-hub:", "hf_hub:")) else raw
-    return repo if _REPO_ID.match(repo) and not repo.startswith((".", "/", "~")) else None
+    return repo if is_repo_id(repo) and not repo.startswith((".", "/", "~")) else None
 
 
 def _base_display(base_model: str, hub_id: str | None) -> tuple[str, str]:
@@ -404,7 +404,7 @@ def render_model_card(
 
     if library not in _LIBRARIES:
         raise ConfigError(f"library={library!r} is not supported; choose one of {list(_LIBRARIES)}")
-    if repo_id is not None and not _REPO_ID.match(repo_id):
+    if repo_id is not None and not is_repo_id(repo_id):
         raise ConfigError(f"repo_id={repo_id!r} is not a Hub repo id of the form 'user/name'")
     if not isinstance(base_model, str) or not base_model.strip():
         raise ConfigError("base_model must name the float model (a Hub id, timm name or folder)")
@@ -498,14 +498,14 @@ def retarget_card(content: str, repo_id: str, dataset_repo: str | None = None) -
     """A card's text pointing its loading snippet at ``repo_id`` and, if given, linking ``dataset_repo``."""
     from huggingface_hub import ModelCard
 
-    if not _REPO_ID.match(repo_id):
+    if not is_repo_id(repo_id):
         raise ConfigError(f"repo_id={repo_id!r} is not a Hub repo id of the form 'user/name'")
     card = ModelCard(content)
     text = re.sub(r'load_model\("[^"\n]*"\)(  # [^\n]*)?', f'load_model("{repo_id}")  # a Hub repo id', card.text)
     text = re.sub(r"synq-hf evaluate \S+ ", f"synq-hf evaluate {repo_id} ", text)
     text = re.sub(r"synq-hf export \S+ ", f"synq-hf export {repo_id} ", text)
     if dataset_repo is not None:
-        if not _REPO_ID.match(dataset_repo):
+        if not is_repo_id(dataset_repo):
             raise ConfigError(f"dataset repo {dataset_repo!r} is not a Hub repo id of the form 'user/name'")
         text = re.sub(
             r"(<!-- synq-hf:synthetic-dataset -->\n).*?(\n<!-- /synq-hf:synthetic-dataset -->)",

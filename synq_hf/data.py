@@ -2,14 +2,14 @@
 
 ``load_image_dataset`` returns a ``datasets.Dataset`` whatever the source; ``detect_columns`` finds its
 image and label columns; ``build_eval_transform`` and ``collate_images`` turn images into the
-normalized tensors a model expects (timm's eval recipe: resize, center crop, normalize).
+normalized tensors a model expects, with the model's own library (timm's eval transform or the
+transformers image processor).
 """
 
 from __future__ import annotations
 
 import glob
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -260,34 +260,66 @@ def detect_columns(
 # --------------------------------------------------------------------------------------------------
 
 
-def _interpolation(name: str) -> Any:
-    from torchvision.transforms import InterpolationMode
+_CROP_MODES = ("center", "squash", "border")  # the eval crop modes timm's create_transform implements
 
-    try:
-        return InterpolationMode(name.lower())
-    except ValueError as e:
-        raise DataError(f"unknown interpolation {name!r}") from e
+
+def _timm_steps(data_config: dict[str, Any]) -> tuple[Callable[[Any], Any], Callable[[torch.Tensor], torch.Tensor]]:
+    """``timm.data.create_transform(**data_config, is_training=False)`` split at its ``ToTensor``: the PIL
+    resize/crop steps, and its ``Normalize``."""
+    from timm.data import create_transform
+    from torchvision import transforms as T
+
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    steps = list(create_transform(**{k: data_config[k] for k in keys if k in data_config}, is_training=False).transforms)
+    cut = next(i for i, step in enumerate(steps) if "ToTensor" in type(step).__name__)
+    normalize = steps[-1]
+    if not isinstance(normalize, T.Normalize):  # pragma: no cover - timm's eval transform ends with Normalize
+        raise DataError(f"timm's eval transform ends with {type(normalize).__name__}, not Normalize")
+    return T.Compose(steps[:cut]), normalize
+
+
+def _image_processor(config: dict[str, Any]) -> Any:
+    """The transformers image processor a ``preprocessor_config.json`` dict describes (``AutoImageProcessor``)."""
+    import json
+    import tempfile
+
+    from transformers import AutoImageProcessor
+
+    with tempfile.TemporaryDirectory(prefix="synq-hf-processor-") as tmp:
+        Path(tmp, "preprocessor_config.json").write_text(json.dumps(config), encoding="utf-8")
+        try:
+            return AutoImageProcessor.from_pretrained(tmp)
+        except (ValueError, KeyError, OSError) as e:
+            raise DataError(f"transformers cannot build the image processor in preprocessor_config.json: {e}") from e
 
 
 class EvalTransform:
-    """timm's eval recipe: resize (to size/crop_pct), center crop, scale to [0, 1], normalize.
+    """The model's eval preprocessing as its library defines it, in two steps so a batch normalizes at once:
+    :meth:`to_uint8` (resize and crop) and :meth:`normalize` (scale to [0, 1], subtract mean, divide by std).
 
-    ``crop_mode`` ``"center"`` keeps the aspect ratio (shorter side first); ``"squash"`` resizes both
-    edges independently, as transformers' fixed (height, width) image processors do.
+    timm models use ``timm.data.create_transform(**data_config, is_training=False)``; transformers models
+    (``data_config["image_processor"]``: their ``preprocessor_config.json``) the ``AutoImageProcessor`` it names.
+    Hand-written here is only what neither library does: decoding undecoded ``{bytes, path}`` images, taking
+    uint8 arrays (HWC or CHW, made PIL images first), warning once on odd modes or sizes, one-line ``DataError``s.
     """
 
     def __init__(self, data_config: dict[str, Any]) -> None:
+        from torchvision import transforms as T
+
         _, h, w = (int(v) for v in data_config["input_size"])
-        crop_pct = float(data_config.get("crop_pct") or 1.0)
-        self.crop_mode = str(data_config.get("crop_mode") or "center")
-        if self.crop_mode not in ("center", "squash"):
-            raise DataError(f"crop_mode {self.crop_mode!r} is not supported (use 'center' or 'squash')")
         self.crop_size = (h, w)
-        self.scale_size = (math.floor(h / crop_pct), math.floor(w / crop_pct))
-        self.interpolation = _interpolation(str(data_config.get("interpolation", "bilinear")))
-        self.mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(data_config["std"], dtype=torch.float32).view(-1, 1, 1)
-        self.crop_pct = crop_pct
+        self.crop_pct = float(data_config.get("crop_pct") or 1.0)
+        processor = data_config.get("image_processor")
+        if processor is not None:
+            self.processor = _image_processor(dict(processor))
+            self._resize_crop = None
+            self._normalize = T.Normalize(data_config["mean"], data_config["std"])
+        else:
+            crop_mode = str(data_config.get("crop_mode") or "center")
+            if crop_mode not in _CROP_MODES:
+                raise DataError(f"crop_mode {crop_mode!r} is not supported (use one of {', '.join(_CROP_MODES)})")
+            self.processor = None
+            self._resize_crop, self._normalize = _timm_steps({**data_config, "crop_mode": crop_mode})
         self._warned = False
 
     def _check_once(self, mode: str, h: int, w: int) -> None:
@@ -304,65 +336,57 @@ class EvalTransform:
             logger.warning("the images are %s for a model expecting 3x%dx%d RGB input; check that this is the "
                            "right data", " and ".join(reasons), *self.crop_size)
 
-    def _target_size(self, h: int, w: int) -> tuple[int, int]:
-        sh, sw = self.scale_size
-        if self.crop_mode == "squash":
-            return sh, sw
-        if sh == sw:  # shorter side to sh, like torchvision's Resize(int)
-            return (sh, max(sh, int(sh * w / h))) if h <= w else (max(sh, int(sh * h / w)), sh)
-        f = max(sh / h, sw / w)  # keep the ratio, cover the target (timm's ResizeKeepRatio)
-        return max(sh, round(h * f)), max(sw, round(w * f))
+    @staticmethod
+    def _to_pil(image: Any) -> Any:
+        """A PIL image from a uint8 (or [0, 255] integer) array, HWC or CHW, with 1, 3 or 4 channels."""
+        from PIL import Image
 
-    def _resize_crop(self, image: Any, h: int, w: int) -> Any:
-        from torchvision.transforms import functional as F
-
-        target = self._target_size(h, w)
-        if (h, w) != target:
-            image = F.resize(image, list(target), interpolation=self.interpolation, antialias=True)
-            h, w = target
-        if (h, w) != self.crop_size:
-            image = F.center_crop(image, list(self.crop_size))
-        return image
-
-    def to_uint8(self, image: Any) -> torch.Tensor:
-        """Resize and crop one PIL image or uint8 array (HWC or CHW) to a uint8 (3, H, W) tensor."""
-        from torchvision.transforms import functional as F
-
-        if isinstance(image, dict):  # an undecoded {bytes, path} image (raw_images or plain parquet)
-            image = _decode(image)
-        if hasattr(image, "convert"):  # PIL: resize in PIL like timm does
-            self._check_once(image.mode, image.height, image.width)
-            if image.mode != "RGB":
-                image = image.convert("RGB")
-            return F.pil_to_tensor(self._resize_crop(image, image.height, image.width))
         arr = np.asarray(image)
         if arr.dtype.kind in "iu" and arr.dtype != np.uint8:  # e.g. nested lists from a python-format column
             if arr.size and (arr.min() < 0 or arr.max() > 255):
                 raise DataError(f"integer pixels must lie in [0, 255], got [{arr.min()}, {arr.max()}]")
             arr = arr.astype(np.uint8)
-        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
-        if t.ndim == 2:
-            t = t.unsqueeze(0)
-        if t.ndim == 3 and t.shape[-1] in (1, 3, 4) and t.shape[0] not in (1, 3, 4):
-            t = t.permute(2, 0, 1)
-        if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
-            raise DataError(f"expected an image (H, W, C) or (C, H, W), got shape {tuple(t.shape)}")
-        if t.dtype != torch.uint8:
-            raise DataError(f"expected uint8 pixels or already-normalized float arrays, got {t.dtype}")
-        self._check_once({1: "L", 3: "RGB", 4: "RGBA"}[int(t.shape[0])], int(t.shape[-2]), int(t.shape[-1]))
-        t = t[:3] if t.shape[0] == 4 else t.expand(3, -1, -1)
-        return self._resize_crop(t, int(t.shape[-2]), int(t.shape[-1]))
+        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+            arr = arr.transpose(1, 2, 0)
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))):
+            raise DataError(f"expected an image (H, W, C) or (C, H, W), got shape {tuple(np.shape(image))}")
+        if arr.dtype != np.uint8:
+            raise DataError(f"expected uint8 pixels or already-normalized float arrays, got {arr.dtype}")
+        return Image.fromarray(np.ascontiguousarray(arr))  # L, RGB or RGBA from the shape
+
+    def to_uint8(self, image: Any) -> torch.Tensor:
+        """Resize and crop one PIL image, ``{bytes, path}`` dict or uint8 array to a uint8 (3, H, W) tensor."""
+        from torchvision.transforms import functional as F
+
+        if isinstance(image, dict):  # an undecoded {bytes, path} image (raw_images or plain parquet)
+            image = _decode(image)
+        if not hasattr(image, "convert"):
+            image = self._to_pil(image)
+        self._check_once(image.mode, image.height, image.width)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        if self.processor is None:
+            return F.pil_to_tensor(self._resize_crop(image))
+        pixels = self.processor(image, do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"][0]
+        if tuple(pixels.shape[-2:]) != self.crop_size:
+            raise DataError(
+                f"the image processor ({type(self.processor).__name__}) makes {tuple(pixels.shape[-2:])} images but "
+                f"the model expects {self.crop_size}: fix size/crop_size in preprocessor_config.json"
+            )
+        return pixels if pixels.dtype == torch.uint8 else pixels.round().clamp_(0, 255).to(torch.uint8)
 
     def normalize(self, batch_uint8: torch.Tensor) -> torch.Tensor:
-        """Scale a uint8 (…, 3, H, W) tensor to [0, 1] and normalize with the model's mean/std."""
-        return (batch_uint8.float().div_(255.0) - self.mean) / self.std
+        """Scale a uint8 (…, 3, H, W) tensor to [0, 1] (as ``ToTensor`` does) and apply the model's ``Normalize``."""
+        return self._normalize(batch_uint8.float().div_(255.0))
 
     def __call__(self, image: Any) -> torch.Tensor:
         return self.normalize(self.to_uint8(image))
 
 
 def build_eval_transform(data_config: dict[str, Any]) -> EvalTransform:
-    """The model's evaluation preprocessing: image → normalized float (3, H, W) tensor."""
+    """The model's evaluation preprocessing (timm's or the image processor's): image → normalized (3, H, W)."""
     return EvalTransform(data_config)
 
 

@@ -138,8 +138,53 @@ def test_transform_resize_and_crop_matches_timm(crop_mode: str, input_size: tupl
         ref = create_transform(**cfg)(img)
         assert ours.shape == input_size
         torch.testing.assert_close(ours, ref)
-    with pytest.raises(DataError, match="crop_mode 'border'"):
-        build_eval_transform({**cfg, "crop_mode": "border"})
+    with pytest.raises(DataError, match="crop_mode 'diagonal'"):
+        build_eval_transform({**cfg, "crop_mode": "diagonal"})
+
+
+def _odd_images() -> list[Image.Image]:
+    rng = np.random.default_rng(1)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((37, 50), (61, 29), (16, 16))]
+
+
+@pytest.mark.parametrize("pretrained_cfg", [
+    {"input_size": (3, 16, 16), "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3), "crop_pct": 0.875,
+     "interpolation": "bicubic"},
+    {"input_size": (3, 16, 16), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_pct": 1.0,
+     "crop_mode": "squash"},
+])
+def test_timm_model_preprocessing_is_timms_create_transform(pretrained_cfg: dict) -> None:
+    import timm
+    from timm.data import create_transform, resolve_model_data_config
+
+    from synq_hf.sources.preprocessing import timm_data_config
+
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=3, pretrained_cfg_overlay=pretrained_cfg)
+    ours = build_eval_transform(timm_data_config(model))
+    reference = create_transform(**resolve_model_data_config(model), is_training=False)
+    images = _odd_images()
+    expected = torch.stack([reference(img) for img in images])
+    assert torch.equal(collate_images(images, ours), expected)
+    assert torch.equal(collate_images([np.asarray(img) for img in images], ours), expected)  # uint8 arrays via PIL
+
+
+def test_transformers_model_preprocessing_is_its_image_processor(tmp_path: Path) -> None:
+    import transformers as tf
+
+    from synq_hf.hub import load_model
+
+    config = tf.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, num_labels=3)
+    tf.ViTForImageClassification(config).save_pretrained(tmp_path)
+    tf.ViTImageProcessor(size={"height": 24, "width": 24}, image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.25, 0.3],
+                         resample=3).save_pretrained(tmp_path)
+    processor = tf.AutoImageProcessor.from_pretrained(tmp_path)
+    ours = build_eval_transform(load_model(str(tmp_path)).data_config)
+    images = _odd_images()
+    expected = processor(images, return_tensors="pt")["pixel_values"]
+    got = collate_images(images, ours)
+    assert got.shape == (3, 3, 24, 24)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
 def test_collate_pil_uint8_and_float() -> None:
@@ -157,3 +202,25 @@ def test_collate_pil_uint8_and_float() -> None:
         collate_images([np.zeros((3, 16, 16), np.float32)], t)
     gray = Image.fromarray(np.full((32, 32), 128, np.uint8))
     assert collate_images([gray], t).shape == (1, 3, 32, 32)
+
+
+def test_written_processor_config_reproduces_the_data_config(tmp_path: Path) -> None:
+    """A processor config synq_hf writes (a quantized transformers model without one) makes the model's input size."""
+    import json
+
+    import transformers as tf
+
+    from synq_hf.sources.preprocessing import processor_from_data_config, transformers_data_config
+
+    for crop_pct in (0.75, 1.0):
+        cfg = {"input_size": (3, 24, 24), "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3), "interpolation": "bicubic",
+               "crop_pct": crop_pct, "crop_mode": "center"}
+        written = processor_from_data_config(cfg)
+        (tmp_path / "preprocessor_config.json").write_text(json.dumps(written))
+        processor = tf.AutoImageProcessor.from_pretrained(tmp_path)
+        back = transformers_data_config(written)
+        assert back["input_size"] == (3, 24, 24) and back["crop_pct"] == pytest.approx(crop_pct)
+        expected = processor(_odd_images(), return_tensors="pt")["pixel_values"]
+        assert expected.shape == (3, 3, 24, 24)
+        torch.testing.assert_close(collate_images(_odd_images(), build_eval_transform(back)), expected, rtol=0, atol=1e-6)
+        assert processor_from_data_config(back) == written  # the config it came from, unchanged

@@ -248,6 +248,8 @@ def test_load_transformers_folder(tmp_path: Path, kind: str, family: str) -> Non
     folder, ref = _hf_folder(tmp_path, kind)
     lm = load_model(str(folder))
     assert lm.library == "transformers" and lm.family == family and lm.num_classes == 10
+    processor = lm.data_config.pop("image_processor")  # evaluation preprocesses with the processor itself
+    assert processor == json.loads((folder / "preprocessor_config.json").read_text())
     assert lm.data_config == {
         "input_size": (3, 32, 32),
         "mean": (0.5, 0.4, 0.3),

@@ -3,13 +3,17 @@
 The Hub client is replaced at its boundary (``HfApi``); one test talks to the real Hub when a token and
 network are present (run it with ``HF_HUB_OFFLINE=0 HF_TOKEN=... pytest tests/test_push.py``)."""
 
+import fnmatch
+import io
 import os
 import socket
+import tempfile
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
+import fsspec
 import huggingface_hub
 import numpy as np
 import pytest
@@ -35,46 +39,148 @@ def _files(folder: Path) -> dict[str, bytes]:
 class FakeApi:
     """Records calls like ``HfApi`` and keeps the repos' files, applying ``upload_folder``'s documented
     semantics (files matching ``delete_patterns`` are deleted, ``.gitattributes`` and uploaded paths excepted;
-    uploaded files are added or replaced). Snapshots uploaded folders at call time (temp folders vanish)."""
+    uploaded files are added or replaced) and ``create_commit``'s operations (what ``Dataset.push_to_hub`` sends).
+    Snapshots uploaded files at call time (temp files vanish). Revisions are recorded, not kept apart."""
 
     def __init__(self, fail_on: str | None = None, repos: dict[str, dict[str, bytes]] | None = None) -> None:
         self.calls: list[tuple[str, dict]] = []
         self.uploads: list[dict] = []
         self.fail_on = fail_on
         self.repos = repos or {}  # repo_id -> {path: bytes}
+        self._preuploaded: dict[str, bytes] = {}
 
-    def create_repo(self, **kwargs):
+    def _fail(self, repo_type: str | None) -> None:
+        if (repo_type or "model") == self.fail_on:
+            import httpx2
+
+            response = httpx2.Response(503, request=httpx2.Request("POST", "https://huggingface.co/api/commit"))
+            raise HfHubHTTPError("503 Service Unavailable", response=response)
+
+    def _commit(self, kwargs: dict, files: dict[str, bytes], deleted: list[str]) -> SimpleNamespace:
+        repo = self.repos[kwargs["repo_id"]]
+        for name in deleted:
+            del repo[name]
+        repo.update(files)
+        parquet = {}
+        for name, data in files.items():
+            if name.endswith(".parquet"):
+                path = Path(tempfile.mkdtemp()) / "shard.parquet"
+                path.write_bytes(data)
+                parquet[name] = datasets.Dataset.from_parquet(str(path))
+        self.uploads.append({**kwargs, "files": files, "parquet": parquet, "deleted": deleted})
+        url = f"https://huggingface.co/{kwargs['repo_id']}"
+        pr = f"{url}/discussions/1" if kwargs.get("create_pr") else None
+        return SimpleNamespace(commit_url=f"{url}/commit/abc123", pr_url=pr,
+                               pr_revision="refs/pr/1" if pr else None)
+
+    def create_repo(self, repo_id: str | None = None, **kwargs):
+        kwargs = {"repo_id": repo_id or kwargs.pop("repo_id"), **kwargs}
         self.calls.append(("create_repo", kwargs))
         self.repos.setdefault(kwargs["repo_id"], {".gitattributes": b"*.safetensors filter=lfs\n"})
         return SimpleNamespace(repo_id=kwargs["repo_id"])
 
-    def create_branch(self, **kwargs):
-        self.calls.append(("create_branch", kwargs))
+    def create_branch(self, repo_id: str | None = None, **kwargs):
+        self.calls.append(("create_branch", {"repo_id": repo_id or kwargs.pop("repo_id"), **kwargs}))
+
+    def repo_info(self, repo_id: str, **kwargs):
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        if repo_id not in self.repos:
+            import httpx2
+
+            response = httpx2.Response(404, request=httpx2.Request("GET", f"https://huggingface.co/api/{repo_id}"))
+            raise RepositoryNotFoundError(f"{repo_id} not found", response=response)
+        return SimpleNamespace(id=repo_id, sha=f"sha{len(self.uploads)}")
 
     def upload_folder(self, **kwargs):
         from huggingface_hub.utils import filter_repo_objects
 
         self.calls.append(("upload_folder", kwargs))
-        if kwargs.get("repo_type") == self.fail_on:
-            import httpx2
-
-            response = httpx2.Response(503, request=httpx2.Request("POST", "https://huggingface.co/api/commit"))
-            raise HfHubHTTPError("503 Service Unavailable", response=response)
-        folder = Path(kwargs["folder_path"])
-        files = _files(folder)
-        parquet = {name: datasets.Dataset.from_parquet(str(folder / name)) for name in files if name.endswith(".parquet")}
+        self._fail(kwargs.get("repo_type"))
+        files = _files(Path(kwargs["folder_path"]))
         repo = self.repos[kwargs["repo_id"]]
         patterns = kwargs.get("delete_patterns")
         deleted = [] if patterns is None else [
             f for f in filter_repo_objects(sorted(repo), allow_patterns=patterns) if f != ".gitattributes" and f not in files
         ]
-        for name in deleted:
-            del repo[name]
-        repo.update(files)
-        self.uploads.append({**kwargs, "files": files, "parquet": parquet, "deleted": deleted})
-        url = f"https://huggingface.co/{kwargs['repo_id']}"
-        pr = f"{url}/discussions/1" if kwargs.get("create_pr") else None
-        return SimpleNamespace(commit_url=f"{url}/commit/abc123", pr_url=pr)
+        return self._commit(kwargs, files, deleted)
+
+    def preupload_lfs_files(self, repo_id: str, additions: list, **kwargs):
+        for op in additions:  # the shard's temp file is deleted right after this call
+            self._preuploaded[op.path_in_repo] = Path(op.path_or_fileobj).read_bytes()
+
+    def create_commit(self, repo_id: str, operations: list, **kwargs):
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        kwargs = {"repo_id": repo_id, **kwargs}
+        self.calls.append(("create_commit", kwargs))
+        self._fail(kwargs.get("repo_type"))
+        files = {}
+        for op in operations:
+            if isinstance(op, CommitOperationAdd):
+                data = self._preuploaded.pop(op.path_in_repo, None)
+                files[op.path_in_repo] = data if data is not None else (
+                    op.path_or_fileobj if isinstance(op.path_or_fileobj, bytes) else Path(op.path_or_fileobj).read_bytes())
+        deleted = [op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)]
+        return self._commit(kwargs, files, deleted)
+
+    def hf_hub_download(self, repo_id: str, filename: str, **kwargs):
+        self.calls.append(("hf_hub_download", {"repo_id": repo_id, "filename": filename, **kwargs}))
+        path = Path(tempfile.mkdtemp()) / filename
+        path.write_bytes(self.repos[repo_id][filename])
+        return str(path)
+
+    def upload_file(self, *, path_or_fileobj: bytes, path_in_repo: str, **kwargs):
+        self.calls.append(("upload_file", {"path_in_repo": path_in_repo, **kwargs}))
+        self._fail(kwargs.get("repo_type"))
+        return self._commit(kwargs, {path_in_repo: path_or_fileobj}, []).commit_url
+
+
+class FakeHubFileSystem(fsspec.AbstractFileSystem):
+    """The part of ``HfFileSystem`` that ``Dataset.push_to_hub`` reads (glob, open), over a FakeApi's repos."""
+
+    cachable = False
+
+    def __init__(self, api: FakeApi) -> None:
+        super().__init__()
+        self.api = api
+
+    def _split(self, path: str) -> tuple[str, dict[str, bytes], str]:
+        parts = path.removeprefix("datasets/").split("/")  # user/name@revision/path/in/repo
+        repo_id = f"{parts[0]}/{parts[1].split('@', 1)[0]}"
+        return "/".join(["datasets", *parts[:2]]), self.api.repos.get(repo_id, {}), "/".join(parts[2:])
+
+    def glob(self, path: str, maxdepth: int | None = None, **kwargs):
+        root, repo, pattern = self._split(path)
+        found = {f"{root}/{name}": {"name": f"{root}/{name}", "size": len(data), "type": "file"}
+                 for name, data in repo.items() if fnmatch.fnmatch(name, pattern)}
+        return found if kwargs.get("detail") else sorted(found)
+
+    def _open(self, path: str, mode: str = "rb", **kwargs):
+        _, repo, name = self._split(path)
+        if name not in repo:
+            raise FileNotFoundError(path)
+        return io.BytesIO(repo[name])
+
+
+@pytest.fixture
+def hub(monkeypatch) -> FakeApi:
+    """One FakeApi behind every Hub client: ``huggingface_hub.HfApi`` and the ``HfApi``/``HfFileSystem`` that
+    ``Dataset.push_to_hub`` creates. ``hub.clients`` lists the keywords each client was made with (the token)."""
+    import datasets.arrow_dataset as arrow
+
+    api = FakeApi()
+    api.clients = []
+
+    def make(*args, **kwargs):
+        api.clients.append(kwargs)
+        return api
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", make)
+    monkeypatch.setattr(arrow, "HfApi", make)
+    monkeypatch.setattr(arrow, "HfFileSystem", lambda **kwargs: FakeHubFileSystem(api))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    return api
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +264,11 @@ def test_commit_message_revision_create_pr_and_token_reach_the_upload(folder, mo
         push_folder_to_hub(folder, REPO, create_pr=True, revision="v2", api=api)
 
 
-def test_push_with_dataset_publishes_it_first_and_links_it(folder):
+def _writes(api: FakeApi) -> list[tuple[str, str | None]]:
+    return [(n, kw.get("repo_type")) for n, kw in api.calls if n in ("create_commit", "upload_file", "upload_folder")]
+
+
+def test_push_with_dataset_publishes_it_first_and_links_it(folder, hub):
     images = np.random.default_rng(0).integers(0, 255, (6, 8, 8, 3), dtype=np.uint8)
     ds = datasets.Dataset.from_dict(
         {"image": list(images), "label": [0, 1, 2, 3, 4, 5]},
@@ -166,25 +276,26 @@ def test_push_with_dataset_publishes_it_first_and_links_it(folder):
     )
     before = _files(folder)
     stale = "data/train-00001-of-00002.parquet"  # from an earlier, larger push: it would join the split
-    api = FakeApi(repos={f"{REPO}-synthetic": {".gitattributes": b"", stale: b"old", "notes.md": b"keep me"}})
-    push_folder_to_hub(folder, REPO, dataset=ds, api=api)
-    assert [(n, kw.get("repo_type")) for n, kw in api.calls] == [
-        ("create_repo", "dataset"), ("upload_folder", "dataset"), ("create_repo", "model"), ("upload_folder", "model")
-    ]
-    data_upload, model_upload = api.uploads
-    assert data_upload["repo_id"] == f"{REPO}-synthetic"
+    hub.repos[f"{REPO}-synthetic"] = {".gitattributes": b"", stale: b"old", "notes.md": b"keep me"}
+    push_folder_to_hub(folder, REPO, dataset=ds, api=hub)
+    # the dataset by Dataset.push_to_hub (data + card), then its card; then the model
+    assert _writes(hub) == [("create_commit", "dataset"), ("upload_file", "dataset"), ("upload_folder", "model")]
+    data_upload, card_upload, model_upload = hub.uploads
+    assert data_upload["repo_id"] == card_upload["repo_id"] == f"{REPO}-synthetic"
     assert set(data_upload["files"]) == {"README.md", "data/train-00000-of-00001.parquet"}
-    assert data_upload["deleted"] == [stale] and api.repos[f"{REPO}-synthetic"]["notes.md"] == b"keep me"
+    repo = hub.repos[f"{REPO}-synthetic"]
+    assert data_upload["deleted"] == [stale] and stale not in repo and repo["notes.md"] == b"keep me"
     shard = data_upload["parquet"]["data/train-00000-of-00001.parquet"]
     assert shard.features == ds.features and shard["label"] == ds["label"]
     assert np.array_equal(np.asarray(shard[0]["image"]), images[0])
+    assert f"(https://huggingface.co/{REPO})" in repo["README.md"].decode()  # the dataset card links back
     card = ModelCard(model_upload["files"]["README.md"].decode())
     assert card.data.datasets == [f"{REPO}-synthetic"]
     assert f"(https://huggingface.co/datasets/{REPO}-synthetic)" in card.text
     assert _files(folder) == before
 
 
-def test_pushed_synthetic_dataset_card_records_how_it_was_made_without_local_paths(folder):
+def test_pushed_synthetic_dataset_card_records_how_it_was_made_without_local_paths(folder, hub):
     from timm.data import resolve_model_data_config
 
     from synq_hf.synthesis import synthesize
@@ -193,14 +304,21 @@ def test_pushed_synthetic_dataset_card_records_how_it_was_made_without_local_pat
     cfg = SynQConfig(synthesis_batch_size=4)
     ds = synthesize(teacher, cfg, data_config=resolve_model_data_config(teacher), num_images=4, iterations=2,
                     teacher_id=f"local-dir:{D.demo_teacher_path()}", progress=False)
-    api = FakeApi()
-    push_folder_to_hub(folder, REPO, dataset=ds, api=api)
-    readme = api.uploads[0]["files"]["README.md"].decode()
+    push_folder_to_hub(folder, REPO, dataset=ds, api=hub)
+    readme = hub.repos[f"{REPO}-synthetic"]["README.md"].decode()
     assert "Synthetic images from" in readme and f"(https://huggingface.co/{REPO})" in readme
     assert str(D.demo_teacher_path()) not in readme and "`digits_teacher`" in readme
-    assert "data/train-*" in readme  # the Hub finds the parquet shards
-    shard = api.uploads[0]["parquet"]["data/train-00000-of-00001.parquet"]
+    assert "data/train-*" in readme and "dataset_info" in readme  # push_to_hub's YAML is kept: the Hub finds the shards
+    shard = hub.uploads[0]["parquet"]["data/train-00000-of-00001.parquet"]
     assert np.array_equal(np.asarray(shard["pixel_values"]), np.asarray(ds["pixel_values"]))
+
+
+def test_failed_dataset_upload_says_how_to_retry(folder, hub):
+    hub.fail_on = "dataset"
+    ds = datasets.Dataset.from_dict({"pixel_values": [[[[0.0]]]], "label": [0]})
+    with pytest.raises(HubError, match="(?s)uploading the synthetic dataset.*503.*local folder is complete"):
+        push_folder_to_hub(folder, REPO, dataset=ds, api=hub)
+    assert _writes(hub) == [("create_commit", "dataset")]  # the model was not pushed without its data
 
 
 def test_failed_upload_keeps_the_folder_and_says_how_to_retry(folder):
@@ -298,8 +416,7 @@ def test_real_hub_round_trip(folder):
         assert os.path.isdir(folder)
 
 
-def test_push_synthetic_dataset_passes_revision_pr_and_message(monkeypatch, tmp_path):
-    from huggingface_hub import DatasetCard, DatasetCardData
+def test_push_synthetic_dataset_passes_revision_pr_and_message(hub):
     from timm.data import resolve_model_data_config
 
     from synq_hf.synthesis import push_synthetic_dataset, synthesize
@@ -307,17 +424,38 @@ def test_push_synthetic_dataset_passes_revision_pr_and_message(monkeypatch, tmp_
     teacher = D.load_demo_teacher()
     ds = synthesize(teacher, SynQConfig(synthesis_batch_size=4), data_config=resolve_model_data_config(teacher),
                     num_images=4, iterations=1, teacher_id="digits", progress=False)
-    calls: list = []
-    readme = tmp_path / "README.md"
-    readme.write_text(f"---\n{DatasetCardData(configs=[{'config_name': 'default'}]).to_yaml()}\n---\n")
-    monkeypatch.setattr(datasets.Dataset, "push_to_hub", lambda self, repo, **kw: calls.append(("data", repo, kw))
-                        or SimpleNamespace(pr_revision="refs/pr/3", pr_url="https://huggingface.co/pr/3"))
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, **kw: calls.append(("get", repo, kw))
-                        or str(readme))
-    monkeypatch.setattr(DatasetCard, "push_to_hub", lambda self, repo, **kw: calls.append(("card", repo, kw)) or "c")
     url = push_synthetic_dataset(ds, "me/syn", token="t", commit_message="m", create_pr=True)
-    assert url == "https://huggingface.co/pr/3"
-    (_, _, data), (_, _, get), (_, _, card) = calls
-    assert (data["token"], data["commit_message"], data["create_pr"], data["revision"]) == ("t", "m", True, None)
-    assert get["revision"] == card["revision"] == "refs/pr/3"  # the card goes into the same pull request
-    assert push_synthetic_dataset(ds, "me/syn", revision="v2") == "c" and calls[-1][2]["revision"] == "v2"
+    assert url == "https://huggingface.co/me/syn/discussions/1"
+    assert hub.clients and all(kw["token"] == "t" for kw in hub.clients)
+    data, card = (kw for n, kw in hub.calls if n in ("create_commit", "upload_file"))
+    assert (data["commit_message"], data["create_pr"], data["revision"]) == ("m", True, None)
+    get = next(kw for n, kw in hub.calls if n == "hf_hub_download")
+    assert get["revision"] == card["revision"] == "refs/pr/1"  # the card goes into the same pull request
+    assert "Synthetic images from `digits`" in hub.repos["me/syn"]["README.md"].decode()
+
+    hub.calls.clear()
+    assert push_synthetic_dataset(ds, "me/syn", revision="v2") == "https://huggingface.co/me/syn/commit/abc123"
+    assert ("create_branch", {"repo_id": "me/syn", "branch": "v2", "repo_type": "dataset", "exist_ok": True}) in hub.calls
+    assert [kw["revision"] for n, kw in hub.calls if n in ("create_commit", "upload_file")] == ["v2", "v2"]
+
+
+def test_cli_synthesize_push_to_hub_publishes_through_the_same_function(hub, tmp_path, capsys):
+    args = ["synthesize", f"local-dir:{D.demo_teacher_path()}", "--out", str(tmp_path / "syn"), "--num-images", "4",
+            "--synthesis-batch-size", "4", "--synthesis-iterations", "1", "--no-progress", "--token", "t"]
+    hub.repos["me/syn"] = {".gitattributes": b"", "notes.md": b"keep me"}
+    assert main([*args, "--push-to-hub", "me/syn"]) == 0
+    assert "pushed to https://huggingface.co/me/syn/commit/abc123" in capsys.readouterr().out
+    repo = hub.repos["me/syn"]
+    assert repo["notes.md"] == b"keep me" and "data/train-00000-of-00001.parquet" in repo
+    assert "Synthetic images from `digits_teacher`" in repo["README.md"].decode()
+    assert all(kw["token"] == "t" for kw in hub.clients)
+    pushed = hub.uploads[0]["parquet"]["data/train-00000-of-00001.parquet"]
+    assert np.array_equal(np.asarray(pushed["pixel_values"]), np.asarray(datasets.load_from_disk(str(tmp_path / "syn"))["pixel_values"]))
+
+    bad = [a if a != str(tmp_path / "syn") else str(tmp_path / "never") for a in args]
+    assert main([*bad, "--push-to-hub", "not a repo"]) == 1  # refused before any work
+    assert "not a valid Hub repo id" in capsys.readouterr().err and not (tmp_path / "never").exists()
+    hub.fail_on = "dataset"
+    assert main([*args, "--overwrite", "--push-to-hub", "me/syn"]) == 1
+    err = capsys.readouterr().err
+    assert "503" in err and f"dataset folder {tmp_path / 'syn'} is complete" in err and "push_synthetic_dataset" in err

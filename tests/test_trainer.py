@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from _synq_tiny import cnn_pair, make_trainer, synthetic_dataset
+from transformers import TrainingArguments
 
 from synq_hf.config import SynQConfig
 from synq_hf.errors import CheckpointError, ConfigError, DataError
@@ -120,6 +121,31 @@ def test_unresolved_config_is_resolved_from_teacher(tmp_path):
     assert trainer.synq_config.tau == 0.7 and trainer.synq_config.learning_rate == 1e-3
     with pytest.raises(ConfigError, match="resolve"):
         build_training_args(SynQConfig(), str(tmp_path))
+
+
+def test_trainer_reads_loss_settings_from_synq_training_arguments(tmp_path):
+    """The TRL pattern: ``SynQTrainer(args=SynQTrainingArguments(...))`` with no separate config."""
+    from synq_hf.training import SynQTrainingArguments
+
+    teacher, student, cfg = cnn_pair(calibration_num_images=4)
+    args = SynQTrainingArguments(str(tmp_path), lambda_cam=0.0, tau=0.5, lpf_d0=0.0, kd_temperature=2.0,
+                                 momentum=0.5, max_steps=1, per_device_train_batch_size=4, use_cpu=True,
+                                 report_to="none", save_strategy="no", remove_unused_columns=False, seed=3)
+    trainer = SynQTrainer(model=student, teacher=teacher, args=args, train_dataset=synthetic_dataset())
+    used = trainer.synq_config
+    assert (used.lambda_cam, used.tau, used.kd_temperature, used.momentum, used.seed) == (0.0, 0.5, 2.0, 0.5, 3)
+    assert trainer.cam_target is None  # lambda_cam=0 from args: no Grad-CAM hooks
+    assert (used.w_bits, used.calibration_num_images) == (cfg.w_bits, 4)  # the rest: the student's own config
+    trainer.train()
+    assert trainer.optimizer.param_groups[0]["momentum"] == 0.5
+
+    agreeing = cfg.replace(tau=None, lambda_cam=0.0, kd_temperature=2.0, momentum=0.5)
+    assert SynQTrainer(student, teacher, args, synthetic_dataset(), agreeing).synq_config.tau == 0.5  # None: from args
+    with pytest.raises(ConfigError, match="disagree on lambda_cam"):
+        SynQTrainer(student, teacher, args, synthetic_dataset(), agreeing.replace(lambda_cam=10.0))
+    plain = TrainingArguments(str(tmp_path), use_cpu=True, report_to="none")
+    with pytest.raises(ConfigError, match="SynQTrainingArguments"):
+        SynQTrainer(student, teacher, plain, synthetic_dataset())
 
 
 class _NaNAfter(torch.nn.Module):

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..outputs import OutputError
+from ..outputs import OutputError, check_output, output_error
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,55 @@ def add_hub_arguments(p: argparse.ArgumentParser) -> None:
 def hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The ``load_model`` keywords given by :func:`add_hub_arguments`."""
     return {"revision": args.revision, "token": args.token}
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of every subcommand that loads and runs MODEL: ``--device``, ``--trust-remote-code``,
+    ``--revision``/``--token`` and ``--no-progress`` (read back by :func:`load_cli_model`)."""
+    p.add_argument("--device", metavar="D", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
+    add_hub_arguments(p)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the long runs (``quantize``, ``synthesize``): :func:`add_model_arguments` plus ``--work-dir``
+    and ``--resume``, whose work survives an interruption (:func:`work_session`)."""
+    add_model_arguments(p)
+    p.add_argument("--work-dir", type=Path, metavar="DIR",
+                   help="synthetic images and checkpoints, saved as they complete and kept if interrupted "
+                   "(default: OUT.synq-work)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run kept in the work folder")
+
+
+def start_run(args: argparse.Namespace) -> torch.device:
+    """What a subcommand writing ``--out`` checks before any work (never after hours of it): ``--device``, and
+    ``--out`` (a new folder, or an earlier synq-hf output with ``--overwrite``)."""
+    device = resolve_device(args.device)
+    check_output(args.out, overwrite=args.overwrite)
+    return device
+
+
+@contextlib.contextmanager
+def writing_out(out: Path) -> Iterator[None]:
+    """An ``OSError`` while writing ``--out`` (disk full, no permission) becomes a one-line ``OutputError``."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as e:
+        raise output_error(out, e) from e
+
+
+def load_cli_model(args: argparse.Namespace, device: torch.device | None = None) -> Any:
+    """``load_model(MODEL)`` with the options of :func:`add_model_arguments`; with ``device``, small models on
+    the CPU get one thread (:func:`pick_threads`)."""
+    from ..hub import load_model
+
+    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, **hub_kwargs(args))
+    if device is not None:
+        pick_threads(loaded.model, device)
+    return loaded
 
 
 # --------------------------------------------------------------------------------------------------

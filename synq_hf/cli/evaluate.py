@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import add_hub_arguments, hub_kwargs, resolve_device, result
+from .common import add_model_arguments, load_cli_model, resolve_device, result
 
 _EPILOG = """\
 examples:
@@ -41,12 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per batch (default 256)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON to PATH")
-    p.add_argument(
-        "--device", metavar="D", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)"
-    )
-    p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
-    add_hub_arguments(p)
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -54,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and data, evaluate, print one result line and optionally write JSON."""
     from ..data import load_image_dataset
     from ..evaluation import evaluate_model
-    from ..hub import load_model
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
@@ -63,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     logging.getLogger("timm").setLevel(logging.WARNING)  # its per-load INFO lines add nothing here
 
-    loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, **hub_kwargs(args))
+    loaded = load_cli_model(args)
     dataset = load_image_dataset(
         args.data, split=args.split, image_column=args.image_column, label_column=args.label_column
     )

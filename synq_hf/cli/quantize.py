@@ -22,17 +22,17 @@ import torch
 from ..config import LOSS_PRESETS, SynQConfig
 from ..errors import ConfigError, DataError, SynQError
 from ..model_info import LoadedModel
-from ..outputs import OutputError, check_output, output_error, public_name
+from ..outputs import public_name
 from ..quantizer import SynQQuantizer
 from .common import (
     add_config_arguments,
-    add_hub_arguments,
+    add_run_arguments,
     config_from_args,
-    hub_kwargs,
-    pick_threads,
-    resolve_device,
+    load_cli_model,
     result,
+    start_run,
     work_session,
+    writing_out,
 )
 
 logger = logging.getLogger(__name__)
@@ -105,13 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-split", metavar="S", help="split of --eval-data")
     p.add_argument("--overwrite", action="store_true",
                    help="replace DIR if it is an earlier synq-hf output (never a folder holding other files)")
-    p.add_argument("--work-dir", type=Path, metavar="DIR",
-                   help="synthetic images and fine-tuning checkpoints, kept if interrupted (default: OUT.synq-work)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run kept in the work folder")
-    p.add_argument("--device", metavar="D", help="torch device (default: cuda if available)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
-    add_hub_arguments(p)
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_run_arguments(p)
     add_config_arguments(p)
     p.set_defaults(func=run)
 
@@ -244,8 +238,6 @@ METHODS: dict[str, Callable[[argparse.Namespace, SynQQuantizer], None]] = {"synq
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, load the model, quantize it with ``--method``, save it to ``--out``, print a summary."""
-    from ..hub import load_model
-
     config = build_config(args)
     if args.calibration_skip < 0:
         raise ConfigError(f"--calibration-skip must be >= 0, got {args.calibration_skip}")
@@ -255,9 +247,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--calibration-data is for --method ptq; SynQ is zero-shot (it calibrates on synthetic data)")
     if args.method == "ptq" and (args.synthetic or getattr(args, "max_steps", None) is not None):
         raise ConfigError("--synthetic/--max-steps are for --method synq")
-    device = resolve_device(args.device)
     check_not_input(args.out, args.model)
-    check_output(args.out, overwrite=args.overwrite)  # before any work: never after hours of it
+    device = start_run(args)
     uses_work = args.method == "synq" or not args.calibration_data
     if args.resume and not uses_work:
         raise ConfigError("--resume: PTQ on real calibration data has nothing to resume; run it again")
@@ -265,18 +256,13 @@ def run(args: argparse.Namespace) -> int:
                    "synthetic": str(args.synthetic or "")}
     with work_session(args, fingerprint, _WORK_ITEMS) if uses_work else contextlib.nullcontext():
         torch.manual_seed(config.seed)
-        loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, **hub_kwargs(args))
+        loaded = load_cli_model(args, device)
         if loaded.is_quantized:
             raise SynQError(f"{args.model!r} is already quantized; pass its float base model ({loaded.base_model})")
-        pick_threads(loaded.model, device)
         quantizer = SynQQuantizer(loaded, config, device=device)
         METHODS[args.method](args, quantizer)
-        try:
+        with writing_out(args.out):
             quantizer.save_pretrained(args.out, overwrite=args.overwrite)
-        except OutputError:
-            raise
-        except OSError as e:
-            raise output_error(args.out, e) from e
     record = quantizer.results_json()
     cfg = quantizer.config
     result(args, f"saved {args.method.upper()} W{cfg.w_bits}A{cfg.a_bits} {args.model} to {args.out}")

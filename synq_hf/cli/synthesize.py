@@ -7,17 +7,17 @@ import logging
 from pathlib import Path
 
 from ..config import SYNTHESIS_FIELDS
-from ..outputs import OutputError, check_output, output_error, write_output
+from ..outputs import write_output
 from .common import (
     add_config_arguments,
     add_deprecated_flag,
-    add_hub_arguments,
+    add_run_arguments,
     config_from_args,
-    hub_kwargs,
-    pick_threads,
-    resolve_device,
+    load_cli_model,
     result,
+    start_run,
     work_session,
+    writing_out,
 )
 
 _EPILOG = """\
@@ -26,6 +26,7 @@ examples:
   synq-hf synthesize deit_tiny_patch16_224.fb_in1k --out synthetic-deit --num-images 64 --synthesis-batch-size 32
   synq-hf synthesize ./my-cnn --out data --num-images 512 --synthesis-iterations 500 --seed 1 --overwrite
   synq-hf synthesize ./my-cnn --out data --config '{"num_images": 512, "synthesis_lr": 0.25}'
+  synq-hf synthesize local-dir:teachers/cifar10-resnet20 --out synthetic-r20 --push-to-hub me/r20-synthetic
 
 Every synthesis field of SynQConfig is a flag (the same flag as in synq-hf quantize); --config (a JSON file or
 an inline JSON object) is read first. --batch-size, --iterations, --groups-per-forward and
@@ -35,7 +36,9 @@ an inline JSON object) is read first. --batch-size, --iterations, --groups-per-f
 CNNs with BatchNorm are synthesized by BatchNorm-statistics matching (batch 256), ViT/DeiT/Swin models by
 PSAQ-ViT patch similarity (batch 32). OUT becomes a datasets save_to_disk folder (datasets.load_from_disk) with
 float32 'pixel_values' in the teacher's normalized space and 'label'; its dataset_info.json records the teacher,
-the full resolved config and the seed. The same seed reproduces the same pixels.
+the full resolved config and the seed. The same seed reproduces the same pixels. --push-to-hub REPO then
+publishes it with synq_hf.synthesis.push_synthetic_dataset (Dataset.push_to_hub and a card saying how the
+images were made; nothing else in the repo is deleted), with --token or your `hf auth login` token.
 
 Each finished group is saved in the work folder (--work-dir, default OUT.synq-work); if interrupted, run the
 printed command (the same one with --resume) to continue: the result equals an uninterrupted run's.
@@ -55,14 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="model id or folder (timm name, Hub repo, local-dir:PATH)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (save_to_disk)")
-    p.add_argument("--device", metavar="D", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it is an earlier synthesize output")
-    p.add_argument("--work-dir", type=Path, metavar="DIR",
-                   help="finished groups, saved as they complete and kept if interrupted (default: OUT.synq-work)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run kept in the work folder")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
-    add_hub_arguments(p)
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="then publish the dataset to this Hub dataset repo")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: make a new repo private")
+    add_run_arguments(p)
     add_config_arguments(p, (*SYNTHESIS_FIELDS, "seed"))
     for old, field in (("--batch-size", "synthesis_batch_size"), ("--iterations", "synthesis_iterations"),
                        ("--groups-per-forward", "synthesis_groups_per_forward")):
@@ -73,28 +72,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the options and output, load the teacher, synthesize group by group, write the dataset folder."""
-    from ..hub import load_model
     from ..synthesis import synthesis_metadata, synthesize
 
     cfg = config_from_args(args)
-    device = resolve_device(args.device)
-    check_output(args.out, overwrite=args.overwrite)
+    if args.push_to_hub:
+        from ..push import check_can_push
+
+        check_can_push(args.push_to_hub, args.token)  # before the work, not after it
+    device = start_run(args)
     logging.getLogger("timm").setLevel(logging.WARNING)
     fingerprint = {"command": "synthesize", "model": args.model, "config": cfg.to_dict()}
     with work_session(args, fingerprint, _WORK_ITEMS) as work:
-        loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, **hub_kwargs(args))
-        pick_threads(loaded.model, device)
+        loaded = load_cli_model(args, device)
         dataset = synthesize(loaded.model, cfg, data_config=loaded.data_config, family=None,
                              class_names=loaded.class_names, teacher_id=loaded.model_id, device=device,
                              progress=not args.no_progress, checkpoint_dir=work / "synthetic-groups")
-        try:
+        with writing_out(args.out):
             write_output(args.out, lambda tmp: dataset.save_to_disk(str(tmp)), overwrite=args.overwrite)
-        except OutputError:
-            raise
-        except OSError as e:
-            raise output_error(args.out, e) from e
     meta = synthesis_metadata(dataset)
     restarts = f", {meta['restarts']} diverged group(s) restarted" if meta.get("restarts") else ""
     result(args, f"wrote {len(dataset)} synthetic images ({meta['family']}, seed {meta['seed']}) to {args.out}"
                  f"{restarts}")
+    if args.push_to_hub:
+        _push(args, dataset)
     return 0
+
+
+def _push(args: argparse.Namespace, dataset: object) -> None:
+    """Publish the written dataset; a failure says that the folder is complete and how to push it again."""
+    from ..push import HubError
+    from ..synthesis import push_synthetic_dataset
+
+    try:
+        url = push_synthetic_dataset(dataset, args.push_to_hub, private=args.private or None, token=args.token)
+    except Exception as e:  # the network boundary: every failure gets the retry hint
+        retry = (f"python -c \"import datasets, synq_hf.synthesis as s; s.push_synthetic_dataset("
+                 f"datasets.load_from_disk('{args.out}'), '{args.push_to_hub}')\"")
+        raise HubError(f"pushing the dataset to {args.push_to_hub} failed: {type(e).__name__}: {e}\n"
+                       f"The dataset folder {args.out} is complete; retry with:\n  {retry}") from e
+    result(args, f"pushed to {url}")

@@ -10,6 +10,7 @@ named by PIL's own ``Image.Resampling`` enum.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,10 @@ def _hw(value: Any) -> tuple[int, int] | None:
 def transformers_data_config(
     processor: dict[str, Any], model_config: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A ``preprocessor_config.json`` dict as synq_hf's timm-style ``data_config``."""
+    """A ``preprocessor_config.json`` dict as synq_hf's timm-style ``data_config``.
+
+    The dict itself is kept as ``data_config["image_processor"]``: evaluation preprocesses with that processor.
+    """
     mean, std = processor.get("image_mean"), processor.get("image_std")
     if not processor.get("do_normalize", True):
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
@@ -124,11 +128,15 @@ def transformers_data_config(
         "interpolation": resample_name(processor.get("resample", 2)),
         "crop_pct": float(crop_pct) if crop_pct else 1.0,
         "crop_mode": crop_mode,
+        "image_processor": dict(processor),
     }
 
 
 def processor_from_data_config(data_config: dict[str, Any]) -> dict[str, Any]:
-    """A ``ViTImageProcessor``-style preprocessor config reproducing ``data_config`` (resize, crop, normalize)."""
+    """The model's image processor config: the one ``data_config`` came from, else a ``ViTImageProcessor``
+    (resize to the input size) or ``CLIPImageProcessor`` (shorter side, then center crop) reproducing it."""
+    if data_config.get("image_processor"):
+        return dict(data_config["image_processor"])
     _, h, w = (int(v) for v in data_config["input_size"])
     crop_pct = float(data_config.get("crop_pct") or 1.0)
     out: dict[str, Any] = {
@@ -143,8 +151,8 @@ def processor_from_data_config(data_config: dict[str, Any]) -> dict[str, Any]:
         "size": {"height": h, "width": w},
     }
     if crop_pct < 1.0:
-        out.update(size={"shortest_edge": int(h / crop_pct)}, do_center_crop=True, crop_size={"height": h, "width": w},
-                   image_processor_type="ConvNextImageProcessor", crop_pct=crop_pct)
+        out.update(size={"shortest_edge": math.floor(h / crop_pct)}, do_center_crop=True,
+                   crop_size={"height": h, "width": w}, image_processor_type="CLIPImageProcessor", crop_pct=crop_pct)
     return out
 
 

@@ -15,6 +15,7 @@ included) in safetensors and are loaded strictly, so resuming is bit-exact for C
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -33,10 +34,11 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..architectures import get_spec
-from ..config import CONFIG_NAME, SynQConfig
+from ..config import CONFIG_NAME, LossSettings, SynQConfig
 from ..errors import CheckpointError, ConfigError, DataError, SynQError
 from ..model_info import model_logits, model_num_classes
-from ..quant.quantize import act_quantizers, calibrate
+from ..quant.quantize import SYNQ_CONFIG_ATTR, act_quantizers, calibrate
+from .arguments import SynQTrainingArguments
 from .cam import CamHook, CamTarget, resolve_cam_target, student_cam, teacher_forward_cam
 from .collator import (
     PIXELS,
@@ -158,13 +160,40 @@ class _StopOnSignal(TrainerCallback):
 # -- the trainer --------------------------------------------------------------------------------------
 
 
+def trainer_config(model: nn.Module, args: TrainingArguments, config: SynQConfig | None = None) -> SynQConfig:
+    """The ``SynQConfig`` a :class:`SynQTrainer` runs: ``config`` (default: the student's own, from
+    ``quantize_model``) with the loss settings of ``args`` when it is a ``SynQTrainingArguments``.
+
+    A loss setting given both ways must agree (``None`` in ``config`` means "resolve it", and takes ``args``'s).
+    """
+    if config is not None and not isinstance(config, SynQConfig):
+        raise ConfigError(f"config must be a SynQConfig, got {type(config).__name__}")
+    if not isinstance(args, SynQTrainingArguments):
+        if config is None:
+            raise ConfigError("SynQTrainer needs its loss settings: pass args=SynQTrainingArguments(...) "
+                              "(or a SynQConfig as config=)")
+        return config
+    loss = {f.name: getattr(args, f.name) for f in dataclasses.fields(LossSettings)}
+    if config is None:
+        base = getattr(model, SYNQ_CONFIG_ATTR, None) or SynQConfig()
+        return base.replace(**loss, seed=args.seed)
+    clash = [f"{name} ({getattr(config, name)!r} in config, {value!r} in args)" for name, value in loss.items()
+             if getattr(config, name) is not None and getattr(config, name) != value]
+    if clash:
+        raise ConfigError(f"config and args disagree on {', '.join(clash)}: set the loss settings in "
+                          "SynQTrainingArguments only")
+    return config.replace(**loss)
+
+
 class SynQTrainer(Trainer):
     """Fine-tune a fake-quantized ``model`` (the student) against ``teacher`` on a synthetic dataset.
 
     ``train_dataset`` has ``pixel_values`` (C×H×W, the teacher's normalized space) and ``label``
-    columns, as written by :func:`synq_hf.synthesis.synthesize`. ``config`` supplies every loss weight,
-    the low-pass filter and SGD's momentum; family/size-dependent ``None`` fields are resolved from the
-    teacher. With ``lpf_mode="once"`` (the default, as in the paper) the dataset is filtered here, before
+    columns, as written by :func:`synq_hf.synthesis.synthesize`. The loss weights, the low-pass filter and
+    SGD's momentum come from ``args`` when it is a :class:`SynQTrainingArguments` (as TRL's ``SFTTrainer``
+    reads ``SFTConfig``), else from ``config``; ``config`` (default: the ``SynQConfig`` the student was
+    quantized with) supplies the rest (calibration, seed for plain ``TrainingArguments``).
+    Family/size-dependent ``None`` fields are resolved from the teacher. With ``lpf_mode="once"`` (the default, as in the paper) the dataset is filtered here, before
     training; ``"per_batch"`` filters each batch on the device after the optional ``augment``.
 
     KD temperature: ``config.kd_temperature`` defaults to 1, the paper's plain KL (the loss carries the
@@ -179,7 +208,7 @@ class SynQTrainer(Trainer):
         teacher: nn.Module,
         args: TrainingArguments,
         train_dataset: Any,
-        config: SynQConfig,
+        config: SynQConfig | None = None,
         *,
         augment: bool | str | None = None,
         image_shape: tuple[int, int, int] | None = None,
@@ -187,8 +216,7 @@ class SynQTrainer(Trainer):
         callbacks: list[TrainerCallback] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(config, SynQConfig):
-            raise ConfigError(f"config must be a SynQConfig, got {type(config).__name__}")
+        config = trainer_config(model, args, config)
         config.validate()
         self.cam_target: CamTarget | None = None
         target = resolve_cam_target(teacher) if config.lambda_cam > 0 else None
