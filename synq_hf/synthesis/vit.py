@@ -1,4 +1,4 @@
-"""ViT/DeiT/Swin synthesis objective (PSAQ-ViT): entropy of patch-token similarities, CE and a TV prior.
+"""ViT/DeiT/Swin synthesis objective (PSAQ-ViT): entropy of patch-token similarities, CE and an image prior.
 
 For every attention block the input of its output projection (``attn @ v`` with heads concatenated, present with
 fused SDPA too) is averaged over heads, the prefix tokens (class/distillation) are dropped, and the pairwise
@@ -7,6 +7,10 @@ never ``B x P x P x d``). Their density per image is a Gaussian KDE (bandwidth 0
 the group's min and max similarity; the differential entropy (trapezoid rule, PSAQ-ViT's ``pdf + 1e-4``) summed
 over blocks is maximized. Swin attends within windows, so its similarities are taken per window (the tokens that
 attention actually compares), and an image's density pools all its windows.
+
+The optimizer is PSAQ-ViT's too (``PSAQ_BETAS``, ``PSAQ_SCHEDULE``): Adam with betas (0.5, 0.9) and two cycles of
+linear warm-up (the first fifth of each) and cosine decay over the iterations, where CNN synthesis keeps its
+plateau schedule.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import nn
 
 from ..architectures import find_spec
 from ..model_info import model_logits
+from ._optim import cycle_of
 from .augment import roll_jitter_flip
 
 
@@ -39,6 +44,11 @@ def prefix_tokens(model: nn.Module, family: str) -> int:
     model_type = getattr(getattr(model, "config", None), "model_type", "")
     return 2 if model_type == "deit" else 1
 
+
+PSAQ_BETAS = (0.5, 0.9)
+"""Adam betas of PSAQ-ViT's pixel optimizer."""
+PSAQ_SCHEDULE = "warmup_cosine"
+"""PSAQ-ViT's learning-rate schedule (``synq_hf.synthesis.engine.run_groups``)."""
 
 KDE_CUTOFF = 6.0
 """Kernel truncation in bandwidths: a sample further than this from a grid point adds < exp(-18) ~ 2e-8 of its peak."""
@@ -130,11 +140,24 @@ def kde_entropy(samples: torch.Tensor, bandwidth: float, num_points: int, group_
     return torch.trapezoid(-pdf * pdf.log(), points, dim=-1)
 
 
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of neighbouring pixels per image (the TV prior), ``(N, C, H, W) -> (N,)``."""
-    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
-    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
-    return dh + dw
+PSAQ_TV_TARGET = (2500.0, 3000.0)
+"""PSAQ-ViT's image-prior target range, for 32 images of 3 x 224 x 224 (``PSAQ_TV_NUMEL`` values)."""
+PSAQ_TV_NUMEL = 32 * 3 * 224 * 224
+PSAQ_JITTER = (15, 30)
+"""PSAQ-ViT's roll-jitter limits in pixels at 224 px, for the first and second of its two schedule cycles."""
+
+
+def jitter_limit(side: int, cycle: int) -> int:
+    """PSAQ-ViT's roll-jitter limit in pixels for an image ``side`` px wide in schedule cycle ``cycle`` (at least 1)."""
+    return max(1, round(PSAQ_JITTER[min(cycle, len(PSAQ_JITTER) - 1)] * side / 224))
+
+
+def image_prior(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """PSAQ-ViT's image prior per group of ``x (G*B, C, H, W)``: the sum of the L2 norms (over the group) of the
+    neighbouring-pixel differences along rows, columns and both diagonals, ``(G,)``."""
+    diffs = (x[..., :, :-1] - x[..., :, 1:], x[..., :-1, :] - x[..., 1:, :],
+             x[..., 1:, :-1] - x[..., :-1, 1:], x[..., :-1, :-1] - x[..., 1:, 1:])
+    return sum(torch.linalg.vector_norm(d.reshape(groups, -1), dim=1) for d in diffs)
 
 
 def patch_similarity(features: torch.Tensor, heads: int, prefix: int) -> torch.Tensor:
@@ -145,14 +168,19 @@ def patch_similarity(features: torch.Tensor, heads: int, prefix: int) -> torch.T
 
 
 class PatchSimilarityObjective:
-    """Per-group PSAQ-ViT loss ``-sum_blocks entropy + CE + tv_weight * TV`` through hooks on attention outputs.
+    """Per-group PSAQ-ViT loss ``-sum_blocks entropy + CE + tv_weight * |prior - target|`` through hooks.
 
-    A context manager like ``BNStatsObjective``: hooks (forward pre-hooks on the output projections, so fused
-    attention stays on) exist only inside ``with``.
+    As in PSAQ-ViT, every iteration rolls the images by one random offset on both axes (at most 15 then, in the
+    second half of ``iterations``, 30 pixels at 224 px, scaled with the image side) and flips each group with
+    probability 0.5; the image prior (:func:`image_prior`, on the jittered images) is pulled towards a target drawn
+    per group from ``PSAQ_TV_TARGET``, scaled by the square root of the group's pixel count. A context manager like
+    ``BNStatsObjective``: hooks (forward pre-hooks on the output projections, so fused attention stays on) exist
+    only inside ``with``; :meth:`start` begins a new set of groups.
     """
 
     def __init__(self, teacher: nn.Module, *, family: str, tv_weight: float, bandwidth: float, num_points: int,
-                 generator: torch.Generator | None = None, host_rng: random.Random | None = None):
+                 generator: torch.Generator | None = None, host_rng: random.Random | None = None,
+                 iterations: int = 1000):
         self.teacher = teacher
         self.blocks = attention_modules(teacher)
         if not self.blocks:
@@ -161,6 +189,9 @@ class PatchSimilarityObjective:
         self.tv_weight, self.bandwidth, self.num_points = tv_weight, bandwidth, num_points
         self.generator = generator
         self.host_rng = host_rng or random.Random(0)
+        self.iterations = iterations
+        self._step = 0
+        self._targets: list[float] = []
         self._active = False
         self._features: list[tuple[torch.Tensor, int]] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -175,6 +206,11 @@ class PatchSimilarityObjective:
             h.remove()
         self._handles, self._features = [], []
 
+    def start(self, groups: int) -> None:
+        """Begin ``groups`` new groups: restart the jitter schedule and draw each group's image-prior target."""
+        self._step = 0
+        self._targets = [self.host_rng.uniform(*PSAQ_TV_TARGET) for _ in range(groups)]
+
     def _make_hook(self, heads: int):
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             if self._active:
@@ -183,12 +219,16 @@ class PatchSimilarityObjective:
         return hook
 
     def __call__(self, pixels: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss per group and its parts (``entropy``, ``ce``, ``tv``), all ``(G,)`` tensors on the device."""
+        """Loss per group and its parts (``entropy``, ``ce``, ``tv``: the prior's distance to its target), ``(G,)``."""
         g, b = pixels.shape[:2]
+        if len(self._targets) != g:
+            self.start(g)
         x = pixels.flatten(0, 1)
-        jitter = max(1, x.shape[-1] // 8)
-        shift = (self.host_rng.randint(-jitter, jitter), self.host_rng.randint(-jitter, jitter))
-        x = roll_jitter_flip(x, shift, self.generator)
+        cycle = cycle_of(self._step, self.iterations, len(PSAQ_JITTER))[0]
+        self._step += 1
+        lim = jitter_limit(x.shape[-1], cycle)
+        off = self.host_rng.randint(-lim, lim)
+        x = roll_jitter_flip(x, (off, off), self.generator, groups=g)
         self._active, self._features = True, []
         try:
             logits = model_logits(self.teacher, x)
@@ -200,7 +240,9 @@ class PatchSimilarityObjective:
             entropy = entropy + kde_entropy(sims.reshape(g, b, -1), self.bandwidth, self.num_points).mean(1)
         self._features = []
         ce = F.cross_entropy(logits.float(), labels.flatten(), reduction="none").view(g, b).mean(1)
-        tv = total_variation(pixels.flatten(0, 1)).view(g, b).mean(1)
+        scale = math.sqrt(x[: x.shape[0] // g].numel() / PSAQ_TV_NUMEL)
+        target = torch.tensor(self._targets, device=x.device, dtype=torch.float32) * scale
+        tv = (image_prior(x.float(), g) - target).abs()
         with torch.no_grad():
             acc = (logits.argmax(-1) == labels.flatten()).float().view(g, b).mean(1)
         loss = -entropy + ce + self.tv_weight * tv
