@@ -22,6 +22,7 @@ from synq_hf.synthesis.vit import (
     kde_entropy,
     patch_similarity,
     prefix_tokens,
+    similarity_entropy,
 )
 
 DC = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
@@ -61,6 +62,37 @@ def test_truncated_kde_matches_the_dense_sum_and_gradcheck(span: float, reach: i
     torch.testing.assert_close(g_fast, g_naive, rtol=1e-7, atol=1e-7)
     assert g_fast.abs().max() > 0
     assert torch.autograd.gradcheck(lambda x: _GaussianKDE.apply(x, t[:1, :1], h), (s[:1, :1, :40].detach().requires_grad_(),))
+
+
+@pytest.mark.parametrize("span", [2.0, 0.3, 0.05])
+def test_similarity_entropy_is_the_full_matrix_entropy(span: float):
+    """Upper triangle twice + diagonal once: the density, entropy and gradient of all P x P entries."""
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(2 * 3 * 2, 9, 4, generator=gen, dtype=torch.float64)  # G=2, B=3, W=2 windows, P=9
+    unit = F.normalize(feats, dim=-1)
+    sims = (1 - span / 2) + span / 2 * (unit @ unit.transpose(1, 2))  # symmetric, spanning ~span
+    sims = sims.detach().requires_grad_(True)
+    fast = similarity_entropy(sims.view(2, 3, 2, 9, 9), 0.01, 10)
+    full = kde_entropy(sims.reshape(2, 3, -1), 0.01, 10)
+    torch.testing.assert_close(fast, full, rtol=1e-9, atol=1e-9)
+    w = torch.randn(2, 3, generator=gen, dtype=torch.float64)
+    (g_fast,) = torch.autograd.grad((fast * w).sum(), sims)
+    (g_full,) = torch.autograd.grad((full * w).sum(), sims)
+    # the gradient of a pair lands on one of its two mirrored entries: compare the symmetrized gradients
+    sym = lambda t: t + t.transpose(-1, -2)  # noqa: E731
+    torch.testing.assert_close(sym(g_fast), sym(g_full), rtol=1e-7, atol=1e-9)
+
+
+def test_truncated_kde_beyond_the_grid_edges_matches_the_dense_sum():
+    """Samples outside the grid add only to the points within the cutoff, as the dense sum says."""
+    gen = torch.Generator().manual_seed(1)
+    s = ((torch.rand(1, 2, 300, generator=gen, dtype=torch.float64) - 0.5) * 1.6).requires_grad_(True)
+    t = torch.linspace(-0.5, 0.5, 10, dtype=torch.float64).expand(1, 2, 10).contiguous()
+    h = 0.02
+    assert _reach(t, h) == 1
+    naive = torch.exp(-(t[..., None, :] - s[..., :, None]).square() / (2 * h * h)).mean(-2) / (h * math.sqrt(2 * math.pi))
+    torch.testing.assert_close(_GaussianKDE.apply(s, t, h), naive, rtol=1e-7, atol=1e-7)
+    assert torch.autograd.gradcheck(lambda x: _GaussianKDE.apply(x, t, h), (s[..., :60].detach().requires_grad_(),))
 
 
 def test_entropy_orders_spread_above_concentrated():

@@ -54,10 +54,18 @@ KDE_CUTOFF = 6.0
 """Kernel truncation in bandwidths: a sample further than this from a grid point adds < exp(-18) ~ 2e-8 of its peak."""
 
 
-def _nearest_point(samples: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Index of each sample's nearest point on the uniform grid ``points`` (float, not yet clamped to the grid)."""
-    first, step = points[..., :1], points[..., 1:2] - points[..., :1]
-    return ((samples - first) / step.clamp_min(torch.finfo(samples.dtype).tiny)).round_()
+def _grid_offsets(samples: torch.Tensor, points: torch.Tensor, reach: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(frac, index, step)`` of each sample on the uniform grid ``points``: the index of its nearest point in the
+    grid padded with ``2 * reach + 1`` points on both sides (clamped so that index +- ``reach`` stays in the padded
+    grid and off the real one for samples beyond its edges), and its distance to that point in grid steps
+    (``frac``; its distance to the point ``o`` steps further is ``(frac - o) * step``)."""
+    first = points[..., :1]
+    step = (points[..., 1:2] - first).clamp_min(torch.finfo(samples.dtype).tiny)
+    u = (samples - first).div_(step)
+    nearest = u.round()
+    frac = u.sub_(nearest)
+    index = nearest.clamp_(-(reach + 1), points.shape[-1] + reach).long().add_(2 * reach + 1)
+    return frac, index, step
 
 
 def _reach(points: torch.Tensor, bandwidth: float) -> int | None:
@@ -90,15 +98,16 @@ class _GaussianKDE(torch.autograd.Function):
         norm = 1.0 / (samples.shape[-1] * bandwidth * math.sqrt(2 * math.pi))
         inv = -0.5 / bandwidth**2
         if reach is not None:
-            nearest, k = _nearest_point(samples, points), points.shape[-1]
-            out = torch.zeros_like(points)
+            # The density at every point within ``reach`` of a sample's nearest one, in a grid padded on both sides
+            # (points beyond the grid's edges collect what falls there and are dropped): no gather, no mask.
+            pad, k = 2 * reach + 1, points.shape[-1]
+            frac, index, step = _grid_offsets(samples, points, reach)
+            coef = step.square().mul_(inv)
+            out = points.new_zeros(*points.shape[:-1], k + 2 * pad)
             for offset in range(-reach, reach + 1):
-                idx = (nearest + offset).clamp_(0, k - 1).long()
-                kern = (samples - points.gather(-1, idx)).square_().mul_(inv).exp_()
-                if offset:  # a clamped index repeats an edge point that another offset already counts
-                    kern = kern.masked_fill_((nearest + offset < 0) | (nearest + offset > k - 1), 0.0)
-                out.scatter_add_(-1, idx, kern)
-            return out * norm
+                kern = (frac - offset).square_().mul_(coef).exp_()
+                out.scatter_add_(-1, index + offset if offset else index, kern)
+            return out[..., pad:pad + k] * norm
         cols = [torch.exp((samples - points[..., k, None]).square_().mul_(inv)).sum(-1) for k in range(points.shape[-1])]
         return torch.stack(cols, -1) * norm
 
@@ -109,16 +118,16 @@ class _GaussianKDE(torch.autograd.Function):
         norm = 1.0 / (samples.shape[-1] * h * math.sqrt(2 * math.pi))
         out = torch.zeros_like(samples)
         if reach is not None:
-            nearest, k = _nearest_point(samples, points), points.shape[-1]
+            pad = 2 * reach + 1
+            frac, index, step = _grid_offsets(samples, points, reach)
+            coef = step.square().mul_(-0.5 / h**2)
+            grad = F.pad(grad, (pad, pad))
             for offset in range(-reach, reach + 1):
-                idx = (nearest + offset).clamp_(0, k - 1).long()
-                diff = points.gather(-1, idx) - samples
-                kern = diff.square().mul_(-0.5 / h**2).exp_()
-                if offset:
-                    kern = kern.masked_fill_((nearest + offset < 0) | (nearest + offset > k - 1), 0.0)
-                # d/ds exp(-(s - p)^2 / 2h^2) = (p - s) / h^2 * kern
-                out.addcmul_(kern.mul_(diff), grad.gather(-1, idx), value=norm / h**2)
-            return out, None, None
+                t = frac - offset  # (s - p) / step
+                kern = t.square().mul_(coef).exp_()
+                # d/ds exp(-(s - p)^2 / 2h^2) = -(s - p) / h^2 * kern
+                out.addcmul_(kern.mul_(t), grad.gather(-1, index + offset if offset else index))
+            return out.mul_(step * (-norm / h**2)), None, None
         for k in range(points.shape[-1]):
             diff = points[..., k, None] - samples
             kern = torch.exp(diff.square() * (-0.5 / h**2))
@@ -126,18 +135,47 @@ class _GaussianKDE(torch.autograd.Function):
         return out, None, None
 
 
-def kde_entropy(samples: torch.Tensor, bandwidth: float, num_points: int, group_dims: int = 1) -> torch.Tensor:
+def _grid(parts: list[torch.Tensor], num_points: int) -> torch.Tensor:
+    """``num_points`` between the min and max over every part of each group (the leading axis), ``(G, K)``."""
+    lo = torch.stack([p.detach().flatten(1).amin(-1) for p in parts]).amin(0)
+    hi = torch.stack([p.detach().flatten(1).amax(-1) for p in parts]).amax(0)
+    steps = torch.linspace(0, 1, num_points, device=lo.device, dtype=lo.dtype)
+    return lo[:, None] + (hi - lo)[:, None] * steps
+
+
+def _entropy(pdf: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    pdf = pdf + 1e-4  # PSAQ-ViT's floor
+    return torch.trapezoid(-pdf * pdf.log(), points, dim=-1)
+
+
+def _expand(points: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return points.view(points.shape[0], *([1] * (like.dim() - 2)), -1).expand(*like.shape[:-1], -1).contiguous()
+
+
+def kde_entropy(samples: torch.Tensor, bandwidth: float, num_points: int) -> torch.Tensor:
     """Differential entropy of the KDE of each row of ``samples (G, B, M)``, grid between each group's min/max.
 
     Returns ``(G, B)``. The grid (``num_points`` between the group's min and max) is treated as a constant.
     """
-    flat = samples.detach().flatten(group_dims)
-    lo, hi = flat.amin(-1), flat.amax(-1)
-    steps = torch.linspace(0, 1, num_points, device=samples.device, dtype=samples.dtype)
-    points = lo[:, None] + (hi - lo)[:, None] * steps  # (G, K)
-    points = points.view(*points.shape[:1], *([1] * (samples.dim() - 2)), num_points).expand(*samples.shape[:-1], -1)
-    pdf = _GaussianKDE.apply(samples, points.contiguous(), bandwidth) + 1e-4
-    return torch.trapezoid(-pdf * pdf.log(), points, dim=-1)
+    points = _expand(_grid([samples], num_points), samples)
+    return _entropy(_GaussianKDE.apply(samples, points, bandwidth), points)
+
+
+def similarity_entropy(sims: torch.Tensor, bandwidth: float, num_points: int) -> torch.Tensor:
+    """``kde_entropy`` of symmetric similarity matrices ``sims (G, B, W, P, P)``, pooled over ``W`` per image.
+
+    The same density as over all ``W * P * P`` entries at half the kernel work: each pair above the diagonal
+    stands for itself and its mirror (weight 2), the diagonal counts once. Returns ``(G, B)``.
+    """
+    g, b, w, p, _ = sims.shape
+    rows, cols = torch.triu_indices(p, p, 1, device=sims.device)
+    upper = sims.flatten(-2)[..., rows * p + cols].reshape(g, b, -1)
+    diag = sims.diagonal(dim1=-2, dim2=-1).reshape(g, b, -1)
+    points = _grid([upper, diag], num_points)
+    pu, pd = _expand(points, upper), _expand(points, diag)
+    mu, md = upper.shape[-1], diag.shape[-1]
+    pdf = (_GaussianKDE.apply(upper, pu, bandwidth) * (2 * mu) + _GaussianKDE.apply(diag, pd, bandwidth) * md)
+    return _entropy(pdf / (2 * mu + md), pu)
 
 
 PSAQ_TV_TARGET = (2500.0, 3000.0)
@@ -237,7 +275,8 @@ class PatchSimilarityObjective:
         entropy = pixels.new_zeros(g)
         for feats, heads in self._features:
             sims = patch_similarity(feats, heads, self.prefix)  # (G*B*windows, P, P)
-            entropy = entropy + kde_entropy(sims.reshape(g, b, -1), self.bandwidth, self.num_points).mean(1)
+            sims = sims.view(g, b, -1, *sims.shape[-2:])
+            entropy = entropy + similarity_entropy(sims, self.bandwidth, self.num_points).mean(1)
         self._features = []
         ce = F.cross_entropy(logits.float(), labels.flatten(), reduction="none").view(g, b).mean(1)
         scale = math.sqrt(x[: x.shape[0] // g].numel() / PSAQ_TV_NUMEL)
