@@ -68,6 +68,41 @@ def _grid_offsets(samples: torch.Tensor, points: torch.Tensor, reach: int) -> tu
     return frac, index, step
 
 
+def _dense_kernels(samples: torch.Tensor, points: torch.Tensor, bandwidth: float):
+    """``(u, step, kernels)``: the samples in grid steps from the first point, the grid step, and an iterator of
+    ``(k, exp(-(s - p_k)^2 / 2h^2))`` over every point ``k`` of the uniform grid ``points``.
+
+    The kernels come without ``exp`` per point: from the middle point outwards, each is its neighbour's times a
+    per-sample ratio that itself changes by the constant ``exp(-step^2 / h^2)`` per step (the yielded tensor is
+    updated in place; use it before the next). Starting in the middle keeps every factor within float range where
+    the dense sum is used (a step below ~12 bandwidths / (K - 1)); a sample more than K - 1 steps from the middle,
+    whose kernels are then all below exp(-18) of a peak, may count as 0.
+    """
+    first = points[..., :1]
+    step = (points[..., 1:2] - first if points.shape[-1] > 1 else torch.ones_like(first))
+    step = step.clamp_min(torch.finfo(samples.dtype).tiny)
+    coef = step.square().mul_(-0.5 / bandwidth**2)
+    u = (samples - first).div_(step)
+    k, mid = points.shape[-1], (points.shape[-1] - 1) // 2
+
+    def kernels():
+        t = u - mid
+        kern = t.square().mul_(coef).exp_()
+        yield mid, kern
+        per_step = coef.mul(2).exp_()
+        if mid + 1 < k:
+            up, ratio = kern.clone(), t.mul(-2).add_(1).mul_(coef).exp_()
+            for j in range(mid + 1, k):
+                yield j, up.mul_(ratio)
+                ratio.mul_(per_step)
+        ratio = t.mul_(2).add_(1).mul_(coef).exp_()
+        for j in range(mid - 1, -1, -1):
+            yield j, kern.mul_(ratio)
+            ratio.mul_(per_step)
+
+    return u, step, kernels()
+
+
 def _reach(points: torch.Tensor, bandwidth: float) -> int | None:
     """Grid points on each side of a sample's nearest one that lie within ``KDE_CUTOFF`` bandwidths of it;
     None when the dense sum is as cheap (a sample is at most half a step from its nearest point)."""
@@ -108,8 +143,9 @@ class _GaussianKDE(torch.autograd.Function):
                 kern = (frac - offset).square_().mul_(coef).exp_()
                 out.scatter_add_(-1, index + offset if offset else index, kern)
             return out[..., pad:pad + k] * norm
-        cols = [torch.exp((samples - points[..., k, None]).square_().mul_(inv)).sum(-1) for k in range(points.shape[-1])]
-        return torch.stack(cols, -1) * norm
+        _, _, kernels = _dense_kernels(samples, points, bandwidth)
+        cols = dict((j, kern.sum(-1)) for j, kern in kernels)
+        return torch.stack([cols[j] for j in range(points.shape[-1])], -1) * norm
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -128,11 +164,13 @@ class _GaussianKDE(torch.autograd.Function):
                 # d/ds exp(-(s - p)^2 / 2h^2) = -(s - p) / h^2 * kern
                 out.addcmul_(kern.mul_(t), grad.gather(-1, index + offset if offset else index))
             return out.mul_(step * (-norm / h**2)), None, None
-        for k in range(points.shape[-1]):
-            diff = points[..., k, None] - samples
-            kern = torch.exp(diff.square() * (-0.5 / h**2))
-            out.addcmul_(kern * diff, grad[..., k, None] * (norm / h**2))
-        return out, None, None
+        # sum_k g_k (p_k - s) / h^2 * kern_k, with p_k - s = (k - u) * step: (sum_k k g_k kern_k - u sum_k g_k kern_k)
+        u, step, kernels = _dense_kernels(samples, points, h)
+        weighted = torch.zeros_like(samples)
+        for j, kern in kernels:
+            out.addcmul_(kern, grad[..., j, None])
+            weighted.addcmul_(kern, grad[..., j, None] * j)
+        return weighted.sub_(out.mul_(u)).mul_(step * (norm / h**2)), None, None
 
 
 def _grid(parts: list[torch.Tensor], num_points: int) -> torch.Tensor:
@@ -170,7 +208,7 @@ def similarity_entropy(sims: torch.Tensor, bandwidth: float, num_points: int) ->
     g, b, w, p, _ = sims.shape
     rows, cols = torch.triu_indices(p, p, 1, device=sims.device)
     upper = sims.flatten(-2)[..., rows * p + cols].reshape(g, b, -1)
-    diag = sims.diagonal(dim1=-2, dim2=-1).reshape(g, b, -1)
+    diag = sims.diagonal(dim1=-2, dim2=-1).contiguous().view(g, b, -1)  # a copy: sims itself is not kept
     points = _grid([upper, diag], num_points)
     pu, pd = _expand(points, upper), _expand(points, diag)
     mu, md = upper.shape[-1], diag.shape[-1]
