@@ -49,7 +49,7 @@ PSAQ = {"act_range_init": "minmax", "weight_range_init": "minmax"}
 
 BUDGETS: dict[str, base.Budget] = {
     # <= 30 CPU-minutes per bit-width row on 2 idle cores (recipes/cifar10_vit_*.py use the same schedule)
-    "cpu": base.Budget(num_images=32, iterations=500, synthesis_batch_size=32, train_batch_size=32, max_steps=300,
+    "cpu": base.Budget(num_images=32, iterations=1000, synthesis_batch_size=32, train_batch_size=32, max_steps=300,
                        eval_every=0, config={"learning_rate": 1e-3, "lpf_d0": 8.0, "tau": 0.7}),
     # a few CPU minutes: the slow CI guard (tests/test_vit_benchmark.py) that SynQ beats PSAQ-ViT at W4A4
     "guard": base.Budget(num_images=32, iterations=100, synthesis_batch_size=32, train_batch_size=32, max_steps=60,
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.iterations is not None:
         budget = dataclasses.replace(budget, iterations=args.iterations)
     if args.num_images is not None:
-        budget = dataclasses.replace(budget, num_images=args.num_images)
+        budget = dataclasses.replace(budget, num_images=args.num_images,
+                                     synthesis_batch_size=min(budget.synthesis_batch_size, args.num_images))
     limit = args.limit if args.limit is not None else budget.eval_limit
     bits_list = base.parse_bits(args.bits)
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
