@@ -212,6 +212,11 @@ def test_image_prior_is_psaq_vits_per_group():
                                            part[..., 1:, :-1] - part[..., :-1, 1:],
                                            part[..., :-1, :-1] - part[..., 1:, 1:]))
         torch.testing.assert_close(got[g], want)
+    xd = x[:4, :, :5, :4].double().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: image_prior(t, 2), (xd,))
+    flat = torch.zeros(2, 3, 4, 4, requires_grad=True)  # zero norms: zero gradient, not NaN
+    image_prior(flat, 1).sum().backward()
+    assert torch.equal(flat.grad, torch.zeros_like(flat))
 
 
 def test_jitter_is_one_offset_and_flips_whole_groups():

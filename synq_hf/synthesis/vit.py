@@ -228,12 +228,44 @@ def jitter_limit(side: int, cycle: int) -> int:
     return max(1, round(PSAQ_JITTER[min(cycle, len(PSAQ_JITTER) - 1)] * side / 224))
 
 
+_PRIOR_PAIRS = (  # (minuend, subtrahend) slices of (H, W) for the row, column and both diagonal differences
+    ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+    ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
+    ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None))),
+    ((slice(None, -1), slice(None, -1)), (slice(1, None), slice(1, None))),
+)
+
+
+class _ImagePrior(torch.autograd.Function):
+    """Sum over the four directions of the per-group L2 norm of the pixel differences; keeps only the images for
+    backward (the differences are recomputed), where autograd would keep all four difference tensors."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, groups: int) -> torch.Tensor:  # type: ignore[override]
+        norms = torch.stack([torch.linalg.vector_norm((x[..., a[0], a[1]] - x[..., b[0], b[1]]).reshape(groups, -1), dim=1)
+                             for a, b in _PRIOR_PAIRS])  # (4, G)
+        ctx.save_for_backward(x, norms)
+        ctx.groups = groups
+        return norms.sum(0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, norms = ctx.saved_tensors
+        out = torch.zeros_like(x)
+        view = (ctx.groups, -1, *([1] * (x.dim() - 1)))
+        for (a, b), norm in zip(_PRIOR_PAIRS, norms):
+            # d||d||/dd = d / ||d|| (0 where the norm is 0)
+            scale = (grad / norm.clamp_min(torch.finfo(norm.dtype).tiny)).view(view)
+            d = (x[..., a[0], a[1]] - x[..., b[0], b[1]]).unflatten(0, (ctx.groups, -1)).mul_(scale).flatten(0, 1)
+            out[..., a[0], a[1]] += d
+            out[..., b[0], b[1]] -= d
+        return out, None
+
+
 def image_prior(x: torch.Tensor, groups: int) -> torch.Tensor:
     """PSAQ-ViT's image prior per group of ``x (G*B, C, H, W)``: the sum of the L2 norms (over the group) of the
     neighbouring-pixel differences along rows, columns and both diagonals, ``(G,)``."""
-    diffs = (x[..., :, :-1] - x[..., :, 1:], x[..., :-1, :] - x[..., 1:, :],
-             x[..., 1:, :-1] - x[..., :-1, 1:], x[..., :-1, :-1] - x[..., 1:, 1:])
-    return sum(torch.linalg.vector_norm(d.reshape(groups, -1), dim=1) for d in diffs)
+    return _ImagePrior.apply(x, groups)
 
 
 def patch_similarity(features: torch.Tensor, heads: int, prefix: int) -> torch.Tensor:
