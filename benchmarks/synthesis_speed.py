@@ -31,7 +31,7 @@ from synq_hf.model_info import model_logits  # noqa: E402
 from synq_hf.synthesis.api import synthesis_family  # noqa: E402
 from synq_hf.synthesis.cnn import BNStatsObjective  # noqa: E402
 from synq_hf.synthesis.engine import GroupOptimizer  # noqa: E402
-from synq_hf.synthesis.vit import PatchSimilarityObjective  # noqa: E402
+from synq_hf.synthesis.vit import PSAQ_BETAS, PSAQ_SCHEDULE, PatchSimilarityObjective  # noqa: E402
 
 TEACHERS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "teachers"
 if not TEACHERS.exists():
@@ -74,8 +74,10 @@ def measure(name: str, teacher: torch.nn.Module, batch: int, size: int, device: 
 
     iters, floors = [], []
     with _objective(teacher, family, cfg, device) as objective:
+        schedule = {} if family == "cnn" else {"betas": PSAQ_BETAS, "schedule": PSAQ_SCHEDULE,
+                                               "iterations": cfg.synthesis_iterations}
         opt = GroupOptimizer(objective, pixels, labels, lr=cfg.synthesis_lr, patience=cfg.synthesis_lr_patience,
-                             factor=cfg.synthesis_lr_factor, min_lr=cfg.synthesis_min_lr)
+                             factor=cfg.synthesis_lr_factor, min_lr=cfg.synthesis_min_lr, **schedule)
         for _ in range(2):
             opt.step()
             floor_step()

@@ -14,6 +14,7 @@ one sub-folder per seed) and shared by every bit-width. Columns:
     python benchmarks/vit_accuracy.py --json                                   # cpu budget, seed 0, 4 bit-widths
     python benchmarks/vit_accuracy.py --json --seeds 0,1,2 --ceiling           # the 3-seed table (BENCHMARKS.md)
     python benchmarks/vit_accuracy.py --json --budget smoke --limit 64         # seconds: pipeline check only
+    python benchmarks/vit_accuracy.py --json --synthesis-only --iterations 1000  # label agreement only
 
 Prints ``{"rows": [...], "summary": [...]}`` (mean and min over seeds per bit-width and test file).
 """
@@ -48,7 +49,7 @@ PSAQ = {"act_range_init": "minmax", "weight_range_init": "minmax"}
 
 BUDGETS: dict[str, base.Budget] = {
     # <= 30 CPU-minutes per bit-width row on 2 idle cores (recipes/cifar10_vit_*.py use the same schedule)
-    "cpu": base.Budget(num_images=32, iterations=500, synthesis_batch_size=32, train_batch_size=32, max_steps=300,
+    "cpu": base.Budget(num_images=32, iterations=1000, synthesis_batch_size=32, train_batch_size=32, max_steps=300,
                        eval_every=0, config={"learning_rate": 1e-3, "lpf_d0": 8.0, "tau": 0.7}),
     # a few CPU minutes: the slow CI guard (tests/test_vit_benchmark.py) that SynQ beats PSAQ-ViT at W4A4
     "guard": base.Budget(num_images=32, iterations=100, synthesis_batch_size=32, train_batch_size=32, max_steps=60,
@@ -74,6 +75,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         budget = dataclasses.replace(budget, max_steps=args.steps)
     if args.iterations is not None:
         budget = dataclasses.replace(budget, iterations=args.iterations)
+    if args.num_images is not None:
+        budget = dataclasses.replace(budget, num_images=args.num_images,
+                                     synthesis_batch_size=min(budget.synthesis_batch_size, args.num_images))
     limit = args.limit if args.limit is not None else budget.eval_limit
     bits_list = base.parse_bits(args.bits)
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
@@ -95,11 +99,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         folder = os.path.join(args.synthetic, f"seed{seed}") if args.synthetic else None
-        synthetic, _ = base.load_or_synthesize(teacher, config, budget, seed, folder, args.device, progress)
+        synthetic, synth_s = base.load_or_synthesize(teacher, config, budget, seed, folder, args.device, progress)
         raw = synthetic.with_format("torch")[:]
         pixels, labels = raw["pixel_values"].float(), raw["label"]
         agree = agreement(teacher.model, pixels, labels, args.device)
         base._log(f"seed {seed}: teacher agrees with {agree:.3f} of {len(labels)} synthetic labels")
+        if args.synthesis_only:
+            rows.append({"seed": seed, "images": len(labels), "iterations": budget.iterations,
+                         "agreed": int(round(agree * len(labels))), "agreement": round(agree, 4),
+                         "synthesis_seconds": round(synth_s, 1)})
+            continue
         real = base.real_training_set(teacher, args.ceiling_images, synthetic) if args.ceiling else None
         for w_bits, a_bits in bits_list:
             cfg = config.replace(w_bits=w_bits, a_bits=a_bits, seed=seed)
@@ -125,7 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     row["ceiling_top1"] = ceiling[n]
                 rows.append(row)
                 base._log(json.dumps(row))
-    return {"rows": rows, "summary": summarize(rows)}
+    return {"rows": rows, "summary": [] if args.synthesis_only else summarize(rows)}
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -159,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a SynQConfig field")
     parser.add_argument("--steps", type=int, default=None, help="override the budget's fine-tuning steps")
     parser.add_argument("--iterations", type=int, default=None, help="override the budget's synthesis iterations")
+    parser.add_argument("--num-images", type=int, default=None,
+                        help="override the budget's synthetic images (SynQ fine-tunes on all of them)")
+    parser.add_argument("--synthesis-only", action="store_true",
+                        help="only synthesize and report the teacher's label agreement per seed")
     parser.add_argument("--psaq-images", type=int, default=32, help="synthetic images PSAQ-ViT calibrates on")
     parser.add_argument("--ceiling", action="store_true", help="also fine-tune on real training images")
     parser.add_argument("--ceiling-images", type=int, default=32, help="real training images for --ceiling")
@@ -180,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=1), flush=True)
     else:
         for r in result["rows"]:
+            if args.synthesis_only:
+                print(f"seed {r['seed']}  agreement {r['agreed']}/{r['images']} = {r['agreement']:.3f}")
+                continue
             print(f"{r['bits']} {r['data']:8s} seed {r['seed']}  float {r['fp_top1']:6.2f}  PSAQ-ViT {r['psaq_top1']:6.2f}"
                   f"  SynQ {r['synq_top1']:6.2f}  ceiling {r.get('ceiling_top1')}  agreement {r['agreement']:.3f}")
     return 0

@@ -16,9 +16,10 @@ RECIPE = Recipe(
     eval_data="../shared/data/cifar10/test-lossless-first1017.parquet",
     config=SynQConfig(
         w_bits=4, a_bits=8, vit_placement="psaq",
-        # synthesis: PSAQ-ViT's 32 images, patch-similarity entropy + CE + TV, Adam lr 0.2
-        num_images=32, synthesis_iterations=500, synthesis_batch_size=32, synthesis_lr=0.2,
-        synthesis_tv_weight=1e-4, synthesis_kde_bandwidth=0.01, synthesis_kde_points=10,
+        # synthesis: PSAQ-ViT's 32 images x 1,000 iterations, patch-similarity entropy + CE + image prior (weight
+        # 0.05), Adam lr 0.2, betas (0.5, 0.9), two warm-up + cosine cycles (fixed for ViTs)
+        num_images=32, synthesis_iterations=1000, synthesis_batch_size=32, synthesis_lr=0.2,
+        synthesis_tv_weight=0.05, synthesis_kde_bandwidth=0.01, synthesis_kde_points=10,
         # fine-tuning (Eq. 6): filter D0 = 8 (32 px), selective CE, ViT Grad-CAM, plain KL
         lpf_d0=8.0, tau=0.7, lambda_ce=0.5, lambda_cam=50.0, kd_temperature=1.0,
         learning_rate=1e-3, train_batch_size=32, max_steps=300, seed=0,

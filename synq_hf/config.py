@@ -190,17 +190,19 @@ class SynthesisSettings:
     synthesis_augment: bool | None = _f(
         None, "Random-resized-crop + flip during CNN synthesis. None: on for inputs of 64 px and up.", check=_check_bool
     )
-    synthesis_lr_patience: int = _f(50, "ReduceLROnPlateau patience (iterations).", check=_int_at_least(1))
-    synthesis_lr_factor: float = _f(0.1, "ReduceLROnPlateau decay factor.",
+    synthesis_lr_patience: int = _f(50, "ReduceLROnPlateau patience (iterations; CNN synthesis, ViTs use PSAQ-ViT's "
+                                        "2 warm-up + cosine cycles).", check=_int_at_least(1))
+    synthesis_lr_factor: float = _f(0.1, "ReduceLROnPlateau decay factor (CNN synthesis).",
                                     check=_number(0.0, 1.0, open_low=True, open_high=True))
-    synthesis_min_lr: float = _f(1e-4, "ReduceLROnPlateau minimum learning rate.", check=_number())
+    synthesis_min_lr: float = _f(1e-4, "ReduceLROnPlateau minimum learning rate (CNN synthesis).", check=_number())
     synthesis_calibration_centres: bool = _f(False, "TexQ-style: also synthesize one calibration-centre image per class.",
                                              check=_check_bool)
     synthesis_groups_per_forward: int = _f(
         1, "Groups of synthesis_batch_size images sent through one forward (BN statistics stay per group).",
         check=_int_at_least(1),
     )
-    synthesis_tv_weight: float = _f(1e-4, "ViT synthesis: weight of the total-variation prior.", check=_number())
+    synthesis_tv_weight: float = _f(0.05, "ViT synthesis: weight of PSAQ-ViT's image prior (distance of the "
+                                    "neighbouring-pixel L2 norms to a random target).", check=_number())
     synthesis_kde_bandwidth: float = _f(0.01, "ViT synthesis: Gaussian KDE bandwidth of patch similarities.",
                                         check=_number(open_low=True))
     synthesis_kde_points: int = _f(10, "ViT synthesis: KDE evaluation points between batch min and max.",

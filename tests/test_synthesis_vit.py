@@ -9,14 +9,20 @@ import torch.nn.functional as F
 
 from synq_hf import SynQConfig
 from synq_hf.synthesis import generate_synthetic, synthesis_family
+from synq_hf.synthesis._optim import GroupAdam, GroupWarmupCosine
+from synq_hf.synthesis.augment import roll_jitter_flip
 from synq_hf.synthesis.vit import (
+    PSAQ_TV_NUMEL,
     PatchSimilarityObjective,
     _GaussianKDE,
     _reach,
     attention_modules,
+    image_prior,
+    jitter_limit,
     kde_entropy,
     patch_similarity,
     prefix_tokens,
+    similarity_entropy,
 )
 
 DC = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
@@ -56,6 +62,37 @@ def test_truncated_kde_matches_the_dense_sum_and_gradcheck(span: float, reach: i
     torch.testing.assert_close(g_fast, g_naive, rtol=1e-7, atol=1e-7)
     assert g_fast.abs().max() > 0
     assert torch.autograd.gradcheck(lambda x: _GaussianKDE.apply(x, t[:1, :1], h), (s[:1, :1, :40].detach().requires_grad_(),))
+
+
+@pytest.mark.parametrize("span", [2.0, 0.3, 0.05])
+def test_similarity_entropy_is_the_full_matrix_entropy(span: float):
+    """Upper triangle twice + diagonal once: the density, entropy and gradient of all P x P entries."""
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(2 * 3 * 2, 9, 4, generator=gen, dtype=torch.float64)  # G=2, B=3, W=2 windows, P=9
+    unit = F.normalize(feats, dim=-1)
+    sims = (1 - span / 2) + span / 2 * (unit @ unit.transpose(1, 2))  # symmetric, spanning ~span
+    sims = sims.detach().requires_grad_(True)
+    fast = similarity_entropy(sims.view(2, 3, 2, 9, 9), 0.01, 10)
+    full = kde_entropy(sims.reshape(2, 3, -1), 0.01, 10)
+    torch.testing.assert_close(fast, full, rtol=1e-9, atol=1e-9)
+    w = torch.randn(2, 3, generator=gen, dtype=torch.float64)
+    (g_fast,) = torch.autograd.grad((fast * w).sum(), sims)
+    (g_full,) = torch.autograd.grad((full * w).sum(), sims)
+    # the gradient of a pair lands on one of its two mirrored entries: compare the symmetrized gradients
+    sym = lambda t: t + t.transpose(-1, -2)  # noqa: E731
+    torch.testing.assert_close(sym(g_fast), sym(g_full), rtol=1e-7, atol=1e-9)
+
+
+def test_truncated_kde_beyond_the_grid_edges_matches_the_dense_sum():
+    """Samples outside the grid add only to the points within the cutoff, as the dense sum says."""
+    gen = torch.Generator().manual_seed(1)
+    s = ((torch.rand(1, 2, 300, generator=gen, dtype=torch.float64) - 0.5) * 1.6).requires_grad_(True)
+    t = torch.linspace(-0.5, 0.5, 10, dtype=torch.float64).expand(1, 2, 10).contiguous()
+    h = 0.02
+    assert _reach(t, h) == 1
+    naive = torch.exp(-(t[..., None, :] - s[..., :, None]).square() / (2 * h * h)).mean(-2) / (h * math.sqrt(2 * math.pi))
+    torch.testing.assert_close(_GaussianKDE.apply(s, t, h), naive, rtol=1e-7, atol=1e-7)
+    assert torch.autograd.gradcheck(lambda x: _GaussianKDE.apply(x, t, h), (s[..., :60].detach().requires_grad_(),))
 
 
 def test_entropy_orders_spread_above_concentrated():
@@ -137,3 +174,79 @@ def test_timm_swin_uses_window_similarities():
     out = generate_synthetic(model, SynQConfig(synthesis_batch_size=2, synthesis_log_every=2), data_config=DC,
                              num_images=2, iterations=2, progress=False)
     assert torch.isfinite(out.pixels).all()
+
+
+def test_warmup_cosine_is_psaq_vits_schedule():
+    """1,000 iterations: two cycles of 500, each 100 linear warm-up steps then a cosine decay (PSAQ-ViT)."""
+    adam = GroupAdam(torch.zeros(3, 2), lr=0.2, betas=(0.5, 0.9))
+    sched = GroupWarmupCosine(adam, 0.2, 1000)
+    seen = []
+    for _ in range(1000):
+        seen.append(adam.lr.tolist())
+        sched.step()
+    for it in range(1000):
+        i = it % 500
+        want = 0.2 * (i + 1) / 100 if i < 100 else 0.5 * (1 + math.cos(math.pi * (i - 100) / 400)) * 0.2
+        assert seen[it] == pytest.approx([want] * 3, rel=1e-6), it
+
+
+def test_group_adam_with_psaq_betas_matches_torch_adam():
+    torch.manual_seed(0)
+    p = torch.randn(2, 5)
+    ours = GroupAdam(p.clone(), lr=0.2, betas=(0.5, 0.9))
+    ref = p.clone().requires_grad_(True)
+    torch_adam = torch.optim.Adam([ref], lr=0.2, betas=(0.5, 0.9))
+    for _ in range(5):
+        g = torch.randn(2, 5)
+        ours.step(g)
+        ref.grad = g.clone()
+        torch_adam.step()
+    torch.testing.assert_close(ours.param, ref.detach())
+
+
+def test_image_prior_is_psaq_vits_per_group():
+    x = torch.randn(6, 3, 9, 7)
+    got = image_prior(x, groups=2)
+    for g, part in enumerate(x.split(3)):
+        want = sum(torch.norm(d) for d in (part[..., :, :-1] - part[..., :, 1:], part[..., :-1, :] - part[..., 1:, :],
+                                           part[..., 1:, :-1] - part[..., :-1, 1:],
+                                           part[..., :-1, :-1] - part[..., 1:, 1:]))
+        torch.testing.assert_close(got[g], want)
+    xd = x[:4, :, :5, :4].double().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: image_prior(t, 2), (xd,))
+    flat = torch.zeros(2, 3, 4, 4, requires_grad=True)  # zero norms: zero gradient, not NaN
+    image_prior(flat, 1).sum().backward()
+    assert torch.equal(flat.grad, torch.zeros_like(flat))
+
+
+def test_jitter_is_one_offset_and_flips_whole_groups():
+    assert [jitter_limit(224, c) for c in (0, 1)] == [15, 30]  # PSAQ-ViT at 224 px
+    assert [jitter_limit(32, c) for c in (0, 1)] == [2, 4]
+    x = torch.randn(8, 3, 6, 6)
+    out = roll_jitter_flip(x, (1, 1), torch.Generator().manual_seed(0), groups=4)
+    rolled = torch.roll(x, (1, 1), (-2, -1))
+    flipped = [torch.equal(out[i], rolled[i].flip(-1)) for i in range(8)]
+    assert all(torch.equal(out[i], rolled[i]) or flipped[i] for i in range(8))
+    assert all(flipped[2 * k] == flipped[2 * k + 1] for k in range(4))
+    assert any(flipped) and not all(flipped)
+
+
+def test_image_prior_is_pulled_to_its_scaled_target():
+    """The TV part is |prior - target| with a target in PSAQ-ViT's range scaled by sqrt(pixels / 32x3x224x224)."""
+    model = _tiny_timm_vit()
+    with PatchSimilarityObjective(model, family="vit", tv_weight=0.05, bandwidth=0.01, num_points=10) as obj:
+        obj.start(2)
+        assert all(2500 <= t <= 3000 for t in obj._targets)
+        smooth = torch.zeros(2, 3, 3, 32, 32)  # prior 0: the distance is the scaled target itself
+        _, parts = obj(smooth, torch.randint(5, (2, 3)))
+    scale = math.sqrt(3 * 3 * 32 * 32 / PSAQ_TV_NUMEL)
+    torch.testing.assert_close(parts["tv"], torch.tensor(obj._targets) * scale)
+
+
+def test_vit_synthesis_runs_psaq_vits_schedule():
+    model = _tiny_timm_vit()
+    cfg = SynQConfig(synthesis_batch_size=2, synthesis_log_every=10)
+    out = generate_synthetic(model, cfg, data_config=DC, num_images=2, iterations=20, seed=0, progress=False)
+    lrs = [h["lr"] for h in out.history]  # the rate set for the next iteration: 1/2 warm-up step, cycle 2 start
+    assert [h["iteration"] for h in out.history] == [1, 10, 20]
+    assert lrs[0] == pytest.approx(0.2) and lrs[1] == pytest.approx(0.1)

@@ -51,3 +51,15 @@ def test_synq_beats_psaq_vit_at_w4a4(shared_data, capsys):
     (row,) = json.loads(capsys.readouterr().out)["rows"]
     assert row["nonfinite"] is False
     assert row["synq_top1"] > row["psaq_top1"], row
+
+
+@pytest.mark.slow
+def test_synthesis_only_reports_label_agreement(shared_data, capsys):
+    bench = _load_benchmark()
+    argv = ["--budget", "smoke", "--synthesis-only", "--num-images", "4", "--json", "--no-progress", "--threads", "1"]
+    assert bench.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    (row,) = result["rows"]
+    assert set(row) == {"seed", "images", "iterations", "agreed", "agreement", "synthesis_seconds"}
+    assert row["images"] == 4 and row["iterations"] == 2 and 0 <= row["agreed"] <= 4
+    assert row["agreement"] == round(row["agreed"] / 4, 4) and result["summary"] == []

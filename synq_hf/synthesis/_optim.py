@@ -64,3 +64,41 @@ class GroupPlateau:
         lr = self.optimizer.lr
         lr.copy_(torch.where(reduce, (lr * self.factor).clamp_min(self.min_lr), lr))
         self.num_bad = torch.where(reduce, torch.zeros_like(self.num_bad), self.num_bad)
+
+
+def cycle_of(iteration: int, iterations: int, cycles: int) -> tuple[int, int, int]:
+    """``(cycle, its first iteration, its length)`` of 0-based ``iteration`` when ``iterations`` are cut into
+    ``cycles`` consecutive cycles of (near) equal length (iterations past the end stay in the last cycle)."""
+    cycles = max(1, min(cycles, iterations))
+    c = min(iteration * cycles // max(iterations, 1), cycles - 1)
+    start, end = c * iterations // cycles, (c + 1) * iterations // cycles
+    return c, start, max(end - start, 1)
+
+
+class GroupWarmupCosine:
+    """PSAQ-ViT's schedule: ``cycles`` equal cycles, each a linear warm-up over its first ``warmup`` fraction and
+    then a cosine decay towards 0, Adam's state kept across cycles; one learning rate for all groups.
+
+    PSAQ-ViT runs 2 cycles of 500 iterations with 100 warm-up iterations; ``iterations`` scales the cycles. Like
+    ``GroupPlateau`` it is stepped after every Adam update and sets the learning rate of the next iteration.
+    """
+
+    def __init__(self, optimizer: GroupAdam, base_lr: float, iterations: int, cycles: int = 2, warmup: float = 0.2):
+        self.optimizer, self.base_lr, self.iterations = optimizer, float(base_lr), iterations
+        self.cycles, self.warmup = cycles, warmup
+        self.iteration = 0
+        optimizer.lr.fill_(self.lr_at(0))
+
+    def lr_at(self, iteration: int) -> float:
+        """Learning rate of 0-based ``iteration``."""
+        _, start, length = cycle_of(iteration, self.iterations, self.cycles)
+        warm = max(1, round(length * self.warmup))
+        pos = iteration - start
+        if pos < warm:
+            return self.base_lr * (pos + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (pos - warm) / max(length - warm, 1))) * self.base_lr
+
+    def step(self, loss: torch.Tensor | None = None) -> None:
+        """Move to the next iteration (``loss`` is ignored: the schedule depends on the step count only)."""
+        self.iteration += 1
+        self.optimizer.lr.fill_(self.lr_at(self.iteration))

@@ -39,13 +39,17 @@ def random_resized_crop_flip(
 
 
 def roll_jitter_flip(
-    x: torch.Tensor, shift: tuple[int, int], generator: torch.Generator | None = None
+    x: torch.Tensor, shift: tuple[int, int], generator: torch.Generator | None = None, groups: int | None = None
 ) -> torch.Tensor:
-    """Roll the batch by ``shift`` pixels (DeepInversion/PSAQ-ViT jitter) and flip a random half of the images.
+    """Roll the batch by ``shift`` pixels (DeepInversion/PSAQ-ViT jitter) and flip a random half of it.
 
-    ``shift`` is drawn on the host by the caller (no device sync); the flips are one mask over the batch.
+    ``shift`` is drawn on the host by the caller (no device sync); the flips are one mask over the batch, drawn
+    per image, or per group of consecutive images with ``groups`` (PSAQ-ViT flips its whole batch or none of it).
     """
     if shift != (0, 0):
         x = torch.roll(x, shifts=shift, dims=(-2, -1))
-    mask = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+    n = x.shape[0] if groups is None else groups
+    mask = torch.rand(n, device=x.device, generator=generator) < 0.5
+    if groups is not None:
+        mask = mask.repeat_interleave(x.shape[0] // groups)
     return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)

@@ -1,4 +1,4 @@
-"""The synthesis loop shared by CNN and ViT objectives: per-group Adam + plateau, no host sync between logs.
+"""The synthesis loop shared by CNN and ViT objectives: per-group Adam + a learning-rate schedule, no host sync between logs.
 
 The loss of the ``G`` groups sent through one forward is the *sum* of their per-group losses, so each group's
 gradient is exactly the gradient of its own loss; ``GroupAdam``/``GroupPlateau`` keep each group's learning
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._optim import GroupAdam, GroupPlateau
+from ._optim import GroupAdam, GroupPlateau, GroupWarmupCosine
 
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -36,12 +36,19 @@ class GroupOptimizer:
 
     def __init__(self, objective: Objective, pixels: torch.Tensor, labels: torch.Tensor, *, lr: float,
                  patience: int, factor: float, min_lr: float,
-                 clamp: tuple[torch.Tensor, torch.Tensor] | None = None):
+                 clamp: tuple[torch.Tensor, torch.Tensor] | None = None, betas: tuple[float, float] = (0.9, 0.999),
+                 schedule: str = "plateau", iterations: int | None = None):
         self.objective = objective
         self.pixels = pixels.detach().clone().requires_grad_(True)
         self.labels = labels
-        self.adam = GroupAdam(self.pixels, lr)
-        self.plateau = GroupPlateau(self.adam, factor=factor, patience=patience, min_lr=min_lr)
+        self.adam = GroupAdam(self.pixels, lr, betas=betas)
+        if schedule == "plateau":
+            self.schedule: GroupPlateau | GroupWarmupCosine = GroupPlateau(self.adam, factor=factor, patience=patience,
+                                                                          min_lr=min_lr)
+        elif schedule == "warmup_cosine":
+            self.schedule = GroupWarmupCosine(self.adam, lr, iterations if iterations is not None else 1000)
+        else:
+            raise ValueError(f"unknown synthesis schedule {schedule!r}; choose 'plateau' or 'warmup_cosine'")
         self.clamp = clamp
         self.nonfinite = torch.zeros(pixels.shape[0], dtype=torch.bool, device=pixels.device)
         self.last_parts: dict[str, torch.Tensor] = {}
@@ -65,7 +72,7 @@ class GroupOptimizer:
             self.adam.step(grad)
             if self.clamp is not None:
                 self.pixels.clamp_(self.clamp[0], self.clamp[1])
-            self.plateau.step(loss)
+            self.schedule.step(loss)
         self.last_loss, self.last_parts = loss.detach(), parts
 
     def summary(self) -> dict[str, float]:
@@ -82,10 +89,15 @@ class GroupOptimizer:
 def run_groups(objective: Objective, pixels: torch.Tensor, labels: torch.Tensor, *, iterations: int, lr: float,
                patience: int, factor: float, min_lr: float, log_every: int,
                clamp: tuple[torch.Tensor, torch.Tensor] | None = None,
-               on_log: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
-    """Run ``iterations`` synthesis steps; losses are read back (one sync) only every ``log_every`` steps."""
+               on_log: Callable[[int, dict[str, float]], None] | None = None,
+               betas: tuple[float, float] = (0.9, 0.999), schedule: str = "plateau") -> RunResult:
+    """Run ``iterations`` synthesis steps; losses are read back (one sync) only every ``log_every`` steps.
+
+    ``schedule``: ``"plateau"`` (per-group ReduceLROnPlateau, CNNs) or ``"warmup_cosine"`` (PSAQ-ViT's two
+    warm-up + cosine cycles over ``iterations``; ``patience``/``factor``/``min_lr`` are then unused).
+    """
     opt = GroupOptimizer(objective, pixels, labels, lr=lr, patience=patience, factor=factor, min_lr=min_lr,
-                         clamp=clamp)
+                         clamp=clamp, betas=betas, schedule=schedule, iterations=iterations)
     history: list[dict[str, float]] = []
     for it in range(1, iterations + 1):
         opt.step()
