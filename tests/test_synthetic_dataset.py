@@ -80,6 +80,17 @@ def test_dataset_card_says_how_it_was_made(teacher):
     text = str(card)
     assert "test/tiny-resnet" in text and "--seed 9" in text and "BatchNorm-statistics" in text
     assert card.data.license == "apache-2.0" and "synthetic" in card.data.tags
+    assert "ReduceLROnPlateau" in text and "cosine" not in text
     plain = datasets.Dataset.from_dict({"x": [1]})
     with pytest.raises(ValueError, match="no synq_hf synthesis metadata"):
         synthetic_dataset_card(plain)
+
+
+def test_vit_dataset_card_names_the_psaq_vit_optimizer():
+    """ViT synthesis runs PSAQ-ViT's Adam and warm-up + cosine cycles: the card must not claim the CNN plateau."""
+    torch.manual_seed(0)
+    vit = timm.create_model("test_vit", num_classes=3, img_size=32, patch_size=8).eval()
+    ds = synthesize(vit, SynQConfig(synthesis_batch_size=4, synthesis_log_every=2), data_config=DC, class_names=NAMES,
+                    teacher_id="test/tiny-vit", num_images=4, iterations=2, seed=0, progress=False)
+    text = str(synthetic_dataset_card(ds))
+    assert "warm-up + cosine" in text and "(0.5, 0.9)" in text and "ReduceLROnPlateau" not in text

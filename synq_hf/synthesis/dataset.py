@@ -83,7 +83,7 @@ assigned labels ({method}).
 | seed | {seed} |
 | iterations | {iterations} |
 | batch size | {batch} |
-| learning rate | {lr} (Adam, ReduceLROnPlateau x{factor}, patience {patience}) |
+| learning rate | {lr} ({optimizer}) |
 | restarted groups (NaN/Inf) | {restarts} |
 | synq_hf | {version} |
 
@@ -107,6 +107,8 @@ def synthetic_dataset_card(dataset: datasets.Dataset, *, license: str | None = N
 
     ``base_data`` (e.g. the YAML ``push_to_hub`` wrote, with ``dataset_info``/``configs``) is kept and extended.
     """
+    from .vit import PSAQ_BETAS
+
     meta = synthesis_metadata(dataset)
     if not meta:
         raise ValueError("this dataset carries no synq_hf synthesis metadata (was it made by synq_hf.synthesize?)")
@@ -124,7 +126,9 @@ def synthetic_dataset_card(dataset: datasets.Dataset, *, license: str | None = N
         card_data=data.to_yaml(), teacher=meta["teacher"], n=meta["num_images"], method=method,
         mean=meta["normalization"]["mean"], std=meta["normalization"]["std"], family=meta["family"],
         seed=meta["seed"], iterations=cfg["synthesis_iterations"], batch=cfg["synthesis_batch_size"],
-        lr=cfg["synthesis_lr"], factor=cfg["synthesis_lr_factor"], patience=cfg["synthesis_lr_patience"],
+        lr=cfg["synthesis_lr"],
+        optimizer=(f"Adam, ReduceLROnPlateau x{cfg['synthesis_lr_factor']}, patience {cfg['synthesis_lr_patience']}"
+                   if meta["family"] == "cnn" else f"Adam betas {PSAQ_BETAS}, two warm-up + cosine cycles, as PSAQ-ViT"),
         restarts=meta["restarts"], version=meta["synq_hf_version"], config=json.dumps(cfg, indent=2, sort_keys=True),
     )
     return DatasetCard(text)
