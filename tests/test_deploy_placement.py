@@ -125,3 +125,16 @@ def test_onnxruntime_runs_every_conv_in_integer(build, bits: int, tmp_path: Path
         expected = model_logits(q, x).numpy()
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.75
     np.testing.assert_allclose(got, expected, atol=0.1 * np.abs(expected).max(), rtol=0)
+
+
+def test_cli_flag_comes_from_the_field() -> None:
+    import argparse
+
+    from synq_hf.cli.common import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    assert config_from_args(parser.parse_args(["--deploy-placement", "int8"])).deploy_placement == "int8"
+    assert config_from_args(parser.parse_args([])).deploy_placement == "off"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--deploy-placement", "int4"])
