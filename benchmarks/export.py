@@ -1,14 +1,19 @@
 """Packed checkpoints and ONNX QDQ export on the shared CIFAR-10 teachers: sizes, top-1, onnxruntime latency.
 
     python benchmarks/export.py --json export.json            # ResNet-20/56 and the ViT at W8A8 and W4A4
-    python benchmarks/export.py --models cifar10-resnet20 --bits 8/8
+    python benchmarks/export.py --models cifar10-resnet20 --bits 8/8 --placements int8 --no-jpeg
 
-Each teacher is calibrated by PTQ with the default SynQConfig ranges (searched) on real test images (rows 1017.. of test-jpeg-q75.parquet, never
-the evaluated ones); top-1 is on the lossless first 1,017 test images, for the fake-quant model and for
-onnxruntime (CPU, default graph optimizations) running the QDQ export, and for onnxruntime with graph
-optimizations off (the QDQ graph op by op: no integer kernels). Latency is onnxruntime on one thread,
-median of repeated runs, float ONNX (the teacher) against QDQ ONNX. The fused operators are counted in the
-graph onnxruntime optimized (``SessionOptions.optimized_model_filepath``).
+Each teacher is calibrated by PTQ with the default SynQConfig ranges (searched) on real test images (rows
+1017..1017+N of test-jpeg-q75.parquet, never the evaluated ones), once per ``deploy_placement``: ``off`` (the
+paper's placement) and ``int8`` (the extra 8-bit quantizers for integer runtimes; ReLU ResNets only);
+``int8-symw`` is ``int8`` with symmetric weights (``weight_symmetric=True``; weights over 4 bits only): int8 weight
+codes with zero point 0, the layout of onnxruntime's fast u8s8 conv kernels. Top-1 is on
+the lossless first 1,017 test images, for the fake-quant model, for onnxruntime (CPU, default graph optimizations)
+running the QDQ export, and for onnxruntime with graph optimizations off (the QDQ graph op by op: no integer
+kernels); and on the 10,000 JPEG test images less the calibration rows (a lower-variance comparison), with the
+per-image agreement of the predicted classes. Latency is onnxruntime on one thread, median of repeated runs,
+float ONNX (the teacher) and QDQ ONNX timed alternately. Every op type of the graph onnxruntime optimized
+(``SessionOptions.optimized_model_filepath``) is counted.
 """
 
 from __future__ import annotations
@@ -40,7 +45,11 @@ if not SHARED.exists():
     SHARED = Path("/work/shared/data")
 MODELS = ("cifar10-resnet20", "cifar10-resnet56", "cifar10-vit-tiny")
 BITS = ("8/8", "4/4")
-INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "ConvInteger", "QLinearAdd")
+PLACEMENTS = ("off", "int8", "int8-symw")
+INTEGER_OPS = ("QLinearConv", "QLinearAdd", "QLinearGlobalAveragePool", "QGemm", "QLinearMatMul", "MatMulInteger",
+               "MatMulIntegerToFloat", "ConvInteger")
+FLOAT_OPS = ("Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul", "Add", "Transpose", "QuantizeLinear",
+             "DequantizeLinear")
 
 
 def _images(path: Path, start: int, stop: int, data_config: dict) -> tuple[torch.Tensor, np.ndarray]:
@@ -67,66 +76,109 @@ def _ort_logits(sess, x: torch.Tensor, batch: int = 128) -> np.ndarray:  # noqa:
     return np.concatenate([sess.run(None, {"pixel_values": x[i:i + batch].numpy()})[0] for i in range(0, len(x), batch)])
 
 
-def _latency_ms(sess, x: np.ndarray, repeats: int) -> float:  # noqa: ANN001
+def _paired_latency_ms(a, b, x: np.ndarray, repeats: int) -> tuple[float, float]:  # noqa: ANN001
+    """Median ms of sessions ``a`` and ``b`` on ``x``, timed alternately (a shared machine's load hits both alike)."""
     for _ in range(3):
-        sess.run(None, {"pixel_values": x})
-    times = []
+        a.run(None, {"pixel_values": x})
+        b.run(None, {"pixel_values": x})
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, {"pixel_values": x})
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
+        for sess, out in ((a, times[0]), (b, times[1])):
+            t0 = time.perf_counter()
+            sess.run(None, {"pixel_values": x})
+            out.append(time.perf_counter() - t0)
+    return float(np.median(times[0]) * 1000), float(np.median(times[1]) * 1000)
 
 
 def _bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
-def run_one(name: str, bits: str, work: Path, calib_n: int, repeats: int) -> dict:
+class Teacher:
+    """One shared teacher with its float export, calibration images and evaluation sets (shared by its rows)."""
+
+    def __init__(self, name: str, work: Path, calib_n: int, jpeg: bool) -> None:
+        from timm.models._hub import save_for_hf
+
+        self.name, self.source = name, SHARED / "teachers" / name
+        self.loaded = load_model(f"local-dir:{self.source}")
+        dc = self.loaded.data_config
+        jpeg_path = SHARED / "cifar10" / "test-jpeg-q75.parquet"
+        self.calib, _ = _images(jpeg_path, 1017, 1017 + calib_n, dc)
+        self.test_x, self.test_y = _images(SHARED / "cifar10" / "test-lossless-first1017.parquet", 0, 1017, dc)
+        self.jpeg: tuple[torch.Tensor, np.ndarray] | None = None
+        if jpeg:  # every JPEG test image except the calibration rows
+            head_x, head_y = _images(jpeg_path, 0, 1017, dc)
+            tail_x, tail_y = _images(jpeg_path, 1017 + calib_n, 10_000, dc)
+            self.jpeg = torch.cat([head_x, tail_x]), np.concatenate([head_y, tail_y])
+        self.float_dir = work / f"{name}-float"
+        save_for_hf(self.loaded.model, str(self.float_dir), safe_serialization=True)
+        self.onnx = export_onnx(self.loaded.model, work / f"{name}-float.onnx", input_size=dc["input_size"],
+                                quantized=False)
+        self.session = _session(self.onnx)
+
+
+def _fake_quant_logits(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([model_logits(model, x[i:i + 256]) for i in range(0, len(x), 256)]).numpy()
+
+
+def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    return round(float((logits.argmax(1) == labels).mean() * 100), 2)
+
+
+def _agree(a: np.ndarray, b: np.ndarray) -> float:
+    return round(float((a.argmax(1) == b.argmax(1)).mean() * 100), 2)
+
+
+def run_one(t: Teacher, bits: str, placement: str, work: Path, repeats: int) -> dict:
     import onnx
-    from timm.models._hub import save_for_hf
 
     w_bits, a_bits = (int(b) for b in bits.split("/"))
-    source = SHARED / "teachers" / name
-    teacher = load_model(f"local-dir:{source}")
-    dc = teacher.data_config
-    calib, _ = _images(SHARED / "cifar10" / "test-jpeg-q75.parquet", 1017, 1017 + calib_n, dc)
-    test_x, test_y = _images(SHARED / "cifar10" / "test-lossless-first1017.parquet", 0, 1017, dc)
-    q = ptq(copy.deepcopy(teacher.model), SynQConfig(w_bits=w_bits, a_bits=a_bits), calib, progress=False)
-    tag = f"{name}-w{w_bits}a{a_bits}"
-    float_dir, packed_dir = work / f"{name}-float", work / tag
-    save_for_hf(teacher.model, str(float_dir), safe_serialization=True)
-    save_quantized(q, packed_dir, base_model=str(source), library="timm")
-    f_onnx = export_onnx(teacher.model, work / f"{name}-float.onnx", input_size=dc["input_size"], quantized=False)
+    dc = t.loaded.data_config
+    config = SynQConfig(w_bits=w_bits, a_bits=a_bits, deploy_placement=placement.removesuffix("-symw"),
+                        weight_symmetric=True if placement.endswith("-symw") else None)
+    q = ptq(copy.deepcopy(t.loaded.model), config, t.calib, progress=False)
+    tag = f"{t.name}-w{w_bits}a{a_bits}-{placement}"
+    packed_dir = work / tag
+    save_quantized(q, packed_dir, base_model=str(t.source), library="timm")
     q_onnx = export_onnx(q, work / f"{tag}.onnx", input_size=dc["input_size"])
-    sf, sq = _session(f_onnx), _session(q_onnx, optimized=work / f"{tag}.opt.onnx")
-    fused = collections.Counter(n.op_type for n in onnx.load(str(work / f"{tag}.opt.onnx")).graph.node)
-    with torch.no_grad():
-        fq = torch.cat([model_logits(q, test_x[i:i + 256]) for i in range(0, len(test_x), 256)]).numpy()
-    ort_q = _ort_logits(sq, test_x)
-    ort_plain = _ort_logits(_session(q_onnx, plain=True), test_x)
+    sq = _session(q_onnx, optimized=work / f"{tag}.opt.onnx")
+    plain = _session(q_onnx, plain=True)
+    ops = collections.Counter(n.op_type for n in onnx.load(str(work / f"{tag}.opt.onnx")).graph.node)
+    fq = _fake_quant_logits(q, t.test_x)
+    ort_q, ort_plain = _ort_logits(sq, t.test_x), _ort_logits(plain, t.test_x)
     row = {
-        "model": name, "bits": f"W{w_bits}A{a_bits}", "calibration_images": calib_n,
+        "model": t.name, "bits": f"W{w_bits}A{a_bits}", "deploy_placement": placement,
+        "calibration_images": len(t.calib),
         "bytes": {
-            "float_safetensors": (float_dir / "model.safetensors").stat().st_size,
-            "float_folder": _bytes(float_dir), "packed_folder": _bytes(packed_dir),
-            "onnx_float": f_onnx.stat().st_size, "onnx_qdq": q_onnx.stat().st_size,
+            "float_safetensors": (t.float_dir / "model.safetensors").stat().st_size,
+            "float_folder": _bytes(t.float_dir), "packed_folder": _bytes(packed_dir),
+            "onnx_float": t.onnx.stat().st_size, "onnx_qdq": q_onnx.stat().st_size,
         },
         "top1": {
-            "fake_quant": round(float((fq.argmax(1) == test_y).mean() * 100), 2),
-            "onnxruntime_qdq": round(float((ort_q.argmax(1) == test_y).mean() * 100), 2),
-            "prediction_agreement": round(float((fq.argmax(1) == ort_q.argmax(1)).mean() * 100), 2),
-            "onnxruntime_qdq_unfused": round(float((ort_plain.argmax(1) == test_y).mean() * 100), 2),
+            "fake_quant": _top1(fq, t.test_y),
+            "onnxruntime_qdq": _top1(ort_q, t.test_y),
+            "prediction_agreement": _agree(fq, ort_q),
+            "onnxruntime_qdq_unfused": _top1(ort_plain, t.test_y),
             "unfused_max_abs_logit_diff": float(np.abs(ort_plain - fq).max()),
         },
-        "fused_ops": {k: fused[k] for k in (*INTEGER_OPS, "Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm",
-                                            "QuantizeLinear", "DequantizeLinear", "Transpose") if fused[k]},
+        "optimized_graph_ops": dict(sorted(ops.items())),
+        "fused_ops": {k: ops[k] for k in (*INTEGER_OPS, *FLOAT_OPS) if ops[k]},
         "latency_ms": {},
     }
+    if t.jpeg is not None:
+        jx, jy = t.jpeg
+        jfq, jort = _fake_quant_logits(q, jx), _ort_logits(sq, jx)
+        row["top1_jpeg"] = {
+            "images": len(jy), "excluded_rows": f"1017-{1017 + len(t.calib) - 1} (calibration)",
+            "fake_quant": _top1(jfq, jy), "onnxruntime_qdq": _top1(jort, jy),
+            "prediction_agreement": _agree(jfq, jort),
+        }
     for batch in (1, 64):
-        xb = test_x[:batch].numpy()
+        xb = t.test_x[:batch].numpy()
         reps = repeats if batch == 64 else repeats * 5
-        f_ms, q_ms = _latency_ms(sf, xb, reps), _latency_ms(sq, xb, reps)
+        f_ms, q_ms = _paired_latency_ms(t.session, sq, xb, reps)
         row["latency_ms"][f"batch{batch}"] = {"float": round(f_ms, 3), "qdq": round(q_ms, 3),
                                               "speedup": round(f_ms / q_ms, 3)}
     return row
@@ -136,28 +188,48 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--bits", nargs="+", default=list(BITS), metavar="W/A")
+    p.add_argument("--placements", nargs="+", default=list(PLACEMENTS), choices=PLACEMENTS,
+                   help="deploy_placement values to measure (int8: ReLU ResNets only; int8-symw: int8 with "
+                        "symmetric weights, weights over 4 bits only)")
     p.add_argument("--calibration-images", type=int, default=256)
     p.add_argument("--repeats", type=int, default=10, help="timed runs at batch 64 (x5 at batch 1)")
+    p.add_argument("--no-jpeg", dest="jpeg", action="store_false",
+                   help="skip the top-1 comparison on the JPEG test set (10,000 images less the calibration rows)")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            for bits in args.bits:
-                row = run_one(name, bits, Path(tmp), args.calibration_images, args.repeats)
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr)
-    print("| model | bits | float safetensors | packed folder | ONNX float | ONNX QDQ | top-1 fake-quant | top-1 ORT QDQ "
-          "| b1 float/QDQ ms | b64 float/QDQ ms (speedup) | integer kernels |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+            teacher = Teacher(name, Path(tmp), args.calibration_images, args.jpeg)
+            placements = [pl for pl in args.placements if pl == "off" or "vit" not in name]
+            for placement in placements:
+                for bits in args.bits:
+                    if placement.endswith("-symw") and int(bits.split("/")[0]) <= 4:
+                        continue  # <= 4-bit asymmetric codes are already exported as int8 with zero point 0
+                    row = run_one(teacher, bits, placement, Path(tmp), args.repeats)
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr)
+    print("| model | bits | placement | float safetensors | packed folder | ONNX float | ONNX QDQ | top-1 fake-quant "
+          "| top-1 ORT QDQ | b1 float/QDQ ms (speedup) | b64 float/QDQ ms (speedup) | optimized graph |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         b, t, lat = r["bytes"], r["top1"], r["latency_ms"]
-        ints = ", ".join(f"{k} {v}" for k, v in r["fused_ops"].items() if k in INTEGER_OPS) or "none"
-        print(f"| {r['model']} | {r['bits']} | {b['float_safetensors']:,} | {b['packed_folder']:,} | {b['onnx_float']:,} "
-              f"| {b['onnx_qdq']:,} | {t['fake_quant']:.2f} | {t['onnxruntime_qdq']:.2f} "
-              f"| {lat['batch1']['float']:.2f} / {lat['batch1']['qdq']:.2f} "
-              f"| {lat['batch64']['float']:.1f} / {lat['batch64']['qdq']:.1f} ({lat['batch64']['speedup']:.2f}x) | {ints} |")
+        ops = ", ".join(f"{k} {v}" for k, v in r["fused_ops"].items()) or "none"
+        print(f"| {r['model']} | {r['bits']} | {r['deploy_placement']} | {b['float_safetensors']:,} "
+              f"| {b['packed_folder']:,} | {b['onnx_float']:,} | {b['onnx_qdq']:,} | {t['fake_quant']:.2f} "
+              f"| {t['onnxruntime_qdq']:.2f} "
+              f"| {lat['batch1']['float']:.2f} / {lat['batch1']['qdq']:.2f} ({lat['batch1']['speedup']:.2f}x) "
+              f"| {lat['batch64']['float']:.1f} / {lat['batch64']['qdq']:.1f} ({lat['batch64']['speedup']:.2f}x) "
+              f"| {ops} |")
+    if any("top1_jpeg" in r for r in rows):
+        print("\n| model | bits | placement | JPEG images | top-1 fake-quant | top-1 ORT QDQ | same prediction (%) |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            j = r.get("top1_jpeg")
+            if j:
+                print(f"| {r['model']} | {r['bits']} | {r['deploy_placement']} | {j['images']:,} | {j['fake_quant']:.2f} "
+                      f"| {j['onnxruntime_qdq']:.2f} | {j['prediction_agreement']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps({"results": rows}, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -28,7 +28,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .errors import ConfigError
 
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 """Schema version written into every saved config; bump it (and extend ``_MIGRATIONS``) on breaking changes."""
 
 CONFIG_NAME = "synq_config.json"
@@ -165,6 +165,16 @@ class QuantizationSettings:
         "'loose'); 'loose' only every Linear input, q/k/v, the pre-softmax scores, block outputs and the logits "
         "(configs saved before version 3 load as 'loose').",
         ("psaq", "loose"),
+    )
+
+    # -- integer-runtime placement (issue 12) -----------------------------------------------------
+    deploy_placement: Literal["off", "int8"] = _f(
+        "off",
+        "Extra quantizers an integer runtime (onnxruntime QLinearConv/QLinearAdd) needs: 'int8' also quantizes, "
+        "at 8 bits, the image, each residual branch and projected shortcut before the Add and the classifier "
+        "input, so the ONNX export runs every conv in integer (plain ReLU ResNets); 'off' keeps the paper's "
+        "placement (configs saved before version 4 load as 'off').",
+        ("off", "int8"),
     )
 
 
@@ -502,8 +512,15 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 adds the opt-in integer-runtime quantizers; older checkpoints were built without them."""
+    out = {"deploy_placement": "off"}
+    out.update(data)
+    return out
+
+
 # Migrations from schema version N to N+1.
-_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3}
+_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def _pkg_version() -> str:

@@ -4,13 +4,19 @@ Quantizers sit after every ReLU module, as in SynQ's code, so the shared CIFAR n
 with the paper. Recognised only where that placement covers every layer input: each ReLU is its own
 module (no reuse, no functional ReLU) and nothing but max-pooling and global pooling sits between a
 ReLU and the next conv/linear.
+
+``deploy_placement="int8"`` (opt-in, for integer runtimes) adds 8-bit quantizers where the authors' placement
+leaves a conv output or a conv input float: the image, each block's residual branch (its last BN) and
+projected shortcut before the Add, the stem's max-pool output and the classifier's pooled input. Then every
+conv reads and writes integer codes, and onnxruntime fuses QLinearConv + QLinearAdd instead of float convs.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from ..quant.placement.cnn import apply_after_relu
+from ..quant.placement.cnn import DeploySite, apply_after_relu, apply_deploy_sites
+from ..quant.policy import LayerPolicy
 from ._cnn import CNN_RULES, blocks_by_class, first_last, has_batchnorm, pool_cam_target
 from .spec import ArchSpec
 
@@ -34,6 +40,39 @@ def matches(model: nn.Module) -> bool:
     return {type(m).__name__ for m in model.modules()} <= _PLAIN and len({id(m) for m in relus}) == len(relus)
 
 
+DEPLOY_BITS = 8
+"""Bit-width of the ``deploy_placement="int8"`` quantizers at any ``a_bits``: integer runtimes keep the residual
+stream, the image and the classifier input in 8 bits (uint8 QLinearAdd/QLinearConv), and 8 bits there cost
+almost no accuracy where a_bits-bit residual sums would (the low-bit ReLU outputs keep ``a_bits``)."""
+
+_BRANCH_END = {"BasicBlock": "bn2", "Bottleneck": "bn3"}  # block class -> last module of its residual branch
+_SHORTCUTS = ("shortcut", "downsample")  # CifarResNet, timm
+
+
+def deploy_sites(model: nn.Module) -> list[DeploySite]:
+    """Where ``deploy_placement="int8"`` adds quantizers: the first conv's input, max-pool outputs, each block's
+    last BN and non-identity shortcut outputs, the classifier's input."""
+    first, last = first_last(model)
+    sites: list[DeploySite] = [(first, "input")] if first else []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.MaxPool2d):
+            sites.append((name, "output"))
+        kind = next((c.__name__ for c in type(m).__mro__ if c.__name__ in _BRANCH_END), None)
+        if not name or kind is None:
+            continue
+        sites.append((f"{name}.{_BRANCH_END[kind]}", "output"))
+        for attr in _SHORTCUTS:
+            shortcut = getattr(m, attr, None)
+            if isinstance(shortcut, nn.Module) and not isinstance(shortcut, nn.Identity):
+                sites.append((f"{name}.{attr}", "output"))
+    return sites + ([(last, "input")] if last else [])
+
+
+def deploy(model: nn.Module, policy: LayerPolicy) -> None:
+    """Add the integer-runtime quantizers (``DEPLOY_BITS`` bits) at :func:`deploy_sites`."""
+    apply_deploy_sites(model, policy, deploy_sites(model), DEPLOY_BITS)
+
+
 SPEC = ArchSpec(
     name="relu_resnet",
     family="cnn",
@@ -51,4 +90,5 @@ SPEC = ArchSpec(
         "pooled_classifier": "the classifier reads the global average of the last quantized ReLU output "
                              "(the authors' placement)",
     },
+    deploy=deploy,
 )

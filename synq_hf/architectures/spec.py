@@ -4,7 +4,8 @@ A spec says how to recognise the family (``matches``), its config defaults (``fa
 quantizers go (``place`` plus the ``placement`` kind and the ``float_rules`` that name what it leaves
 in float on purpose), its first layer and classifier (``first_last``), the Grad-CAM target
 (``cam_target``), the synthesis objective (``synthesis``), the blocks the extras align
-(``feature_blocks``) and the attention modules PSAQ-ViT synthesis hooks (``attention_modules``).
+(``feature_blocks``), the attention modules PSAQ-ViT synthesis hooks (``attention_modules``) and the extra
+quantizers an integer runtime needs (``deploy``, opt-in through ``deploy_placement``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class ArchSpec:
     attention_modules: Callable[[nn.Module], list[tuple[nn.Module, nn.Linear, int]]] | None = None
     channels_last_features: bool = False  # block outputs are (B, H, W, C) (timm Swin)
     synthesis_hint: str = ""  # why synthesis is unavailable and what to do instead (when ``synthesis`` is None)
+    # adds the quantizers of ``deploy_placement="int8"`` (integer runtimes) after ``place``; None: not offered
+    deploy: Callable[[nn.Module, LayerPolicy], None] | None = None
 
     def rules(self) -> dict[str, str]:
         """Every rule this spec may cite for a tensor it leaves in float."""

@@ -223,6 +223,7 @@ def coverage_summary(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "architecture": report.get("architecture"),
         "placement": report.get("placement"),
+        "deploy_placement": report.get("deploy_placement", "off"),
         "weight_bits": w_bits,
         "input_bits": a_bits,
         "quantized_layers": f"{counts['quantized_layers']}/{counts['conv_linear']}",

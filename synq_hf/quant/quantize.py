@@ -37,7 +37,8 @@ def quantize_model(
     """Insert fake quantizers into ``model`` according to ``config`` and its architecture spec; return it.
 
     The spec (``synq_hf.architectures``) decides the placement: after every ReLU for plain ReLU ResNets,
-    on the input of every conv/linear for other CNNs, PSAQ-ViT for ViT/DeiT/Swin. One forward of
+    on the input of every conv/linear for other CNNs, PSAQ-ViT for ViT/DeiT/Swin; ``deploy_placement="int8"``
+    adds the spec's 8-bit quantizers for integer runtimes (ReLU ResNets; other specs refuse it). One forward of
     ``example_input`` (default: a random image of the model's size) then records the coverage report
     (:func:`coverage_report`); a conv/linear whose weights or input stay float without a rule of the
     spec raises ``UnsupportedModelError`` (``on_gap="warn"``: a warning). Activation quantizers start
@@ -48,6 +49,14 @@ def quantize_model(
     if on_gap not in ("error", "warn"):
         raise SynQError(f"on_gap={on_gap!r} is not allowed; choose 'error' or 'warn'")
     spec = get_spec(model)
+    if config.deploy_placement != "off" and spec.deploy is None:
+        from ..architectures import SPECS
+
+        offered = ", ".join(s.name for s in SPECS if s.deploy is not None)
+        raise UnsupportedModelError(
+            f"{type(model).__name__} ({spec.name}): deploy_placement={config.deploy_placement!r} is available for "
+            f"{offered} only; use deploy_placement='off'"
+        )
     if not inplace:
         model = copy.deepcopy(model)
     symmetric = config.weight_symmetric if config.weight_symmetric is not None else spec.family != "cnn"
@@ -55,6 +64,8 @@ def quantize_model(
     policy = LayerPolicy(config, first=first, last=last, symmetric_weights=symmetric)
     excluded = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and not policy.enabled(n)}
     spec.place(model, policy)
+    if config.deploy_placement != "off":
+        spec.deploy(model, policy)
     param = next(model.parameters(), None)
     device = param.device if param is not None else None
     for name, module in model.named_modules():
@@ -80,7 +91,8 @@ def _record_coverage(model, spec, config, excluded, on_gap, example) -> None:  #
                            tuple(example.shape[1:]), str(e).splitlines()[0] if str(e) else type(e).__name__)
     if report is None:
         report = static_coverage(model, rules=rules, excluded=excluded)
-    report = {"architecture": spec.name, "placement": spec.placement, "w_bits": config.w_bits,
+    report = {"architecture": spec.name, "placement": spec.placement,
+              "deploy_placement": config.deploy_placement, "w_bits": config.w_bits,
               "a_bits": config.a_bits, "rules": rules, **report}
     setattr(model, COVERAGE_ATTR, report)
     gaps = report["gaps"]

@@ -6,15 +6,18 @@ the paper): every ``nn.Conv2d``/``nn.Linear`` gets a min-max weight quantizer an
 conv/linear gets a weight quantizer and an input quantizer, except the first layer, which reads the
 image. Quantizing layer inputs catches every activation that reaches a quantized layer (GELU, SiLU,
 Hardswish, functional ``F.relu``, a ReLU module reused twice, a residual sum) without knowing how
-the network computes it.
+the network computes it. ``apply_deploy_sites`` adds the quantizers an integer runtime needs on top
+(``deploy_placement="int8"``); the spec names the sites.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import nn
 
 from ...errors import UnsupportedModelError
-from ..layers import QuantConv2d, QuantLinear, attach_output_quantizer
+from ..layers import OutputQuantized, QuantConv2d, QuantLinear, attach_output_quantizer
 from ..policy import LayerPolicy
 
 _ACTS = (nn.ReLU, nn.ReLU6)
@@ -82,3 +85,28 @@ def apply_layer_inputs(model: nn.Module, policy: LayerPolicy) -> None:
         layer = QuantConv2d if kind is nn.Conv2d else QuantLinear
         layer.from_float(module, policy.weight_quantizer(name), input_q)
     _require_layers(model)
+
+
+DeploySite = tuple[str, Literal["input", "output"]]
+"""A tensor an integer runtime needs quantized: the input of conv/linear ``name``, or the output of module ``name``."""
+
+
+def apply_deploy_sites(model: nn.Module, policy: LayerPolicy, sites: list[DeploySite], bits: int) -> None:
+    """Add a ``bits``-bit activation quantizer at every site (``deploy_placement="int8"``; after the placement).
+
+    Sites whose module the config leaves float (include/exclude) are skipped; an input site needs a quantized
+    conv/linear without an input quantizer, an output site a module that does not quantize its output yet.
+    """
+    modules = dict(model.named_modules())
+    for name, where in sites:
+        module = modules.get(name)
+        if module is None:
+            raise UnsupportedModelError(f"{type(model).__name__}: no module {name} for deploy_placement")
+        if not policy.enabled(name):
+            continue
+        quantizer = policy.act_quantizer(f"{name}.{where}_quantizer", bits=bits)
+        if where == "input":
+            if isinstance(module, (QuantConv2d, QuantLinear)) and module.input_quantizer is None:
+                module.input_quantizer = quantizer
+        elif not isinstance(module, OutputQuantized):
+            attach_output_quantizer(module, quantizer)
