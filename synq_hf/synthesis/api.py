@@ -22,7 +22,7 @@ from ..model_info import model_num_classes
 from ..outputs import public_name
 from .cnn import BNStatsObjective
 from .engine import run_groups
-from .vit import PSAQ_BETAS, PSAQ_SCHEDULE, PatchSimilarityObjective
+from .vit import PatchSimilarityObjective
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,6 @@ def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch,
                                              host_rng=host_rng, iterations=iters)
         lo, hi = _valid_range(data_config, device)
         clamp = (lo, hi)
-    optimizer = {} if family == "cnn" else {"betas": PSAQ_BETAS, "schedule": PSAQ_SCHEDULE}
 
     units = _chunks(list(range(len(labels_plan))), labels_plan, per_forward)
     # The main process decides which units are finished, so that every process shares out the same list.
@@ -272,7 +271,7 @@ def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch,
             run = run_groups(objective, pixels, labels, iterations=iters, lr=cfg.synthesis_lr,
                              patience=cfg.synthesis_lr_patience, factor=cfg.synthesis_lr_factor,
                              min_lr=cfg.synthesis_min_lr, log_every=cfg.synthesis_log_every, clamp=clamp,
-                             on_log=on_log, **optimizer)
+                             on_log=on_log, **objective.optimizer)
             bad = (run.nonfinite | ~torch.isfinite(run.pixels.flatten(1)).all(1)).tolist()
             failed = []
             for gi, g in enumerate(pending):

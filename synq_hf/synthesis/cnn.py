@@ -80,6 +80,9 @@ class BNStatsObjective:
     it with pixels ``(G, B, C, H, W)`` and labels ``(G, B)`` returns the loss per group ``(G,)`` and its parts.
     """
 
+    optimizer: dict = {}
+    """The pixel optimizer's settings (``run_groups`` keywords): the defaults, Adam and a per-group plateau."""
+
     def __init__(self, teacher: nn.Module, *, beta: float, gamma: float, augment: bool,
                  generator: torch.Generator | None = None, host_rng: random.Random | None = None):
         self.teacher = teacher

@@ -286,6 +286,9 @@ class PatchSimilarityObjective:
     only inside ``with``; :meth:`start` begins a new set of groups.
     """
 
+    optimizer: dict = {"betas": PSAQ_BETAS, "schedule": PSAQ_SCHEDULE}
+    """The pixel optimizer's settings (``run_groups`` keywords): PSAQ-ViT's Adam betas and schedule."""
+
     def __init__(self, teacher: nn.Module, *, family: str, tv_weight: float, bandwidth: float, num_points: int,
                  generator: torch.Generator | None = None, host_rng: random.Random | None = None,
                  iterations: int = 1000):
