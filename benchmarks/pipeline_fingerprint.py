@@ -21,11 +21,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared")
-TEACHER = SHARED / "data" / "teachers" / "cifar10-resnet20"
-LOSSLESS = SHARED / "data" / "cifar10" / "test-lossless-first1017.parquet"
+from shared_data import LOSSLESS, TEACHERS  # noqa: E402  (benchmarks/ is the script's folder)
+
+TEACHER = TEACHERS / "cifar10-resnet20"
 
 
 def _sha(tensor) -> str:  # noqa: ANN001

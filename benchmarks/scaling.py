@@ -30,11 +30,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared")
-TEACHER = SHARED / "data" / "teachers" / "cifar10-resnet20"
-JPEG10K = SHARED / "data" / "cifar10" / "test-jpeg-q75.parquet"
+from shared_data import JPEG10K, TEACHERS  # noqa: E402  (benchmarks/ is the script's folder)
+
+TEACHER = TEACHERS / "cifar10-resnet20"
 
 
 def worker(args: argparse.Namespace) -> None:

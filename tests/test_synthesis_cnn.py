@@ -67,12 +67,13 @@ def test_hard_sample_ce_is_finite_for_confident_predictions():
     assert torch.isfinite(logits.grad).all() and loss[0] < 1e-6 < loss[1]
 
 
-def test_group_adam_matches_torch_adam_and_plateau_is_per_group():
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.9)], ids=["cnn-default", "psaq-vit"])
+def test_group_adam_matches_torch_adam(betas):
     torch.manual_seed(0)
     p = torch.randn(2, 5)
-    ours = GroupAdam(p.clone(), lr=0.1)
+    ours = GroupAdam(p.clone(), lr=0.1, betas=betas)
     ref = p.clone().requires_grad_(True)
-    torch_adam = torch.optim.Adam([ref], lr=0.1)
+    torch_adam = torch.optim.Adam([ref], lr=0.1, betas=betas)
     for _ in range(5):
         g = torch.randn(2, 5)
         ours.step(g)
@@ -80,6 +81,9 @@ def test_group_adam_matches_torch_adam_and_plateau_is_per_group():
         torch_adam.step()
     torch.testing.assert_close(ours.param, ref.detach())
 
+
+def test_plateau_is_per_group():
+    ours = GroupAdam(torch.zeros(2, 5), lr=0.1)
     plateau = GroupPlateau(ours, factor=0.1, patience=2, min_lr=1e-3)
     for i in range(4):  # group 0 improves every step, group 1 is stuck
         plateau.step(torch.tensor([10.0 - i, 5.0]))
