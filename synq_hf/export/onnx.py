@@ -10,9 +10,11 @@ around Conv/MatMul into integer kernels:
   scale and zero point; below 8 bits an integer ``Clip`` to the low-bit range sits between Q and DQ, so the
   codes are exactly those of the fake-quant model, on the low-bit grid.
 * BatchNormalization after a conv with a quantized weight is folded into that weight's per-channel scale
-  (the integer codes do not change) and bias, so onnxruntime sees DQ -> Conv -> Q. Biases stay float: the
-  graph computes what the fake-quant model computes (to float rounding); onnxruntime's fused integer
-  kernels then round the bias to int32 and requantize their outputs themselves.
+  (the integer codes do not change) and bias (:func:`synq_hf.quant.integer_bias.fold_batchnorm`), so
+  onnxruntime sees DQ -> Conv -> Q. Biases stay float: the graph computes what the fake-quant model computes
+  (to float rounding). onnxruntime's fused integer kernels round each bias to int32 in units of
+  ``x_scale * w_scale``; for models whose biases are on that grid (``deploy_placement="int8"`` snaps them,
+  :func:`synq_hf.quant.integer_bias.snap_biases_to_int32_grid`) the fused kernels compute the same codes.
 
 The batch dimension is dynamic; the file is checked with ``onnx.checker`` and written atomically.
 """
@@ -33,6 +35,7 @@ from ..model_info import model_logits
 from ..outputs import write_file
 from ..quant import ActQuantizer, QuantConv2d, QuantLinear, is_quantized, qrange
 from ..quant.fake_quant import quantize_dequantize
+from ..quant.integer_bias import fold_batchnorm
 from ..quant.packing import packed_layers, weight_codes
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "require_onnx"]
@@ -172,15 +175,16 @@ def _fold_batchnorm(graph: Any, numpy_helper: Any) -> int:
             continue
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
         codes = numpy_helper.to_array(inits[dq.input[0]])
-        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+        scale = numpy_helper.to_array(inits[dq.input[1]])
         zp = numpy_helper.to_array(inits[dq.input[2]])
         if scale.ndim == 1 and axis != 0:
             continue
-        gamma, beta, mean, var = (numpy_helper.to_array(inits[x]).astype(np.float64) for x in bn.input[1:])
+        gamma, beta, mean, var = (_tensor(inits[x], numpy_helper) for x in bn.input[1:])
         eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        factor = gamma / np.sqrt(var + eps)
+        bias = _tensor(inits[conv.input[2]], numpy_helper) if len(conv.input) > 2 else None
+        folded_scale, folded_bias = fold_batchnorm(torch.from_numpy(scale.copy()), gamma, beta, mean, var, eps, bias)
+        scale, new_bias = folded_scale.numpy().copy(), folded_bias.numpy()
         channels = codes.shape[0]
-        scale = np.broadcast_to(scale, (channels,)) * factor
         zp = np.broadcast_to(zp, (channels,)).copy()
         codes = codes.copy()
         for c in np.nonzero(scale < 0)[0]:  # keep scales positive: negate the codes instead
@@ -191,11 +195,9 @@ def _fold_batchnorm(graph: Any, numpy_helper: Any) -> int:
             else:
                 continue
             scale[c] = -scale[c]
-        bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 else 0.0
-        new_bias = (bias - mean) * factor + beta
         prefix = conv.output[0]
         names = [f"{prefix}_codes", f"{prefix}_scale", f"{prefix}_zp", f"{prefix}_bias"]
-        arrays = [codes, scale.astype(np.float32), zp, new_bias.astype(np.float32)]
+        arrays = [codes, scale, zp, new_bias]
         for name, arr in zip(names, arrays):
             graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
         dq.input[0], dq.input[1], dq.input[2] = names[:3]
@@ -210,6 +212,10 @@ def _fold_batchnorm(graph: Any, numpy_helper: Any) -> int:
     for n in dead:
         graph.node.remove(n)
     return folded
+
+
+def _tensor(initializer: Any, numpy_helper: Any) -> torch.Tensor:
+    return torch.from_numpy(numpy_helper.to_array(initializer).copy())
 
 
 def _set_axis(node: Any, axis: int) -> None:

@@ -18,6 +18,7 @@ from ..config import SynQConfig
 from ..errors import SynQError, UnsupportedModelError
 from ..model_info import model_logits
 from .coverage import COVERAGE_ATTR, example_input, static_coverage, trace_coverage
+from .integer_bias import snap_biases_to_int32_grid
 from .layers import OutputQuantized, QuantConv2d, QuantLinear
 from .policy import LayerPolicy
 from .quantizers import ActQuantizer, Mode
@@ -148,7 +149,8 @@ def calibrate(
     ``batches`` yields normalized image tensors (N, C, H, W). Pass 1 records EMA min-max ranges; quantizers
     configured with ``range_init="search"`` get a second pass that collects histograms and picks the clip with
     the lowest Lp error. Weight quantizers search their per-channel clips here too. Afterwards every
-    quantizer is in ``quantize`` mode; learnable quantizers are initialized from the final range.
+    quantizer is in ``quantize`` mode; learnable quantizers are initialized from the final range. A
+    ``deploy_placement="int8"`` model then gets its biases on the int32 grid (:func:`deploy_convert`).
     """
     quantizers = act_quantizers(model)
     if not quantizers:
@@ -164,6 +166,7 @@ def calibrate(
     if search:
         batches = list(batches)  # two passes over the same images
     passes = ["calibrate", "histogram"] if search else ["calibrate"]
+    first = None
     for mode in passes:
         seen = 0
         with quant_mode(model, mode):  # type: ignore[arg-type]
@@ -172,6 +175,7 @@ def calibrate(
                 if device is not None:
                     x = x.to(device)
                 model_logits(model, x)
+                first = x[:1] if first is None else first
                 seen += 1
         if seen == 0:
             raise SynQError("calibration got no batches")
@@ -182,8 +186,21 @@ def calibrate(
     for q in quantizers:
         q.mode = "quantize"
         q.finish_calibration()
+    deploy_convert(model, first)
     model.train(was_training)
     return model
+
+
+def deploy_convert(model: nn.Module, example: torch.Tensor | None = None) -> dict[str, str] | None:
+    """The convert step of ``deploy_placement="int8"`` (run by :func:`calibrate` and at the end of fine-tuning):
+    :func:`snap_biases_to_int32_grid`, so onnxruntime's integer kernels compute what the model computes.
+
+    Returns its report; other placements are left untouched (None).
+    """
+    config = getattr(model, SYNQ_CONFIG_ATTR, None)
+    if getattr(config, "deploy_placement", "off") != "int8":
+        return None
+    return snap_biases_to_int32_grid(model, example)
 
 
 def iter_batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
