@@ -5,13 +5,15 @@
 
 Each teacher is calibrated by PTQ with the default SynQConfig ranges (searched) on real test images (rows
 1017..1017+N of test-jpeg-q75.parquet, never the evaluated ones), once per ``deploy_placement``: ``off`` (the
-paper's placement) and ``int8`` (the extra 8-bit quantizers for integer runtimes; ReLU ResNets only);
+paper's placement) and ``int8`` (the extra 8-bit quantizers for integer runtimes, and biases snapped to the int32
+grid of onnxruntime's integer kernels; ReLU ResNets only);
 ``int8-symw`` is ``int8`` with symmetric weights (``weight_symmetric=True``; weights over 4 bits only): int8 weight
 codes with zero point 0, the layout of onnxruntime's fast u8s8 conv kernels. Top-1 is on
 the lossless first 1,017 test images, for the fake-quant model, for onnxruntime (CPU, default graph optimizations)
 running the QDQ export, and for onnxruntime with graph optimizations off (the QDQ graph op by op: no integer
 kernels); and on the 10,000 JPEG test images less the calibration rows (a lower-variance comparison), with the
-per-image agreement of the predicted classes. Latency is onnxruntime on one thread, median of repeated runs,
+per-image agreement of the predicted classes and the largest (and, on JPEG, mean) |logit difference| of
+onnxruntime (fused) to the fake-quant model. Latency is onnxruntime on one thread, median of repeated runs,
 float ONNX (the teacher) and QDQ ONNX timed alternately. Every op type of the graph onnxruntime optimized
 (``SessionOptions.optimized_model_filepath``) is counted.
 """
@@ -160,6 +162,7 @@ def run_one(t: Teacher, bits: str, placement: str, work: Path, repeats: int) -> 
             "fake_quant": _top1(fq, t.test_y),
             "onnxruntime_qdq": _top1(ort_q, t.test_y),
             "prediction_agreement": _agree(fq, ort_q),
+            "max_abs_logit_diff": float(np.abs(ort_q - fq).max()),
             "onnxruntime_qdq_unfused": _top1(ort_plain, t.test_y),
             "unfused_max_abs_logit_diff": float(np.abs(ort_plain - fq).max()),
         },
@@ -174,6 +177,8 @@ def run_one(t: Teacher, bits: str, placement: str, work: Path, repeats: int) -> 
             "images": len(jy), "excluded_rows": f"1017-{1017 + len(t.calib) - 1} (calibration)",
             "fake_quant": _top1(jfq, jy), "onnxruntime_qdq": _top1(jort, jy),
             "prediction_agreement": _agree(jfq, jort),
+            "max_abs_logit_diff": float(np.abs(jort - jfq).max()),
+            "mean_abs_logit_diff": float(np.abs(jort - jfq).mean()),
         }
     for batch in (1, 64):
         xb = t.test_x[:batch].numpy()
@@ -223,13 +228,15 @@ def main(argv: list[str] | None = None) -> int:
               f"| {lat['batch64']['float']:.1f} / {lat['batch64']['qdq']:.1f} ({lat['batch64']['speedup']:.2f}x) "
               f"| {ops} |")
     if any("top1_jpeg" in r for r in rows):
-        print("\n| model | bits | placement | JPEG images | top-1 fake-quant | top-1 ORT QDQ | same prediction (%) |")
-        print("|---|---|---|---|---|---|---|")
+        print("\n| model | bits | placement | JPEG images | top-1 fake-quant | top-1 ORT QDQ | same prediction (%) "
+              "| max / mean abs logit diff |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             j = r.get("top1_jpeg")
             if j:
                 print(f"| {r['model']} | {r['bits']} | {r['deploy_placement']} | {j['images']:,} | {j['fake_quant']:.2f} "
-                      f"| {j['onnxruntime_qdq']:.2f} | {j['prediction_agreement']:.2f} |")
+                      f"| {j['onnxruntime_qdq']:.2f} | {j['prediction_agreement']:.2f} "
+                      f"| {j['max_abs_logit_diff']:.2g} / {j['mean_abs_logit_diff']:.2g} |")
     if args.json:
         args.json.write_text(json.dumps({"results": rows}, indent=2) + "\n", encoding="utf-8")
     return 0
