@@ -2,11 +2,21 @@
 
     python benchmarks/onnx_bias_grid.py                       # ResNet-20 W4A4, paper placement, JPEG set
     python benchmarks/onnx_bias_grid.py --bits 8 --placement int8
+    python benchmarks/onnx_bias_grid.py --bits 8 --placement int8 --codes 64   # per-quantizer code mismatches
 
 On the JPEG test images less the calibration rows (as ``benchmarks/export.py``) it compares the predicted classes of
 the fake-quant model with: itself on the input times (1 + 2^-23) (float noise), onnxruntime unfused (float ops
 between Q/DQ), onnxruntime fused (integer kernels); then rounds every Conv bias of the export to the grid
 QLinearConv stores it on (int32 in units of x_scale * w_scale) and compares unfused with fused again.
+
+This found the cause of the fused/unfused disagreement (the paper placement's biases are off the grid), which
+``deploy_placement="int8"`` now removes in the model itself: its calibration ends with
+``synq_hf.quant.snap_biases_to_int32_grid``, so with ``--placement int8`` the export's biases are already on the
+grid and the last line rounds nothing away.
+
+``--codes N`` instead compares, on the first N of those images, the integer codes of every activation quantizer of
+the fake-quant model with the outputs of the matching QuantizeLinear nodes (or of their low-bit Clip) in onnxruntime's fused
+graph (made graph outputs): the share of codes that differ, layer by layer, shows where the two first part and how that spreads.
 """
 
 from __future__ import annotations
@@ -54,11 +64,48 @@ def grid_biases(src: Path, out: Path) -> int:
     return changed
 
 
+def code_mismatches(q: torch.nn.Module, path: Path, x: torch.Tensor, work: Path) -> list[tuple[str, float, int]]:
+    """(quantizer, % of its codes that differ, largest difference) of the fake-quant model against onnxruntime fused,
+    quantizers in the order the forward runs them (the export emits one QuantizeLinear each, in the same order)."""
+    import onnx
+
+    from synq_hf.model_info import model_logits
+    from synq_hf.quant import ActQuantizer
+
+    codes: list[tuple[str, np.ndarray]] = []
+
+    def record(name: str):  # noqa: ANN202
+        def hook(module: ActQuantizer, args: tuple, out: torch.Tensor) -> None:
+            scale, zero_point = module.qparams()
+            codes.append((name, (torch.round(out.float() / scale) + zero_point).to(torch.int32).numpy()))
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in q.named_modules() if isinstance(m, ActQuantizer)]
+    with torch.no_grad():
+        model_logits(q, x)
+    for h in handles:
+        h.remove()
+    model = onnx.load(str(path))
+    clip_of = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "Clip"}  # low-bit: Q -> Clip -> DQ
+    outputs = [clip_of.get(n.output[0], n.output[0]) for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    if len(outputs) != len(codes):
+        raise SystemExit(f"{len(outputs)} QuantizeLinear nodes but {len(codes)} quantizer calls")
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outputs)
+    onnx.save(model, str(work / "codes.onnx"))
+    got = bench._session(work / "codes.onnx").run(outputs, {"pixel_values": x.numpy()})
+    rows = []
+    for (name, expected), actual in zip(codes, got):
+        diff = np.abs(expected - actual.astype(np.int32))
+        rows.append((name, float((diff > 0).mean() * 100), int(diff.max())))
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cifar10-resnet20", choices=bench.MODELS)
     p.add_argument("--bits", type=int, default=4)
     p.add_argument("--placement", default="off", choices=("off", "int8"))
+    p.add_argument("--codes", type=int, metavar="N", help="compare every quantizer's codes on N images instead")
     args = p.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,6 +113,13 @@ def main() -> int:
         config = SynQConfig(w_bits=args.bits, a_bits=args.bits, deploy_placement=args.placement)
         q = ptq(copy.deepcopy(t.loaded.model), config, t.calib, progress=False)
         x, y = t.jpeg
+        if args.codes:
+            path = export_onnx(q, Path(tmp) / "q.onnx", input_size=t.loaded.data_config["input_size"])
+            print(f"{args.model} W{args.bits}A{args.bits} {args.placement}, first {args.codes} JPEG images: codes of "
+                  "fake-quant vs onnxruntime fused")
+            for name, share, largest in code_mismatches(q, path, x[:args.codes], Path(tmp)):
+                print(f"  {name:40s} {share:8.4f} % differ, by up to {largest}")
+            return 0
         fq = bench._fake_quant_logits(q, x)
         fq_eps = bench._fake_quant_logits(q, x * (1 + 2**-23))
         path = export_onnx(q, Path(tmp) / "q.onnx", input_size=t.loaded.data_config["input_size"])
