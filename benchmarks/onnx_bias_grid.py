@@ -16,7 +16,8 @@ grid and the last line rounds nothing away.
 
 ``--codes N`` instead compares, on the first N of those images, the integer codes of every activation quantizer of
 the fake-quant model with the outputs of the matching QuantizeLinear nodes (or of their low-bit Clip) in onnxruntime's fused
-graph (made graph outputs): the share of codes that differ, layer by layer, shows where the two first part and how that spreads.
+graph (made graph outputs): the share of codes that differ, layer by layer, shows where the two first part and how that spreads, and
+how close to a rounding tie the differing values were.
 """
 
 from __future__ import annotations
@@ -64,20 +65,24 @@ def grid_biases(src: Path, out: Path) -> int:
     return changed
 
 
-def code_mismatches(q: torch.nn.Module, path: Path, x: torch.Tensor, work: Path) -> list[tuple[str, float, int]]:
-    """(quantizer, % of its codes that differ, largest difference) of the fake-quant model against onnxruntime fused,
-    quantizers in the order the forward runs them (the export emits one QuantizeLinear each, in the same order)."""
+def code_mismatches(
+    q: torch.nn.Module, path: Path, x: torch.Tensor, work: Path
+) -> list[tuple[str, float, int, float | None]]:
+    """(quantizer, % of its codes that differ, largest difference, largest distance of ``x / scale`` from a rounding
+    tie among the differing codes) of the fake-quant model against onnxruntime fused, quantizers in the order the
+    forward runs them (the export emits one QuantizeLinear each, in the same order)."""
     import onnx
 
     from synq_hf.model_info import model_logits
     from synq_hf.quant import ActQuantizer
 
-    codes: list[tuple[str, np.ndarray]] = []
+    codes: list[tuple[str, np.ndarray, np.ndarray]] = []
 
     def record(name: str):  # noqa: ANN202
         def hook(module: ActQuantizer, args: tuple, out: torch.Tensor) -> None:
             scale, zero_point = module.qparams()
-            codes.append((name, (torch.round(out.float() / scale) + zero_point).to(torch.int32).numpy()))
+            steps = (args[0].float() / scale).numpy()  # the value QuantizeLinear rounds
+            codes.append((name, (torch.round(out.float() / scale) + zero_point).to(torch.int32).numpy(), steps))
         return hook
 
     handles = [m.register_forward_hook(record(n)) for n, m in q.named_modules() if isinstance(m, ActQuantizer)]
@@ -94,9 +99,10 @@ def code_mismatches(q: torch.nn.Module, path: Path, x: torch.Tensor, work: Path)
     onnx.save(model, str(work / "codes.onnx"))
     got = bench._session(work / "codes.onnx").run(outputs, {"pixel_values": x.numpy()})
     rows = []
-    for (name, expected), actual in zip(codes, got):
+    for (name, expected, steps), actual in zip(codes, got):
         diff = np.abs(expected - actual.astype(np.int32))
-        rows.append((name, float((diff > 0).mean() * 100), int(diff.max())))
+        tie = np.abs(steps - np.floor(steps) - 0.5)[diff > 0]
+        rows.append((name, float((diff > 0).mean() * 100), int(diff.max()), float(tie.max()) if tie.size else None))
     return rows
 
 
@@ -117,8 +123,9 @@ def main() -> int:
             path = export_onnx(q, Path(tmp) / "q.onnx", input_size=t.loaded.data_config["input_size"])
             print(f"{args.model} W{args.bits}A{args.bits} {args.placement}, first {args.codes} JPEG images: codes of "
                   "fake-quant vs onnxruntime fused")
-            for name, share, largest in code_mismatches(q, path, x[:args.codes], Path(tmp)):
-                print(f"  {name:40s} {share:8.4f} % differ, by up to {largest}")
+            for name, share, largest, tie in code_mismatches(q, path, x[:args.codes], Path(tmp)):
+                near = f"; x / scale at most {tie:.1e} from a rounding tie there" if tie is not None else ""
+                print(f"  {name:40s} {share:8.4f} % differ, by up to {largest}{near}")
             return 0
         fq = bench._fake_quant_logits(q, x)
         fq_eps = bench._fake_quant_logits(q, x * (1 + 2**-23))
