@@ -73,6 +73,21 @@ def make_trainer(out: str, pair: tuple, ds: datasets.Dataset | None = None, *, m
                        augment=augment, callbacks=callbacks)
 
 
+def trained_batchnorm(model: torch.nn.Module, seed: int = 3) -> torch.nn.Module:
+    """Give every BatchNorm trained-looking statistics and affine parameters (some gammas negative), in place: with
+    the initial ones (beta = mean = 0) every folded conv bias is 0, which hides bias arithmetic."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=g))
+                m.weight.copy_(3 * torch.rand(n, generator=g) - 1.5)
+                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
+    return model
+
+
 class _Slow(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
         time.sleep(0.05)

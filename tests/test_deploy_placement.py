@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from _synq_tiny import trained_batchnorm
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
@@ -44,21 +45,6 @@ def _timm_resnet() -> nn.Module:
 
 def _images(n: int = 16, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-
-
-def _trained_bn(model: nn.Module) -> nn.Module:
-    """Give every BatchNorm trained-looking statistics and affine parameters (some gammas negative): with the
-    initial ones (beta = mean = 0) every folded bias is 0, already on any grid."""
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=g))
-                m.weight.copy_(3 * torch.rand(n, generator=g) - 1.5)
-                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
-    return model
 
 
 def _unsnapped(q: nn.Module, float_model: nn.Module) -> nn.Module:
@@ -119,7 +105,7 @@ def test_other_architectures_refuse_it_in_one_line() -> None:
 def test_calibrated_saved_and_reloaded_exactly(tmp_path: Path) -> None:
     x = _images()
     torch.manual_seed(0)
-    teacher = _trained_bn(timm.create_model("cifar_resnet20", num_classes=10).eval())
+    teacher = trained_batchnorm(timm.create_model("cifar_resnet20", num_classes=10).eval())
     q = ptq(teacher, INT8, x, progress=False)
     assert all(m._is_calibrated for m in q.modules() if hasattr(m, "_is_calibrated"))
     moved = [n for n, p in q.named_parameters() if n.endswith("bias") and not torch.equal(p, teacher.get_parameter(n))]
@@ -167,7 +153,7 @@ def test_onnxruntime_runs_every_conv_in_integer_exactly(build, bits: int, tmp_pa
     onnx = pytest.importorskip("onnx")
     from synq_hf.export import export_onnx
 
-    model = _trained_bn(build())
+    model = trained_batchnorm(build())
     q = ptq(copy.deepcopy(model), SynQConfig(w_bits=bits, a_bits=bits, deploy_placement="int8"), _images(),
             progress=False)
     x = _images(256, seed=2)

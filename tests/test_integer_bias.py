@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _synq_tiny import trained_batchnorm
 from torch import nn
 
 from synq_hf import SynQConfig
@@ -26,17 +27,7 @@ from synq_hf.quant import quantize as quantize_module
 def _model() -> nn.Module:
     """A tiny CIFAR ResNet whose BatchNorms look trained (beta = mean = 0 would fold to a zero bias, on any grid)."""
     torch.manual_seed(0)
-    model = CifarResNet(depth=8, num_classes=10).eval()
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=g))
-                m.weight.copy_(3 * torch.rand(n, generator=g) - 1.5)
-                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
-    return model
+    return trained_batchnorm(CifarResNet(depth=8, num_classes=10).eval())
 
 
 def _images(n: int = 16) -> torch.Tensor:
