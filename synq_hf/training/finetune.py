@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import TrainerCallback, TrainingArguments
 
 from ..architectures import get_spec
 from ..config import SynQConfig
 from ..model_info import LoadedModel
-from ..quant import deploy_convert
 from .arguments import SynQTrainingArguments
 from .trainer import SynQTrainer
 
@@ -63,18 +61,12 @@ def finetune(
     trainer = SynQTrainer(student, teacher, args, synthetic_dataset, config, augment=augment,
                           image_shape=image_shape, num_classes=num_classes, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    trained = trainer.accelerator.unwrap_model(trainer.model)
-    deploy_convert(trained, _first_image(synthetic_dataset))  # deploy_placement="int8": biases on the int32 grid
     if save_final:
         trainer.save_model(os.fspath(output_dir))
-    return trained
-
-
-def _first_image(dataset: Any) -> torch.Tensor:
-    import numpy as np
-
-    return torch.as_tensor(np.asarray(dataset.with_format("numpy")[0]["pixel_values"]), dtype=torch.float32)[None]
+    return trainer.accelerator.unwrap_model(trainer.model)
 
 
 def _first_side(dataset: Any) -> int:
-    return int(_first_image(dataset).shape[-1])
+    import numpy as np
+
+    return int(np.asarray(dataset.with_format("numpy")[0]["pixel_values"]).shape[-1])

@@ -37,7 +37,7 @@ from ..architectures import get_spec
 from ..config import CONFIG_NAME, LossSettings, SynQConfig
 from ..errors import CheckpointError, ConfigError, DataError, SynQError
 from ..model_info import model_logits, model_num_classes
-from ..quant.quantize import SYNQ_CONFIG_ATTR, act_quantizers, calibrate
+from ..quant.quantize import SYNQ_CONFIG_ATTR, act_quantizers, calibrate, deploy_convert
 from .arguments import SynQTrainingArguments
 from .cam import CamHook, CamTarget, resolve_cam_target, student_cam, teacher_forward_cam
 from .collator import (
@@ -439,6 +439,8 @@ class SynQTrainer(Trainer):
                 f"training stopped by signal {self._signal} at step {self.state.global_step}; resume with "
                 f"resume_from_checkpoint={ckpt!r}", ckpt, self._signal,
             )
+        example = SyntheticCollator()([self.train_dataset[0]])[PIXELS]
+        deploy_convert(self.accelerator.unwrap_model(self.model), example)  # "int8" placement: int32-grid biases
         return out
 
     @contextlib.contextmanager
