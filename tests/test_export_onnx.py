@@ -169,3 +169,31 @@ def test_cli_refuses_a_float_model(tmp_path: Path, capsys) -> None:  # noqa: ANN
     save_for_hf(timm.create_model("test_resnet", pretrained=False, num_classes=10), str(folder))
     assert main(["export", str(folder), "--out", str(tmp_path / "m.onnx")]) == 1
     assert "float model" in capsys.readouterr().err
+
+
+def _cifar_resnet_q(config: SynQConfig) -> tuple[torch.nn.Module, torch.Tensor]:
+    from synq_hf.models.cifar_resnet import CifarResNet
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    return ptq(CifarResNet(depth=8, num_classes=10).eval(), config, x, progress=False), x
+
+
+@pytest.mark.parametrize(("case", "warned"), [("off", True), ("int8", False), ("vit", False), ("bn-cnn", False)])
+def test_export_warns_once_when_the_deploy_placement_was_not_used(case: str, warned: bool, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture,
+                                                                  one_thread: None) -> None:
+    """A ReLU ResNet quantized with the paper's placement exports with one warning naming deploy_placement='int8';
+    a deploy-placed ResNet and families that offer no deploy placement (ViT, other CNNs) export silently."""
+    build = {
+        "off": lambda: _cifar_resnet_q(SynQConfig(w_bits=4, a_bits=4)),
+        "int8": lambda: _cifar_resnet_q(SynQConfig(w_bits=4, a_bits=4, deploy_placement="int8")),
+        "vit": CASES["hf-vit-w8a8"],
+        "bn-cnn": CASES["resnet-w4a4"],
+    }
+    q, _ = build[case]()
+    with caplog.at_level("WARNING", logger="synq_hf.export.onnx"):
+        export_onnx(q, tmp_path / "m.onnx", input_size=(3, 32, 32))
+    messages = [r.getMessage() for r in caplog.records if r.name == "synq_hf.export.onnx"]
+    assert len(messages) == int(warned), messages
+    assert all("deploy_placement='int8'" in m and "\n" not in m for m in messages)

@@ -22,6 +22,7 @@ The batch dimension is dynamic; the file is checked with ``onnx.checker`` and wr
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..architectures import get_spec
 from ..errors import ConfigError, SynQError
 from ..model_info import model_logits
 from ..outputs import write_file
@@ -37,6 +39,9 @@ from ..quant import ActQuantizer, QuantConv2d, QuantLinear, is_quantized, qrange
 from ..quant.fake_quant import quantize_dequantize
 from ..quant.integer_bias import fold_batchnorm
 from ..quant.packing import packed_layers, weight_codes
+from ..quant.quantize import SYNQ_CONFIG_ATTR
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "require_onnx"]
 
@@ -275,6 +280,7 @@ def export_onnx(
     if quantized and not is_quantized(model):
         raise SynQError(f"{type(model).__name__} is not quantized: quantize and calibrate it first, or quantized=False")
     if quantized:
+        _warn_if_not_deploy_placed(model)
         wrapped = _export_copy(model)
     else:
         wrapped = _Logits(_float_copy(model))
@@ -308,6 +314,18 @@ def export_onnx(
     except (RuntimeError, ValueError, TypeError) as e:
         raise SynQError(f"ONNX export of {type(model).__name__} failed: {e}") from e
     return path
+
+
+def _warn_if_not_deploy_placed(model: nn.Module) -> None:
+    """One warning when a model whose family offers ``deploy_placement="int8"`` was quantized without it."""
+    config = getattr(model, SYNQ_CONFIG_ATTR, None)
+    if config is None or config.deploy_placement != "off" or get_spec(model).deploy is None:
+        return
+    logger.warning(
+        "%s uses the paper's placement: onnxruntime will keep some convs in float (slower than deploy_placement) "
+        "and round its fused biases differently from this model; for an exact, faster integer model quantize with "
+        "deploy_placement='int8' (--deploy-placement int8)", type(model).__name__,
+    )
 
 
 def _float_copy(model: nn.Module) -> nn.Module:
