@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         budget = dataclasses.replace(budget, max_steps=args.steps)
     if args.iterations is not None:
         budget = dataclasses.replace(budget, iterations=args.iterations)
+    if args.eval_every is not None:  # the fine-tuning trajectory, logged to stderr (the rows keep the final step)
+        budget = dataclasses.replace(budget, eval_every=args.eval_every)
     if args.num_images is not None:
         budget = dataclasses.replace(budget, num_images=args.num_images,
                                      synthesis_batch_size=min(budget.synthesis_batch_size, args.num_images))
@@ -168,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a SynQConfig field")
     parser.add_argument("--steps", type=int, default=None, help="override the budget's fine-tuning steps")
     parser.add_argument("--iterations", type=int, default=None, help="override the budget's synthesis iterations")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="also evaluate every N fine-tuning steps (logged to stderr; rows report the final step)")
     parser.add_argument("--num-images", type=int, default=None,
                         help="override the budget's synthetic images (SynQ fine-tunes on all of them)")
     parser.add_argument("--synthesis-only", action="store_true",

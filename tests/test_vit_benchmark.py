@@ -28,9 +28,11 @@ def test_budgets_use_psaq_vits_32_images():
 def test_smoke_budget_prints_json_rows(shared_data, capsys):
     bench = _load_benchmark()
     argv = ["--budget", "smoke", "--bits", "W4A4", "--json", "--no-progress", "--threads", "1", "--ceiling",
-            "--ceiling-images", "8"]
+            "--ceiling-images", "8", "--eval-every", "1"]
     assert bench.main(argv) == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert "step 1: top-1" in captured.err  # --eval-every logs the fine-tuning trajectory
     (row,) = result["rows"]
     accuracies = ("fp_top1", "psaq_top1", "synq_top1", "ceiling_top1")
     assert set(row) == {"bits", "data", "seed", "nonfinite", "seconds", "synq_images", "psaq_images", "agreement",
