@@ -144,7 +144,7 @@ class SynQQuantizer:
     def ptq(
         self, calibration: Any | None = None, *, source: dict[str, Any] | None = None, progress: bool = True
     ) -> nn.Module:
-        """Min-max PTQ baseline (no fine-tuning), calibrated on ``calibration`` or the synthetic set.
+        """PTQ baseline (no fine-tuning) with the config's ranges, calibrated on ``calibration`` or the synthetic set.
 
         ``calibration`` is a tensor of normalized images, a dataset with ``pixel_values`` or ``None``
         (use ``.synthetic``, synthesizing it first if needed). ``source`` says what the images are
