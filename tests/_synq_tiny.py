@@ -73,6 +73,14 @@ def make_trainer(out: str, pair: tuple, ds: datasets.Dataset | None = None, *, m
                        augment=augment, callbacks=callbacks)
 
 
+def tiny_cifar_resnet(seed: int = 0) -> torch.nn.Module:
+    """The smallest CIFAR ResNet (depth 8: one block per stage, two padded shortcuts), in eval mode."""
+    from synq_hf.models.cifar_resnet import CifarResNet
+
+    torch.manual_seed(seed)
+    return CifarResNet(depth=8, num_classes=10).eval()
+
+
 def trained_batchnorm(model: torch.nn.Module, seed: int = 3) -> torch.nn.Module:
     """Give every BatchNorm trained-looking statistics and affine parameters (some gammas negative), in place: with
     the initial ones (beta = mean = 0) every folded conv bias is 0, which hides bias arithmetic."""

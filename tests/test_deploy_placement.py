@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from _synq_tiny import trained_batchnorm
+from _synq_tiny import tiny_cifar_resnet, trained_batchnorm
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
@@ -24,7 +24,6 @@ from synq_hf import SynQConfig
 from synq_hf.architectures.relu_resnet import DEPLOY_BITS
 from synq_hf.errors import UnsupportedModelError
 from synq_hf.model_info import model_logits
-from synq_hf.models.cifar_resnet import CifarResNet
 from synq_hf.quant import coverage_report, ptq, quantize_model
 from synq_hf.quant.layers import OutputQuantized
 from synq_hf.serialization import load_quantized, save_quantized
@@ -33,8 +32,7 @@ INT8 = SynQConfig(w_bits=4, a_bits=4, deploy_placement="int8")
 
 
 def _cifar() -> nn.Module:
-    torch.manual_seed(0)
-    return CifarResNet(depth=8, num_classes=10).eval()  # one block per stage, two padded shortcuts
+    return tiny_cifar_resnet()
 
 
 def _timm_resnet() -> nn.Module:

@@ -172,11 +172,10 @@ def test_cli_refuses_a_float_model(tmp_path: Path, capsys) -> None:  # noqa: ANN
 
 
 def _cifar_resnet_q(config: SynQConfig) -> tuple[torch.nn.Module, torch.Tensor]:
-    from synq_hf.models.cifar_resnet import CifarResNet
+    from _synq_tiny import tiny_cifar_resnet
 
-    torch.manual_seed(0)
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    return ptq(CifarResNet(depth=8, num_classes=10).eval(), config, x, progress=False), x
+    return ptq(tiny_cifar_resnet(), config, x, progress=False), x
 
 
 @pytest.mark.parametrize(("case", "warned"), [("off", True), ("int8", False), ("vit", False), ("bn-cnn", False)])

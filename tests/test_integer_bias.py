@@ -14,20 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _synq_tiny import trained_batchnorm
+from _synq_tiny import tiny_cifar_resnet, trained_batchnorm
 from torch import nn
 
 from synq_hf import SynQConfig
 from synq_hf.errors import SynQError
-from synq_hf.models.cifar_resnet import CifarResNet
 from synq_hf.quant import deploy_convert, ptq, quantize_model, snap_biases_to_int32_grid
 from synq_hf.quant import quantize as quantize_module
 
 
 def _model() -> nn.Module:
     """A tiny CIFAR ResNet whose BatchNorms look trained (beta = mean = 0 would fold to a zero bias, on any grid)."""
-    torch.manual_seed(0)
-    return trained_batchnorm(CifarResNet(depth=8, num_classes=10).eval())
+    return trained_batchnorm(tiny_cifar_resnet())
 
 
 def _images(n: int = 16) -> torch.Tensor:
