@@ -205,7 +205,7 @@ def save_quantized(
         from timm.models._hub import save_config_for_hf
 
         try:
-            save_config_for_hf(model, str(folder / CONFIG_FILE))
+            save_config_for_hf(model, folder / CONFIG_FILE)  # a Path: timm < 1.0.31 calls .open() on it
         except (ValueError, TypeError) as e:
             raise SynQError(f"timm cannot describe {type(model).__name__} in config.json: {e}") from e
         timm_config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))

@@ -115,6 +115,21 @@ def test_timm_layout_packs_weights_and_plain_timm_refuses(tmp_path: Path) -> Non
         timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
 
 
+def test_timm_config_writer_gets_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm before 1.0.31 calls ``config_path.open()``: a str path failed to save on those versions."""
+    import timm.models._hub as timm_hub
+
+    real = timm_hub.save_config_for_hf
+
+    def old_timm(model: nn.Module, config_path: Path, *args: object, **kwargs: object) -> None:
+        config_path.open("a").close()  # what timm 1.0.29 does first; AttributeError on a str
+        real(model, config_path, *args, **kwargs)
+
+    monkeypatch.setattr(timm_hub, "save_config_for_hf", old_timm)
+    _save_case(CASES[0], tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["synq"]["library"] == "timm"
+
+
 def test_transformers_layout(tmp_path: Path) -> None:
     case = CASES[2]
     q, _ = _save_case(case, tmp_path)
