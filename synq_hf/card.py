@@ -225,7 +225,8 @@ def _calibration_phrase(calibration: Mapping[str, Any]) -> str:
         data = calibration.get("data")
         return f"{count}real images" + (f" from `{data}`" if data else "")
     if source == "synthetic":
-        return f"{count}synthetic images"
+        kind = {True: "low-pass filtered ", False: "unfiltered "}.get(calibration.get("filtered"), "")
+        return f"{count}{kind}synthetic images"
     return f"{count}user-provided images"
 
 

@@ -28,7 +28,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .errors import ConfigError
 
-CONFIG_VERSION = 4
+CONFIG_VERSION = 5
 """Schema version written into every saved config; bump it (and extend ``_MIGRATIONS``) on breaking changes."""
 
 CONFIG_NAME = "synq_config.json"
@@ -230,6 +230,10 @@ class LossSettings:
     lpf_mode: Literal["once", "per_batch"] = _f(
         "once", "Filter the synthetic set once before fine-tuning (paper) or every batch after augmentation.",
         ("once", "per_batch"),
+    )
+    calibrate_filtered: bool | None = _f(
+        None, "Fine-tuning calibrates activation ranges on the low-pass filtered images (True) or on the raw "
+        "synthetic images (False). None: True (CNNs), False (ViTs).", check=_check_bool,
     )
     tau: float | None = _f(None, "Difficulty threshold of selective CE (0-1). None: 0.5 (ImageNet), 0.7 (CIFAR).",
                            check=_number(0.0, 1.0))
@@ -469,7 +473,9 @@ def paper_defaults(family: str, input_size: int) -> dict[str, Any]:
     32x32 inputs (CIFAR) get the HAST synthesis loss weights, D0 = 8 (D0 >= 40 is nearly an identity there),
     tau 0.7 and SGD lr 1e-3 for CNNs (1e-2 diverged, Adam 1e-5 was worse in METHOD.md's trial), 1e-4 for ViTs (1e-3
     drifts away on the shared CIFAR ViT: BENCHMARKS.md, ViT); ImageNet-size CNNs lr 1e-4 and batch 16; ViTs
-    (PSAQ-ViT) symmetric weights, batch 32 synthesis and lr 1e-5 from the paper's grid.
+    (PSAQ-ViT) symmetric weights, batch 32 synthesis and lr 1e-5 from the paper's grid. ViTs calibrate activation
+    ranges on the raw synthetic images, as PSAQ-ViT does: ranges from the filtered ones clip real activations
+    (BENCHMARKS.md, ViT).
     """
     if family not in ("cnn", "vit", "swin"):
         raise ConfigError(f"family={family!r} is not allowed; choose one of ['cnn', 'vit', 'swin']")
@@ -483,6 +489,7 @@ def paper_defaults(family: str, input_size: int) -> dict[str, Any]:
         "synthesis_ce_gamma": 2.0 if small else 0.5,
         "synthesis_augment": not small,
         "lpf_d0": 8.0 if small else 80.0,
+        "calibrate_filtered": not vit,
         "tau": 0.7 if small else 0.5,
         "learning_rate": (1e-4 if vit else 1e-3) if small else (1e-5 if vit else 1e-4),
         "train_batch_size": 256 if small else 16,
@@ -520,8 +527,15 @@ def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 5 lets ViTs calibrate on the raw synthetic images; older fine-tuning always used the filtered ones."""
+    out = {"calibrate_filtered": True}
+    out.update(data)
+    return out
+
+
 # Migrations from schema version N to N+1.
-_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def _pkg_version() -> str:

@@ -220,7 +220,8 @@ class SynQQuantizer:
         self.training = {"steps": steps.state.get("global_step"), "epochs": steps.state.get("epoch"),
                          "batch_size": steps.state.get("batch_size")}
         n = min(self.config.calibration_num_images, len(self.synthetic))
-        self.record["calibration"] = {"source": "synthetic", "num_images": n}
+        self.record["calibration"] = {"source": "synthetic", "num_images": n,
+                                      "filtered": bool(self.config.calibrate_filtered and self.config.lpf_d0)}
         self.record["training"] = dict(self.training, wall_time_s=self.timings["finetune_s"])
         return self.model
 

@@ -92,6 +92,19 @@ def test_card_never_contains_a_token_or_a_local_path(tmp_path):
     }
 
 
+@pytest.mark.parametrize(("filtered", "phrase"), [(True, "512 low-pass filtered synthetic images"),
+                                                  (False, "512 unfiltered synthetic images"),
+                                                  (None, "over 512 synthetic images")])
+def test_card_says_which_images_calibrated_the_ranges(filtered, phrase):
+    calibration = {"source": "synthetic", "num_images": 512}
+    if filtered is not None:
+        calibration["filtered"] = filtered
+    text = _card(calibration=calibration).text
+    assert phrase in text
+    if filtered is None:  # PTQ records and older cards say nothing about a filter
+        assert "filtered synthetic" not in text
+
+
 def test_timm_name_maps_to_its_hub_repo():
     import timm
 

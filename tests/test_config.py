@@ -22,6 +22,21 @@ def test_version_1_configs_migrate_to_min_max_ranges() -> None:
         SynQConfig.from_dict({**old, "version": CONFIG_VERSION + 1})
 
 
+def test_version_4_configs_keep_calibrating_on_filtered_images() -> None:
+    """Before version 5, fine-tuning calibrated every model on the filtered images; ViTs now use the raw ones."""
+    old = {"quant_method": "synq", "w_bits": 4, "a_bits": 8, "version": 4}
+    assert SynQConfig.from_dict(old).calibrate_filtered is True
+    assert SynQConfig.from_dict({**old, "calibrate_filtered": False}).calibrate_filtered is False
+    fresh = SynQConfig()
+    assert fresh.calibrate_filtered is None
+    assert fresh.resolve(family="cnn", input_size=32).calibrate_filtered is True
+    assert fresh.resolve(family="cnn", input_size=224).calibrate_filtered is True
+    assert fresh.resolve(family="vit", input_size=32).calibrate_filtered is False
+    assert fresh.resolve(family="swin", input_size=224).calibrate_filtered is False
+    with pytest.raises(ConfigError, match="calibrate_filtered"):
+        SynQConfig(calibrate_filtered="no")
+
+
 @pytest.mark.parametrize(("field", "value"), [
     ("kd_weight", -1.0), ("max_grad_norm", -0.5), ("quantizer_lr", 0.0), ("range_search_p", 0.0),
     ("act_range_init", "percentile"), ("weight_range_init", "lsq"), ("augment", "mixup"),

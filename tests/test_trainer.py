@@ -74,6 +74,26 @@ def test_low_pass_filter_once_filters_the_dataset(tmp_path):
     assert per_batch.batch_transform.lpf_d0 == 4.0 and per_batch.train_dataset is ds
 
 
+@pytest.mark.parametrize("lpf_mode", ["once", "per_batch"])
+def test_calibration_images_follow_calibrate_filtered(tmp_path, lpf_mode):
+    from synq_hf.lowpass import low_pass_filter
+    from synq_hf.quant import calibrate, iter_batches
+
+    ds = synthetic_dataset(8)
+    raw = torch.as_tensor(np.stack(ds.with_format("numpy")["pixel_values"]))
+    ranges = {}
+    for filtered in (True, False):
+        teacher, student, _ = pair = cnn_pair(lpf_d0=4.0, lpf_mode=lpf_mode, calibrate_filtered=filtered)
+        make_trainer(str(tmp_path / str(filtered)), pair, ds, max_steps=1).calibrate_if_needed()
+        ranges[filtered] = [float(v) for q in act_quantizers(student) for v in (q.min_val, q.max_val)]
+        reference = copy.deepcopy(student)  # the same quantizers, calibrated directly on the expected images
+        images = low_pass_filter(raw, 4.0) if filtered else raw
+        calibrate(reference, iter_batches(images, 4), progress=False)
+        want = [float(v) for q in act_quantizers(reference) for v in (q.min_val, q.max_val)]
+        assert ranges[filtered] == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert ranges[True] != pytest.approx(ranges[False], rel=1e-3)  # the filter changes the ranges
+
+
 @pytest.mark.parametrize(
     "ds_kwargs, match",
     [({"size": 16}, "expects"), ({"num_classes": 5}, "5 classes")],

@@ -36,7 +36,8 @@ def test_smoke_budget_prints_json_rows(shared_data, capsys):
     (row,) = result["rows"]
     accuracies = ("fp_top1", "psaq_top1", "synq_top1", "ceiling_top1")
     assert set(row) == {"bits", "data", "seed", "nonfinite", "seconds", "synq_images", "psaq_images", "agreement",
-                        *accuracies}
+                        "calibrate_filtered", *accuracies}
+    assert row["calibrate_filtered"] is False  # the ViT default: ranges from the raw synthetic images
     assert all(0.0 <= row[k] <= 100.0 for k in accuracies) and 0.0 <= row["agreement"] <= 1.0
     assert row["fp_top1"] > 60.0  # the float ViT on its first 64 lossless test images
     (summary,) = result["summary"]

@@ -230,6 +230,7 @@ class SynQTrainer(Trainer):
         family = spec.family
         self.synq_config = config.resolve(family=family, input_size=size)
         cfg = self.synq_config
+        self._calibration_dataset = train_dataset if not cfg.calibrate_filtered else None  # raw images
         if cfg.lpf_mode == "once":
             train_dataset = low_pass_dataset(train_dataset, cfg.lpf_d0)
         self.batch_transform = BatchTransform(
@@ -263,19 +264,21 @@ class SynQTrainer(Trainer):
             raise DataError(f"the teacher predicts {logits.shape[-1]} classes, the dataset has {num_classes}")
 
     def calibrate_if_needed(self) -> bool:
-        """Calibrate activation ranges on the (filtered) synthetic images if any quantizer lacks one; then frozen."""
+        """Calibrate activation ranges if any quantizer lacks one (then frozen): on the filtered synthetic images,
+        or on the raw ones with ``calibrate_filtered=False``."""
         quantizers = act_quantizers(self.model)
         if not quantizers or all(q._is_calibrated for q in quantizers):
             return False
         cfg = self.synq_config
-        n = min(cfg.calibration_num_images, len(self.train_dataset))
+        dataset = self.train_dataset if self._calibration_dataset is None else self._calibration_dataset
+        n = min(cfg.calibration_num_images, len(dataset))
         bs = cfg.calibration_batch_size
         collate = SyntheticCollator()
-        per_batch = self.batch_transform.lpf_d0
+        per_batch = self.batch_transform.lpf_d0 if self._calibration_dataset is None else None
 
         def batches() -> Iterator[torch.Tensor]:
             for i in range(0, n, bs):
-                x = collate([self.train_dataset[j] for j in range(i, min(i + bs, n))])[PIXELS]
+                x = collate([dataset[j] for j in range(i, min(i + bs, n))])[PIXELS]
                 yield BatchTransform(lpf_d0=per_batch)(x.to(self.args.device), step=0) if per_batch else x
 
         calibrate(self.model, batches(), device=self.args.device, progress=not self.args.disable_tqdm,
