@@ -6,7 +6,8 @@ one sub-folder per seed) and shared by every bit-width. Columns:
 * ``psaq_top1``: PSAQ-ViT, i.e. PTQ with per-tensor min-max activation ranges calibrated in one batch on the
   first ``--psaq-images`` (32) raw synthetic images (no filter), min-max symmetric per-channel weights;
 * ``synq_top1``: SynQ fine-tuning (KD + selective CE + ViT Grad-CAM, low-pass filtered set) starting from the
-  config's PTQ (searched ranges, calibrated on the raw synthetic images: ``calibrate_filtered``), final step; ``synq_images`` records how many synthetic images it used;
+  config's PTQ (searched ranges, calibrated on the raw synthetic images: ``calibrate_filtered``), final step;
+  ``synq_images`` records how many synthetic images it used;
 * ``ceiling_top1`` (``--ceiling``): the same fine-tuning on the first N real *training* images
   (``train-jpeg-q75.parquet``, never used by the zero-shot path), same number of steps;
 * ``agreement``: the fraction of synthetic images the float teacher classifies as their assigned label.
