@@ -166,8 +166,8 @@ def load_or_synthesize(teacher: Any, config: SynQConfig, budget: Budget, seed: i
 
 def calibration_images(dataset: datasets.Dataset, config: SynQConfig) -> torch.Tensor:
     """The images SynQ calibrates on: the first ``calibration_num_images``, low-pass filtered when it filters once
-    and ``calibrate_filtered`` (CNNs) says so."""
-    if config.lpf_mode == "once" and config.lpf_d0 and config.calibrate_filtered is not False:
+    and the resolved ``calibrate_filtered`` (CNNs) says so."""
+    if config.lpf_mode == "once" and config.lpf_d0 and config.calibrate_filtered:
         dataset = low_pass_dataset(dataset, config.lpf_d0)
     images = dataset.with_format("torch")["pixel_values"][: config.calibration_num_images]
     return images.float()

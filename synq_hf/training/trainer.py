@@ -230,7 +230,7 @@ class SynQTrainer(Trainer):
         family = spec.family
         self.synq_config = config.resolve(family=family, input_size=size)
         cfg = self.synq_config
-        self._calibration_dataset = train_dataset if not cfg.calibrate_filtered else None  # raw images
+        self._raw_dataset = train_dataset  # calibration reads it when calibrate_filtered is off
         if cfg.lpf_mode == "once":
             train_dataset = low_pass_dataset(train_dataset, cfg.lpf_d0)
         self.batch_transform = BatchTransform(
@@ -270,11 +270,11 @@ class SynQTrainer(Trainer):
         if not quantizers or all(q._is_calibrated for q in quantizers):
             return False
         cfg = self.synq_config
-        dataset = self.train_dataset if self._calibration_dataset is None else self._calibration_dataset
+        dataset = self.train_dataset if cfg.calibrate_filtered else self._raw_dataset
         n = min(cfg.calibration_num_images, len(dataset))
         bs = cfg.calibration_batch_size
         collate = SyntheticCollator()
-        per_batch = self.batch_transform.lpf_d0 if self._calibration_dataset is None else None
+        per_batch = self.batch_transform.lpf_d0 if cfg.calibrate_filtered else None
 
         def batches() -> Iterator[torch.Tensor]:
             for i in range(0, n, bs):
