@@ -243,6 +243,8 @@ class SynQTrainer(Trainer):
         family = spec.family
         self.synq_config = config.resolve(family=family, input_size=size)
         cfg = self.synq_config
+        self.precision = training_precision(cfg.finetune_precision, args)  # issue 24: autocast of both forwards
+        check_precision(self.precision, args.device, what="finetune_precision")
         self._raw_dataset = train_dataset  # calibration reads it when calibrate_filtered is off
         if cfg.lpf_mode == "once":
             train_dataset = low_pass_dataset(train_dataset, cfg.lpf_d0)
@@ -259,9 +261,7 @@ class SynQTrainer(Trainer):
         self.cam_target = target
         self.hast_modules = feature_modules(teacher) if cfg.hast_feature_alignment else []
         self._channels_last = spec.channels_last_features
-        # issue 24: autocast precision, channels_last CNNs on CUDA, optional compiled blocks
-        self.precision = training_precision(cfg.finetune_precision, self.args)
-        check_precision(self.precision, self.args.device, what="finetune_precision")
+        # issue 24: channels_last CNNs on CUDA, the divergence check without a host sync
         self._nhwc = wants_channels_last(family, self.args.device)
         if self._nhwc:
             for m in (self.teacher, self.model):
@@ -383,6 +383,15 @@ class SynQTrainer(Trainer):
         self._check_finite(loss, parts, num_classes=s_logits.shape[-1])
         self._record(parts)
         return (loss, {"logits": s_logits}) if return_outputs else loss
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The Trainer's step; an error in a step after a diverged one (NaN weights break the quantizers' ranges)
+        is reported as the divergence it follows."""
+        try:
+            return super().training_step(model, inputs, *args, **kwargs)
+        except (RuntimeError, ValueError):
+            self._raise_if_diverged()
+            raise
 
     def _check_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], *, num_classes: int) -> None:
         """Record a non-finite loss or an exploded KD term on the device (no host sync in the step);
