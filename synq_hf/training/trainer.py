@@ -267,7 +267,7 @@ class SynQTrainer(Trainer):
             for m in (self.teacher, self.model):
                 m.to(memory_format=torch.channels_last)
         self._compiled: list[tuple[nn.Module, list[str]]] = []
-        self._monitor = DivergenceMonitor(num_classes, cfg.kd_temperature)
+        self.divergence_monitor = DivergenceMonitor(num_classes, cfg.kd_temperature)
         self._parts: dict[str, torch.Tensor] = {}
         self._parts_count = 0
         self._signal: int | None = None
@@ -396,11 +396,11 @@ class SynQTrainer(Trainer):
     def _check_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], *, num_classes: int) -> None:
         """Record a non-finite loss or an exploded KD term on the device (no host sync in the step);
         :meth:`_raise_if_diverged` stops training at the next log, checkpoint or the end (see ``DivergenceMonitor``)."""
-        self._monitor.update(self.state.global_step + 1, loss, parts)
+        self.divergence_monitor.update(self.state.global_step + 1, loss, parts)
 
     def _raise_if_diverged(self) -> None:
         """Raise ``TrainingDiverged`` (one line, naming the step and the last good checkpoint) if a step diverged."""
-        found = self._monitor.first_divergence()
+        found = self.divergence_monitor.first_divergence()
         if found is None:
             return
         _, what = found
@@ -455,8 +455,8 @@ class SynQTrainer(Trainer):
         else:
             resume_from_checkpoint = None
             self.calibrate_if_needed()
-        self._monitor.reset()
-        self._compile()
+        self.divergence_monitor.reset()
+        self.compile_models()
         try:
             with self._sigterm_handler():
                 out = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
@@ -478,11 +478,11 @@ class SynQTrainer(Trainer):
         deploy_convert(student, example)  # "int8" placement: int32-grid biases
         return out
 
-    def _compile(self) -> None:
+    def compile_models(self) -> None:
         """``finetune_compile``: compile the blocks of both models after calibration (whose observer modes would
         each need their own graphs); the block holding the Grad-CAM target stays eager (it is hooked every step)."""
         mode = self.synq_config.finetune_compile
-        if mode == "off":
+        if mode == "off" or self._compiled:
             return
         skip = (self.cam_target.module,) if self.cam_target is not None else ()
         for model in (self.teacher, self.accelerator.unwrap_model(self.model)):
