@@ -44,6 +44,9 @@ from synq_hf.precision import autocast  # noqa: E402
 from synq_hf.quant import calibrate, quantize_model  # noqa: E402
 from synq_hf.training import SynQTrainer, build_training_args  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthesis_speed import count_syncs  # noqa: E402
+
 RESNET20 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "teachers" / "cifar10-resnet20"
 
 
@@ -153,6 +156,7 @@ def bench(name: str, repeats: int, warmup: int, device: str = "cpu", precision: 
 
     for _ in range(warmup):
         floor_step(), synq_step(), optimizer_step()
+    syncs = count_syncs(lambda: (synq_step(), optimizer_step()), device_t)
     floors, steps, opts = [], [], []
     for _ in range(repeats):
         floors.append(timed(floor_step))
@@ -167,7 +171,7 @@ def bench(name: str, repeats: int, warmup: int, device: str = "cpu", precision: 
             "train_step_s": round(step_s + opt_s, 5),
             "peak_memory_bytes": torch.cuda.max_memory_allocated(device_t) if device_t.type == "cuda" else None,
             "calibration_s": round(calibration_s, 4), "calibration_images": calibration_images,
-            "finite": diverged is None, "repeats": repeats}
+            "host_syncs_per_step": syncs, "finite": diverged is None, "repeats": repeats}
 
 
 def main(argv: list[str] | None = None) -> int:

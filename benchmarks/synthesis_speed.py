@@ -63,6 +63,23 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def count_syncs(fn, device: torch.device) -> int | None:  # noqa: ANN001
+    """Host syncs (blocking copies, ``.item()``...) that one call of ``fn`` makes on CUDA, from torch's sync debug
+    mode; None on CPU, where there is nothing to wait for."""
+    if device.type != "cuda":
+        return None
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+
 def _objective(teacher: torch.nn.Module, family: str, cfg: SynQConfig, device: torch.device, precision: str,
                kde: str):
     gen = torch.Generator(device=device).manual_seed(0)
@@ -112,6 +129,7 @@ def measure(name: str, teacher: torch.nn.Module, batch: int, size: int, device: 
         for _ in range(warmup):
             opt.step()
             floor_step()
+        syncs = count_syncs(opt.step, device)
         for _ in range(repeats):
             for fn, out in ((opt.step, iters), (floor_step, floors)):
                 sync(device)
@@ -130,6 +148,7 @@ def measure(name: str, teacher: torch.nn.Module, batch: int, size: int, device: 
             "ratio": round(it_s / floor_s, 3),
             "median_ratio": round(statistics.median(iters) / statistics.median(floors), 3),
             "images_per_s": round(batch * groups / it_s, 1), "peak_memory_bytes": peak_memory(device),
+            "host_syncs_per_iteration": syncs,
             "device": device.type, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "threads": torch.get_num_threads(), "repeats": repeats}
 

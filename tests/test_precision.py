@@ -332,24 +332,26 @@ def test_finetuning_steps_do_not_sync_the_host(tmp_path, monkeypatch):
     assert counter.per_step == [[]] * 4, counter.per_step
 
 
-def test_divergence_is_reported_at_the_next_log_with_its_step(tmp_path):
-    """Deferred check: logging every 3 steps, a student whose logits turn NaN at step 2 is stopped by step 3 (its
-    NaN weights break the next forward, or the log reads the flag), and the error names step 2."""
+def test_deferred_divergence_check_names_the_step_and_keeps_checkpoints_good(tmp_path):
+    """Logging every 10 steps, a checkpoint every 2: a student whose logits turn NaN at step 3 is stopped (by the
+    next forward, which its NaN weights break, or by the checkpoint at step 4) naming step 3, and the last
+    checkpoint is step 2's."""
     from synq_hf.training import TrainingDiverged
 
     pair = cnn_pair()
-    trainer = make_trainer(str(tmp_path), pair, max_steps=6, save_strategy="no", logging_steps=3)
+    trainer = make_trainer(str(tmp_path), pair, max_steps=8, save_steps=2, logging_steps=10)
     trainer.calibrate_if_needed()
     calls = {"n": 0}
 
-    def nan_from_second(module, args, output):  # noqa: ANN001, ANN202
+    def nan_from_third(module, args, output):  # noqa: ANN001, ANN202
         calls["n"] += 1
-        return output * float("nan") if calls["n"] >= 2 else output
+        return output * float("nan") if calls["n"] >= 3 else output
 
-    pair[1].linear.register_forward_hook(nan_from_second)
-    with pytest.raises(TrainingDiverged, match=r"not finite at step 2 \(terms: kd, ce.*no checkpoint"):
+    pair[1].linear.register_forward_hook(nan_from_third)
+    with pytest.raises(TrainingDiverged, match=r"not finite at step 3 \(terms: kd, ce.*checkpoint-2") as info:
         trainer.train()
-    assert trainer.state.global_step in (2, 3)
+    assert info.value.checkpoint.endswith("checkpoint-2") and not (tmp_path / "checkpoint-4").exists()
+    assert trainer.state.global_step in (3, 4)
 
 
 def test_channels_last_student_saves_and_loads(tmp_path):

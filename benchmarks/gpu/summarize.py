@@ -98,6 +98,11 @@ def checks(ttm: list[dict], ft256: list[dict], fid: list[dict]) -> list[dict]:
             v = r["finetune"]["ratio"] if r else None
             add(f"fine-tune step/floor {recipe} batch {r['finetune']['batch'] if r else 16} {p}", v,
                 f"<= {FINETUNE_LIMIT}", None if v is None else v <= FINETUNE_LIMIT)
+    for r in ttm:
+        for part, key in (("synthesis", "host_syncs_per_iteration"), ("finetune", "host_syncs_per_step")):
+            v = r[part].get(key)
+            if v is not None:  # CUDA only (torch's sync debug mode)
+                add(f"host syncs per {part} step {r['recipe']} {r['precision']}", v, "== 0", v == 0)
     big = {(r["model"], r["precision"]): r for r in ft256}
     for (model, p), r in sorted(big.items()):
         add(f"fine-tune step/floor {model} batch {r['batch']} {p}", r["ratio"], f"<= {FINETUNE_LIMIT}",

@@ -379,6 +379,7 @@ class PatchSimilarityObjective:
         self.iterations = iterations
         self._step = 0
         self._targets: list[float] = []
+        self._target_tensor: torch.Tensor | None = None
         self._active = False
         self._features: list[tuple[torch.Tensor, int]] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -397,6 +398,7 @@ class PatchSimilarityObjective:
         """Begin ``groups`` new groups: restart the jitter schedule and draw each group's image-prior target."""
         self._step = 0
         self._targets = [self.host_rng.uniform(*PSAQ_TV_TARGET) for _ in range(groups)]
+        self._target_tensor = None  # on the device at the first call: one copy per start
 
     def _make_hook(self, heads: int):
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -438,7 +440,10 @@ class PatchSimilarityObjective:
         self._features = []
         ce = F.cross_entropy(logits.float(), labels.flatten(), reduction="none").view(g, b).mean(1)
         scale = math.sqrt(x[: x.shape[0] // g].numel() / PSAQ_TV_NUMEL)
-        target = torch.tensor(self._targets, device=x.device, dtype=torch.float32) * scale
+        if self._target_tensor is None or self._target_tensor.device != x.device:
+            # built once per start(): a tensor from host data is a blocking copy (a host sync on CUDA)
+            self._target_tensor = torch.tensor(self._targets, device=x.device, dtype=torch.float32)
+        target = self._target_tensor * scale
         tv = (image_prior(x.float(), g) - target).abs()
         with torch.no_grad():
             acc = (logits.argmax(-1) == labels.flatten()).float().view(g, b).mean(1)

@@ -39,16 +39,17 @@ class DivergenceMonitor:
             loss = loss.detach().float()
             kd = parts["kd"].detach().float()
             nonfinite = ~torch.isfinite(loss)
+            # (tensors made with full/full_like: a tensor built from host data is a blocking copy, i.e. a sync)
             if self._kd_start is None:
                 self._names = list(parts)
-                self._kd_start = torch.where(nonfinite, kd.new_tensor(math.nan), kd)
-                limit = kd.new_tensor(math.inf)
+                self._kd_start = torch.where(nonfinite, torch.full_like(kd, math.nan), kd)
+                limit = torch.full_like(kd, math.inf)
             else:
                 limit = torch.clamp_min(self._kd_start * 10.0, self.base_limit)  # NaN start: no KD judgement
             exploded = kd > limit
             terms = torch.stack([~torch.isfinite(v.detach().float()).all() for v in parts.values()]).float()
-            now = torch.cat([kd.new_tensor([float(step)]), nonfinite.float().view(1), kd.view(1), limit.view(1),
-                             terms])
+            now = torch.cat([torch.full((1,), float(step), device=kd.device), nonfinite.float().view(1), kd.view(1),
+                             limit.view(1), terms])
             bad = nonfinite | exploded
             if self._record is None:
                 self._record = torch.where(bad, now, torch.full_like(now, -1.0))

@@ -165,8 +165,8 @@ class _StopOnSignal(TrainerCallback):
         if self.trainer._stop_requested():
             control.should_save = True
             control.should_training_stop = True
-        if control.should_log or control.should_save or control.should_training_stop or state.global_step >= state.max_steps:
-            self.trainer._raise_if_diverged()  # before the checkpoint: a saved checkpoint is always a good one
+        if control.should_log or control.should_training_stop or state.global_step >= state.max_steps:
+            self.trainer._raise_if_diverged()  # where the Trainer syncs anyway (checkpoints check it themselves)
         return control
 
 
@@ -428,6 +428,10 @@ class SynQTrainer(Trainer):
         super().log(logs, start_time)
 
     # -- save / resume ----------------------------------------------------------------------------
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        self._raise_if_diverged()  # a checkpoint is never written after a diverged step
+        super()._save_checkpoint(model, trial)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
