@@ -2,6 +2,7 @@
 KDE, channels_last BN statistics, compiled blocks, and fine-tuning steps without a host sync."""
 
 import copy
+import os
 import random
 import shutil
 
@@ -392,8 +393,12 @@ def test_compiled_blocks_train_without_retracing(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SYNQ_TEST_INDUCTOR") != "1",
+                    reason="inductor builds C++ for 5-15 minutes on a shared 2-core CPU; the eager-backend test above "
+                           "runs the same code path (set SYNQ_TEST_INDUCTOR=1 to build it; benchmarks/gpu/run.sh "
+                           "compiles on CUDA)")
 def test_compiled_blocks_with_inductor(tmp_path):
-    """The real ``torch.compile`` (inductor, a C++ build on CPU: about a minute) on the tiny CNN, 2 steps."""
+    """The real ``torch.compile`` (inductor) on the tiny CNN, 2 steps (passed in 15 min on the loaded dev machine)."""
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("inductor on CPU needs a C++ compiler")
     import torch._dynamo
