@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         family = synthesis_family(teacher)
         batch = args.batch or batch
         repeats = max(3, args.repeats // 3) if name == "deit" and device.type == "cpu" else args.repeats
-        label = f"{name} (random init)" if name not in ("resnet20", "vit") else f"cifar10-{name}"
+        label = {"resnet20": "cifar10-resnet20", "vit": "cifar10-vit-tiny"}.get(name, f"{name} (random init)")
         for precision in precisions:
             for kde in (kdes if family != "cnn" else ["auto"]):
                 row = measure(label, teacher, batch, size, device, repeats, groups=args.groups,
