@@ -156,6 +156,8 @@ def measure(name: str, teacher: torch.nn.Module, batch: int, size: int, device: 
 def vit_loss_memory(teacher: torch.nn.Module, batch: int, size: int, device: torch.device, kde: str = "auto") -> dict:
     """Bytes the patch-similarity loss keeps for backward beyond the model's own, vs a naive B x P x P x d form."""
     teacher = teacher.to(device).eval()
+    grad_flags = [p.requires_grad for p in teacher.parameters()]
+    teacher.requires_grad_(False)  # as in synthesis: only the pixels get gradients
     cfg = SynQConfig().resolve(family="vit", input_size=size)
     x = torch.randn(1, batch, 3, size, size, device=device, requires_grad=True)
     y = torch.randint(1000, (1, batch), device=device)
@@ -181,6 +183,8 @@ def vit_loss_memory(teacher: torch.nn.Module, batch: int, size: int, device: tor
     with _objective(teacher, "vit", cfg, device, "fp32", kde) as objective:
         full = saved_bytes(lambda: objective(x, y))
     base = saved_bytes(model_only)
+    for p, flag in zip(teacher.parameters(), grad_flags):
+        p.requires_grad_(flag)
     blocks = len(objective.blocks)
     tokens = (size // 16) ** 2
     dim = teacher.embed_dim // teacher.blocks[0].attn.num_heads

@@ -390,7 +390,7 @@ class SynQTrainer(Trainer):
         try:
             return super().training_step(model, inputs, *args, **kwargs)
         except (RuntimeError, ValueError):
-            self._raise_if_diverged()
+            self._raise_if_diverged(collective=False)  # only this process is here
             raise
 
     def _check_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], *, num_classes: int) -> None:
@@ -398,9 +398,16 @@ class SynQTrainer(Trainer):
         :meth:`_raise_if_diverged` stops training at the next log, checkpoint or the end (see ``DivergenceMonitor``)."""
         self.divergence_monitor.update(self.state.global_step + 1, loss, parts)
 
-    def _raise_if_diverged(self) -> None:
-        """Raise ``TrainingDiverged`` (one line, naming the step and the last good checkpoint) if a step diverged."""
+    def _raise_if_diverged(self, collective: bool = True) -> None:
+        """Raise ``TrainingDiverged`` (one line, naming the step and the last good checkpoint) if a step diverged;
+        under several processes every process raises when one diverged (``collective``: all of them call this
+        at the same step), so none is left waiting in a collective."""
         found = self.divergence_monitor.first_divergence()
+        if collective and self.args.world_size > 1 and torch.distributed.is_initialized():
+            flag = torch.tensor([0.0 if found is None else 1.0], device=self.args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if found is None and flag.item() > 0:
+                found = (0, "another process's loss diverged")
         if found is None:
             return
         _, what = found
