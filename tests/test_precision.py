@@ -313,6 +313,23 @@ def test_bf16_finetuning_step_is_close_to_fp32(tmp_path):
     assert all(p.dtype == torch.float32 for p in low.model.parameters())
 
 
+def test_finetune_takes_bf16_from_training_args_overrides(tmp_path, monkeypatch):
+    from synq_hf.training import finetune
+
+    teacher, student, cfg = cnn_pair()
+    seen = []
+    original = SynQTrainer.compute_loss
+
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append((self.precision, self.args.bf16))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SynQTrainer, "compute_loss", spy)
+    finetune(teacher, student, synthetic_dataset(), cfg, output_dir=str(tmp_path), max_steps=1, progress=False,
+             save_final=False, training_args={"bf16": True, "use_cpu": True, "save_strategy": "no"})
+    assert seen == [("bf16", True)]
+
+
 class _SyncCounter(TrainerCallback):
     """Counts host syncs (``item``/``tolist``/``cpu``/``float``/``bool`` of a tensor) inside each step."""
 
