@@ -3,8 +3,9 @@
 SynQ step = ``SynQTrainer.compute_loss`` (teacher forward with its Grad-CAM, student forward, KD + selective CE +
 CAM; extras off) + backward. Floor = teacher forward (no grad) + student forward + backward of a plain CE, at the
 same precision and memory layout. Neither includes the optimizer update; ``optimizer_s`` (gradient clipping + SGD
-step + zero_grad) is timed on its own, and ``train_step_s`` = step + optimizer is what a training step costs
-without data loading. Timings are medians over interleaved repeats (floor, step, floor, step, ...) after warm-up,
+step + zero_grad) is timed on its own, ``train_step_s`` = step + optimizer is what a training step costs on the
+device, and ``data_s`` is the host's time to collate one batch from the dataset and copy it over (the Trainer's
+DataLoader runs it in the training process, ``dataloader_num_workers=0``). Timings are medians over interleaved repeats (floor, step, floor, step, ...) after warm-up,
 so load drift hits both alike.
 
     python benchmarks/finetune_speed.py --json            # ResNet-20 @256 and DeiT-tiny-sized @32, CPU
@@ -123,8 +124,18 @@ def bench(name: str, repeats: int, warmup: int, device: str = "cpu", precision: 
         trainer, calibration_s = make_trainer(teacher, cfg, batch, size, device, out,
                                               calibration_images=calibration_images)
     device_t = trainer.args.device
-    inputs = {k: v.to(device_t) for k, v in trainer.data_collator([trainer.train_dataset[i]
-                                                                    for i in range(batch)]).items()}
+
+    def load_batch() -> dict[str, torch.Tensor]:  # what the Trainer's DataLoader does per step (num_workers=0)
+        return {k: v.to(device_t, non_blocking=True) for k, v in trainer.data_collator(
+            [trainer.train_dataset[i] for i in range(batch)]).items()}
+
+    data_times = []
+    for _ in range(3):
+        _sync(device_t)
+        start = time.perf_counter()
+        inputs = load_batch()
+        _sync(device_t)
+        data_times.append(time.perf_counter() - start)
     model, t = trainer.model, trainer.teacher
     trainer.compile_models()
     optimizer = trainer.create_optimizer()
@@ -168,7 +179,7 @@ def bench(name: str, repeats: int, warmup: int, device: str = "cpu", precision: 
             "device": str(device_t), "gpu": torch.cuda.get_device_name(device_t) if device_t.type == "cuda" else None,
             "threads": torch.get_num_threads(), "step_s": round(step_s, 5), "floor_s": round(floor_s, 5),
             "ratio": round(step_s / floor_s, 3), "optimizer_s": round(opt_s, 5),
-            "train_step_s": round(step_s + opt_s, 5),
+            "train_step_s": round(step_s + opt_s, 5), "data_s": round(statistics.median(data_times), 5),
             "peak_memory_bytes": torch.cuda.max_memory_allocated(device_t) if device_t.type == "cuda" else None,
             "calibration_s": round(calibration_s, 4), "calibration_images": calibration_images,
             "host_syncs_per_step": syncs, "finite": diverged is None, "repeats": repeats}

@@ -8,9 +8,9 @@ schedule (the paper's: CNNs 5,120 images x 1,000 iterations and 100 epochs at ba
 Per recipe and precision one JSON object: the synthesis iteration (the engine's step at the recipe's
 ``synthesis_batch_size`` and ``synthesis_groups_per_forward``) and its floor (teacher forward + backward to the
 pixels), the fine-tuning step (``SynQTrainer.compute_loss`` + backward; + clipping and SGD = ``train_step_s``) and
-its floor (teacher forward + student forward/backward), the measured calibration, and ``projected_s`` =
-synthesis units x iterations x iteration + calibration + steps x train step (data loading, the once-only low-pass
-filter and evaluation are not included). Times come from the card the script ran on; the ratios compare across
+its floor (teacher forward + student forward/backward), the batch's collation and copy (``data_s``), the measured
+calibration, and ``projected_s`` = synthesis units x iterations x iteration + calibration + steps x (train step +
+data); the once-only low-pass filter of the synthetic set, model loading and evaluation are not included. Times come from the card the script ran on; the ratios compare across
 cards. ``--tiny`` swaps every teacher for the tiny random model of its family (the recipes' ``--smoke`` models)
 at a tiny batch: a code-path check, not a measurement.
 """
@@ -75,7 +75,8 @@ def imagenet_teacher(model_id: str) -> tuple[torch.nn.Module, int]:
     return model, int(model.pretrained_cfg["input_size"][-1])
 
 
-def project(cfg, iteration_s: float, train_step_s: float, calibration_s: float) -> dict[str, float]:  # noqa: ANN001
+def project(cfg, iteration_s: float, train_step_s: float, calibration_s: float,  # noqa: ANN001
+            data_s: float = 0.0) -> dict[str, float]:
     """Seconds of the recipe's full schedule from the measured times (see the module docstring)."""
     groups = math.ceil(cfg.num_images / cfg.synthesis_batch_size)
     units = math.ceil(groups / cfg.synthesis_groups_per_forward)
@@ -83,10 +84,10 @@ def project(cfg, iteration_s: float, train_step_s: float, calibration_s: float) 
     if cfg.max_steps:
         steps = min(steps, cfg.max_steps)
     synthesis = units * cfg.synthesis_iterations * iteration_s
-    finetune = steps * train_step_s
+    finetune = steps * (train_step_s + data_s)
     return {"synthesis_units": units, "finetune_steps": int(steps), "synthesis_s": round(synthesis, 1),
             "calibration_s": round(calibration_s, 2), "finetune_s": round(finetune, 1),
-            "epoch_s": round(math.ceil(cfg.num_images / cfg.train_batch_size) * train_step_s, 2),
+            "epoch_s": round(math.ceil(cfg.num_images / cfg.train_batch_size) * (train_step_s + data_s), 2),
             "projected_s": round(synthesis + calibration_s + finetune, 1),
             "projected_h": round((synthesis + calibration_s + finetune) / 3600, 3)}
 
@@ -113,11 +114,11 @@ def report(name: str, device: str, precision: str, tiny: bool, repeats: int, war
                                             "median_ratio", "images_per_s", "peak_memory_bytes",
                                             "host_syncs_per_iteration")},
         "finetune": {k: tune[k] for k in ("batch", "step_s", "floor_s", "ratio", "optimizer_s", "train_step_s",
-                                          "peak_memory_bytes", "host_syncs_per_step", "finite")},
+                                          "data_s", "peak_memory_bytes", "host_syncs_per_step", "finite")},
         "schedule": {"num_images": cfg.num_images, "synthesis_batch_size": cfg.synthesis_batch_size,
                      "synthesis_iterations": cfg.synthesis_iterations, "train_batch_size": cfg.train_batch_size,
                      "num_epochs": cfg.num_epochs, "calibration_num_images": cfg.calibration_num_images},
-        "projection": project(cfg, synth["iteration_s"], tune["train_step_s"], calibration_s),
+        "projection": project(cfg, synth["iteration_s"], tune["train_step_s"], calibration_s, tune["data_s"]),
         "peak_memory_bytes": max((m for m in (synth["peak_memory_bytes"], tune["peak_memory_bytes"]) if m),
                                  default=None),
     }

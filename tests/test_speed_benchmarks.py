@@ -63,7 +63,8 @@ def test_time_to_model_projects_the_recipe_schedule(capsys):
     for r in rows:
         p, s, f = r["projection"], r["synthesis"], r["finetune"]
         assert p["synthesis_s"] == pytest.approx(p["synthesis_units"] * 1000 * s["iteration_s"], rel=1e-3, abs=0.1)
-        assert p["finetune_s"] == pytest.approx(p["finetune_steps"] * f["train_step_s"], rel=1e-3, abs=0.1)
+        assert p["finetune_s"] == pytest.approx(p["finetune_steps"] * (f["train_step_s"] + f["data_s"]), rel=1e-3,
+                                                abs=0.1)
         assert p["projected_s"] == pytest.approx(p["synthesis_s"] + p["calibration_s"] + p["finetune_s"], abs=0.2)
         assert r["tiny"] and r["precision"] == "bf16" and f["finite"]
     assert vit["synthesis"]["kde"] == "loop"  # CPU: the loop form (auto)

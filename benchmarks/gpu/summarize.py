@@ -140,13 +140,14 @@ def markdown(ttm: list[dict], ft256: list[dict], kde: list[dict], fid: list[dict
     lines.append(f"Card: {gpu}\n")
     if ttm:
         lines += ["| recipe | precision | synthesis iteration / floor (ratio) | fine-tune step / floor (ratio), batch | "
-                  "train step | peak memory | projected (synthesis + calibration + fine-tuning) |",
+                  "train step + data | peak memory | projected (synthesis + calibration + fine-tuning) |",
                   "|---|---|---|---|---|---|---|"]
         for r in ttm:
             s, f, p = r["synthesis"], r["finetune"], r["projection"]
             lines.append(f"| {r['recipe']} | {r['precision']} | {s['iteration_s'] * 1e3:.1f} / {s['floor_s'] * 1e3:.1f} ms "
                          f"(**{s['ratio']}**) | {f['step_s'] * 1e3:.1f} / {f['floor_s'] * 1e3:.1f} ms (**{f['ratio']}**), "
-                         f"{f['batch']} | {f['train_step_s'] * 1e3:.1f} ms | {_gb(r['peak_memory_bytes'])} | "
+                         f"{f['batch']} | {f['train_step_s'] * 1e3:.1f} + {f.get('data_s', 0.0) * 1e3:.1f} ms | "
+                         f"{_gb(r['peak_memory_bytes'])} | "
                          f"{p['synthesis_s']:.0f} + {p['calibration_s']:.0f} + {p['finetune_s']:.0f} s = "
                          f"**{p['projected_h']:.2f} h** |")
             if "reference" in r:
