@@ -156,7 +156,8 @@ def model_image_shape(model: nn.Module) -> tuple[int, int, int] | None:
 
 
 class _StopOnSignal(TrainerCallback):
-    """After a SIGTERM, the current optimizer step completes, a checkpoint is saved and training stops."""
+    """After a SIGTERM, the current optimizer step completes, a checkpoint is saved and training stops; at each log
+    and at the end the divergence flags are read (``SynQTrainer._raise_if_diverged``)."""
 
     def __init__(self, trainer: SynQTrainer) -> None:
         self.trainer = trainer
