@@ -108,7 +108,7 @@ def make_trainer(teacher: torch.nn.Module, cfg: SynQConfig, batch: int, size: in
 
 def bench(name: str, repeats: int, warmup: int, device: str = "cpu", precision: str = "fp32", batch: int | None = None,
           size: int | None = None, compile_mode: str = "off", teacher: torch.nn.Module | None = None,
-          cfg: SynQConfig | None = None) -> dict[str, object]:
+          cfg: SynQConfig | None = None, calibration_images: int | None = None) -> dict[str, object]:
     """Median seconds of a SynQ step, the floor and the optimizer update for one model; their ratio; peak memory."""
     if teacher is None:
         teacher, cfg, default_batch, size = build(name, size)
@@ -119,7 +119,8 @@ def bench(name: str, repeats: int, warmup: int, device: str = "cpu", precision: 
     if dev.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(dev)
-    calibration_images = 2 * batch if dev.type == "cpu" else cfg.calibration_num_images  # CPU: keep it short
+    if calibration_images is None:  # the config's on a GPU (time_to_model reports it); CPU: keep it short
+        calibration_images = 2 * batch if dev.type == "cpu" else cfg.calibration_num_images
     with tempfile.TemporaryDirectory() as out:
         trainer, calibration_s = make_trainer(teacher, cfg, batch, size, device, out,
                                               calibration_images=calibration_images)
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", default=None, help="comma list of batch sizes (default: the model's)")
     parser.add_argument("--size", type=int, default=None, help="input side of timm-name models (default 224)")
     parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="finetune_compile mode")
+    parser.add_argument("--calibration-images", type=int, default=None,
+                        help="random images the student calibrates on (default: 2 x batch on CPU, the config's 512 "
+                             "on CUDA)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batches:
             for precision in [p.strip() for p in args.precision.split(",") if p.strip()]:
                 result = bench(name, args.repeats, args.warmup, args.device, precision, batch, args.size,
-                               args.compile)
+                               args.compile, calibration_images=args.calibration_images)
                 if args.json:
                     print(json.dumps(result), flush=True)
                 else:

@@ -3,8 +3,8 @@
 # cut short still returns what it finished. In order of value:
 #  1. speed, alone on the card (SPEED_LIMIT s): time_to_model.py for the five ImageNet recipes in fp32 and bf16
 #     (synthesis at the paper's batch, fine-tuning at 16, ratios to the floor, peak memory, the paper-schedule
-#     projection); finetune_speed.py at batch 256; synthesis_speed.py: DeiT-S with the loop and the fused KDE, and
-#     ResNet-18 at 4 x 256 images (the setting of the 1.31 figure in BENCHMARKS.md, "Synthesis speed")
+#     projection); synthesis_speed.py: DeiT-S with the loop and the fused KDE, and ResNet-18 at 4 x 256 images (the
+#     setting of the 1.31 figure in BENCHMARKS.md, "Synthesis speed"); finetune_speed.py at batch 256
 #  2. fidelity: the `--budget cpu` schedule on the shared ResNet-20 (W4A4, W3A3) and the shared ViT (W4A4, W4A8),
 #     seeds 0-2, fp32 and bf16 (synthesis and fine-tuning), both test sets, one process per seed and variant
 #  3. if at least COMPILE_MIN s are left: fine-tuning with finetune_compile=reduce-overhead (ResNet-18, batch 16)
@@ -60,12 +60,12 @@ if [ "$TINY" = 1 ]; then
 else
   step ttm "$(left $SPEED_LIMIT)" $PY benchmarks/time_to_model.py --json --device cuda --precision fp32,bf16 \
     --repeats 5 --warmup 2
-  step ft256 "$(left $SPEED_LIMIT)" $PY benchmarks/finetune_speed.py --json --device cuda --models $MODELS \
-    --batch 256 --precision fp32,bf16 --repeats 3 --warmup 1
   step kde "$(left $SPEED_LIMIT)" $PY benchmarks/synthesis_speed.py --json --device cuda \
     --models deit_small_patch16_224 --kde loop,fused --precision fp32,bf16 --repeats 5
   step r18x4 "$(left $SPEED_LIMIT)" $PY benchmarks/synthesis_speed.py --json --device cuda --models resnet18 \
     --groups 4 --precision fp32,bf16 --repeats 5
+  step ft256 "$(left $SPEED_LIMIT)" $PY benchmarks/finetune_speed.py --json --device cuda --models $MODELS \
+    --batch 256 --precision fp32,bf16 --repeats 3 --warmup 1 --calibration-images 256
 fi
 echo "speed done at $(now) s" >> "$R/gpu.txt"
 
@@ -86,5 +86,5 @@ echo "fidelity done at $(now) s" >> "$R/gpu.txt"
 # 3. compiled fine-tuning step, if there is time for the compile
 if [ "$TINY" != 1 ] && [ "$(left)" -ge "$COMPILE_MIN" ]; then
   step compile "$(left)" $PY benchmarks/finetune_speed.py --json --device cuda --models resnet18 --batch 16 \
-    --precision bf16 --compile reduce-overhead --repeats 5 --warmup 3
+    --precision bf16 --compile reduce-overhead --repeats 5 --warmup 3 --calibration-images 64
 fi
