@@ -8,6 +8,12 @@ the group's min and max similarity; the differential entropy (trapezoid rule, PS
 over blocks is maximized. Swin attends within windows, so its similarities are taken per window (the tokens that
 attention actually compares), and an image's density pools all its windows.
 
+Two forms compute the same value and gradient (``kde=``): the per-block ``loop`` with truncated kernels (the
+fastest on CPU) and the ``fused`` form (:func:`fused_similarity_entropy`), which stacks the blocks of one shape and
+evaluates every grid point at once in a few large kernels, for GPUs, where the loop's many small kernels left the
+device waiting on launches; ``auto`` picks fused on CUDA, loop elsewhere. Under bf16/fp16 autocast the
+similarities, the KDE and the entropy are computed in float32.
+
 The optimizer is PSAQ-ViT's too (``PSAQ_BETAS``, ``PSAQ_SCHEDULE``): Adam with betas (0.5, 0.9) and two cycles of
 linear warm-up (the first fifth of each) and cosine decay over the iterations, where CNN synthesis keeps its
 plateau schedule.
