@@ -250,6 +250,8 @@ def test_training_arguments_carry_the_precision(tmp_path):
     cfg = SynQConfig(finetune_precision="bf16").resolve(family="cnn", input_size=32)
     built = build_training_args(cfg, tmp_path, max_steps=1, use_cpu=True)
     assert built.bf16 and built.finetune_precision == "bf16" and not built.logging_nan_inf_filter
+    if not torch.cuda.is_available():  # bf16 on a CPU-only machine needs no use_cpu=True from the caller
+        assert build_training_args(cfg, tmp_path, max_steps=1).use_cpu
 
 
 def _losses(trainer):

@@ -32,6 +32,8 @@ class SynQTrainingArguments(LossSettings, TrainingArguments):
         if self.finetune_precision in ("bf16", "fp16") and not (self.bf16 or self.fp16):
             setattr(self, self.finetune_precision, True)
         self.finetune_precision = training_precision(self.finetune_precision, self)
+        if self.bf16 and not self.use_cpu and not _has_accelerator():
+            self.use_cpu = True  # bf16 autocast runs on CPU, but TrainingArguments wants that said explicitly
         super().__post_init__()
         for f in dataclasses.fields(LossSettings):
             value = getattr(self, f.name)
@@ -85,3 +87,8 @@ class SynQTrainingArguments(LossSettings, TrainingArguments):
             kwargs["accelerator_config"] = {"non_blocking": True}
         kwargs.update(overrides)
         return cls(**kwargs)
+
+
+def _has_accelerator() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
