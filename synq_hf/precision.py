@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
 
 import torch
 from torch import nn
@@ -29,7 +28,6 @@ from .errors import ConfigError
 __all__ = ["COMPILE_MODES", "PRECISIONS", "autocast", "autocast_dtype", "check_precision", "compile_blocks",
            "float32", "training_precision", "uncompile_blocks", "wants_channels_last"]
 
-Precision = Literal["fp32", "bf16", "fp16"]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_BACKEND = "inductor"
 """Backend of :func:`compile_blocks` (tests set ``"eager"``: same dynamo tracing and guards, no C++ build)."""
