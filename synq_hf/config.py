@@ -33,6 +33,11 @@ CONFIG_VERSION = 5
 
 CONFIG_NAME = "synq_config.json"
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""Choices of ``synthesis_precision`` / ``finetune_precision`` (``synq_hf.precision`` runs them)."""
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+"""Choices of ``finetune_compile``: off, or a ``torch.compile`` mode."""
+
 RANGE_SEARCH_P = 3.0
 """Default exponent of the clip-range searches (``synq_hf.quant.range_search``): L3 beat MSE by 15 points at W3A3."""
 
@@ -220,6 +225,13 @@ class SynthesisSettings:
     synthesis_log_every: int = _f(50, "Log synthesis losses every k iterations (no host sync in between).",
                                   check=_int_at_least(1))
 
+    # -- accelerator speed (issue 24) -------------------------------------------------------------
+    synthesis_precision: Literal["fp32", "bf16", "fp16"] = _f(
+        "fp32", "Precision of the teacher's forward/backward in synthesis: 'bf16'/'fp16' autocast it (fp16: CUDA "
+        "only); the BN-statistics loss, the KDE and the pixels stay float32. fp32 until a GPU fidelity check "
+        "supports a low-precision default.", PRECISIONS,
+    )
+
 
 @dataclass
 class LossSettings:
@@ -262,6 +274,17 @@ class LossSettings:
     perturbed_eps: float = _f(0.01, "Step size of the sign-gradient perturbation (normalized pixel units).",
                               check=_number())
     perturbed_weight: float = _f(1.0, "Weight of the perturbed-sample loss.", check=_number())
+
+    # -- accelerator speed (issue 24) -------------------------------------------------------------
+    finetune_precision: Literal["fp32", "bf16", "fp16"] = _f(
+        "fp32", "Precision of the teacher and student forwards in fine-tuning: 'bf16'/'fp16' autocast them (fp16: "
+        "CUDA only, with a gradient scaler); quantizer scales and rounding, losses and weights stay float32.",
+        PRECISIONS,
+    )
+    finetune_compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = _f(
+        "off", "torch.compile the teacher's and student's blocks for fine-tuning with this mode ('reduce-overhead' "
+        "captures CUDA graphs); pays on GPUs at small batches, compiles for minutes first.", COMPILE_MODES,
+    )
 
 
 @dataclass

@@ -20,6 +20,7 @@ from ..distributed import Processes, processes
 from ..errors import ConfigError, SynQError, UnsupportedModelError
 from ..model_info import model_num_classes
 from ..outputs import public_name
+from ..precision import check_precision, wants_channels_last
 from .cnn import BNStatsObjective
 from .engine import run_groups
 from .vit import PatchSimilarityObjective
@@ -132,6 +133,7 @@ def generate_synthetic(
     n, batch, iters = cfg.num_images, cfg.synthesis_batch_size, cfg.synthesis_iterations
     _check_counts(n, batch, iters)
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
+    check_precision(cfg.synthesis_precision, device, what="synthesis_precision")
     if num_classes is None:
         num_classes = _num_classes(teacher)
 
@@ -140,6 +142,9 @@ def generate_synthetic(
     teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    channels_last = wants_channels_last(family, device)
+    if channels_last:
+        teacher.to(memory_format=torch.channels_last)  # cuDNN's native layout; back to NCHW below
     try:
         labels_plan = [None] * (n // batch)
         centres = 0
@@ -163,6 +168,8 @@ def generate_synthetic(
         for p, flag in zip(teacher.parameters(), grad_flags):
             p.requires_grad_(flag)
         teacher.train(was_training)
+        if channels_last:
+            teacher.to(memory_format=torch.contiguous_format)
 
 
 def synthesize(
@@ -214,13 +221,15 @@ def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch,
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed)
     if family == "cnn":
         objective = BNStatsObjective(teacher, beta=cfg.synthesis_ce_beta, gamma=cfg.synthesis_ce_gamma,
-                                     augment=cfg.synthesis_augment, generator=aug_gen, host_rng=host_rng)
+                                     augment=cfg.synthesis_augment, generator=aug_gen, host_rng=host_rng,
+                                     precision=cfg.synthesis_precision,
+                                     channels_last=wants_channels_last(family, device))
         clamp = None
     else:
         objective = PatchSimilarityObjective(teacher, family=family, tv_weight=cfg.synthesis_tv_weight,
                                              bandwidth=cfg.synthesis_kde_bandwidth,
                                              num_points=cfg.synthesis_kde_points, generator=aug_gen,
-                                             host_rng=host_rng, iterations=iters)
+                                             host_rng=host_rng, iterations=iters, precision=cfg.synthesis_precision)
         lo, hi = _valid_range(data_config, device)
         clamp = (lo, hi)
 

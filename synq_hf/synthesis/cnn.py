@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model_info import model_logits
+from ..precision import autocast
 from .augment import random_resized_crop_flip
 
 
@@ -40,23 +41,28 @@ class _GroupBNStatsLoss(torch.autograd.Function):
 
     Same value and gradient as ``torch.var_mean`` + squares, but cheaper on CPU: statistics come from per-(image,
     channel) sums over contiguous pixels (two fast reductions instead of a strided one), and the backward is the
-    closed form ``dL/dx = A[g, c] * x + B[g, c]``, a single fused pass.
+    closed form ``dL/dx = A[g, c] * x + B[g, c]``, a single fused pass. A channels_last input (CNNs on CUDA) is
+    reduced over its contiguous pixel axis without a copy; a bf16/fp16 input (autocast) accumulates in float32
+    (the sums read the low-precision tensor, no float32 copy of it is made).
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, groups: int, running_mean: torch.Tensor,  # type: ignore[override]
                 running_var: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
-        work = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        flat = work.reshape(n, c, -1)
-        count = (n // groups) * flat.shape[-1]
-        s1 = flat.sum(-1).double().view(groups, -1, c).sum(1)
-        s2 = torch.linalg.vector_norm(flat, dim=-1).double().square().view(groups, -1, c).sum(1)
+        acc = None if x.dtype in (torch.float32, torch.float64) else torch.float32
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            flat, axis = x.permute(0, 2, 3, 1).reshape(n, -1, c), 1  # a view: (N, H*W, C)
+        else:
+            flat, axis = x.reshape(n, c, -1), -1
+        count = (n // groups) * flat.shape[axis]
+        s1 = flat.sum(axis, dtype=acc).double().view(groups, -1, c).sum(1)
+        s2 = torch.linalg.vector_norm(flat, dim=axis, dtype=acc).double().square().view(groups, -1, c).sum(1)
         mean = s1 / count
         var = (s2 / count - mean.square()).clamp_min(0)
         dmean = mean - running_mean.double()
         dvar = var - running_var.double()
-        dt = work.dtype
+        dt = acc or x.dtype
         ctx.save_for_backward(x, mean.to(dt), dmean.to(dt), dvar.to(dt))
         ctx.groups, ctx.count = groups, count
         return (dmean.square().sum(-1) + dvar.square().sum(-1)).to(dt)
@@ -84,8 +90,10 @@ class BNStatsObjective:
     """The pixel optimizer's settings (``run_groups`` keywords): the defaults, Adam and a per-group plateau."""
 
     def __init__(self, teacher: nn.Module, *, beta: float, gamma: float, augment: bool,
-                 generator: torch.Generator | None = None, host_rng: random.Random | None = None):
+                 generator: torch.Generator | None = None, host_rng: random.Random | None = None,
+                 precision: str = "fp32", channels_last: bool = False):
         self.teacher = teacher
+        self.precision, self.channels_last = precision, channels_last
         self.layers = batchnorm_layers(teacher)
         if not self.layers:
             raise ValueError("the teacher has no BatchNorm layer with running statistics")
@@ -117,9 +125,12 @@ class BNStatsObjective:
         x = pixels.flatten(0, 1)
         if self.augment and self.host_rng.random() < 0.5:
             x = random_resized_crop_flip(x, self.generator)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         self._groups, self._terms = g, []
         try:
-            logits = model_logits(self.teacher, x)
+            with autocast(self.precision, x.device):
+                logits = model_logits(self.teacher, x)
         finally:
             self._groups = 0
         bn = torch.stack(self._terms).mean(0)

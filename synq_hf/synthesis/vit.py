@@ -8,6 +8,12 @@ the group's min and max similarity; the differential entropy (trapezoid rule, PS
 over blocks is maximized. Swin attends within windows, so its similarities are taken per window (the tokens that
 attention actually compares), and an image's density pools all its windows.
 
+Two forms compute the same value and gradient (``kde=``): the per-block ``loop`` with truncated kernels (the
+fastest on CPU) and the ``fused`` form (:func:`fused_similarity_entropy`), which stacks the blocks of one shape and
+evaluates every grid point at once in a few large kernels, for GPUs, where the loop's many small kernels left the
+device waiting on launches; ``auto`` picks fused on CUDA, loop elsewhere. Under bf16/fp16 autocast the
+similarities, the KDE and the entropy are computed in float32.
+
 The optimizer is PSAQ-ViT's too (``PSAQ_BETAS``, ``PSAQ_SCHEDULE``): Adam with betas (0.5, 0.9) and two cycles of
 linear warm-up (the first fifth of each) and cosine decay over the iterations, where CNN synthesis keeps its
 plateau schedule.
@@ -23,7 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..architectures import find_spec
+from ..errors import ConfigError
 from ..model_info import model_logits
+from ..precision import autocast, float32
 from ._optim import cycle_of
 from .augment import roll_jitter_flip
 
@@ -268,11 +276,82 @@ def image_prior(x: torch.Tensor, groups: int) -> torch.Tensor:
     return _ImagePrior.apply(x, groups)
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def patch_similarity(features: torch.Tensor, heads: int, prefix: int) -> torch.Tensor:
-    """Cosine similarities ``(N, P, P)`` of head-averaged tokens ``(N, T, heads*d)``, prefix tokens dropped."""
-    tokens = features.unflatten(-1, (heads, -1)).mean(-2)[:, prefix:]
-    unit = F.normalize(tokens.float(), dim=-1)
-    return torch.bmm(unit, unit.transpose(1, 2))
+    """Cosine similarities ``(N, P, P)`` of head-averaged tokens ``(N, T, heads*d)``, prefix tokens dropped.
+
+    Computed in float32 whatever the features' dtype (bf16/fp16 under autocast) and with autocast off."""
+    with float32(features.device):
+        tokens = _at_least_fp32(features).unflatten(-1, (heads, -1)).mean(-2)[:, prefix:]
+        unit = F.normalize(tokens, dim=-1)
+        return torch.bmm(unit, unit.transpose(1, 2))
+
+
+class _WeightedKDE(torch.autograd.Function):
+    """Weighted Gaussian KDE of ``samples (..., M)`` (sample weights ``weights (M,)`` summing to ``total``) at
+    ``points (..., K)``: all ``K`` points at once, one ``(..., M, K)`` kernel tensor and one matmul over the samples;
+    recomputed in backward, so only the samples are kept.
+
+    The accelerator form of ``_GaussianKDE`` (a few large kernels instead of a Python loop over grid points or
+    offsets): the exact dense sum, with no truncation and no division by the grid step (equal grid points are fine).
+    """
+
+    @staticmethod
+    def forward(ctx, samples: torch.Tensor, weights: torch.Tensor, points: torch.Tensor,  # type: ignore[override]
+                bandwidth: float, total: float) -> torch.Tensor:
+        ctx.save_for_backward(samples, weights, points)
+        ctx.bandwidth, ctx.total = bandwidth, total
+        kern = (points.unsqueeze(-2) - samples.unsqueeze(-1)).square_().mul_(-0.5 / bandwidth**2).exp_()
+        return torch.matmul(weights, kern).mul_(1.0 / (total * bandwidth * math.sqrt(2 * math.pi)))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        samples, weights, points = ctx.saved_tensors
+        h = ctx.bandwidth
+        diff = points.unsqueeze(-2) - samples.unsqueeze(-1)  # (..., M, K): p_k - s_m
+        # d/ds exp(-(s - p)^2 / 2h^2) = (p - s) / h^2 * exp(...)
+        kern = diff.square().mul_(-0.5 / h**2).exp_().mul_(diff)
+        out = torch.matmul(kern, grad.unsqueeze(-1)).squeeze(-1)
+        return out.mul_(weights).mul_(1.0 / (ctx.total * h**3 * math.sqrt(2 * math.pi))), None, None, None, None
+
+
+def fused_similarity_entropy(features: list[torch.Tensor], heads: int, prefix: int, groups: int, images: int,
+                             bandwidth: float, num_points: int) -> torch.Tensor:
+    """Sum over blocks of the per-group mean (over its ``images``) KDE entropy of patch similarities, for blocks whose
+    captured features ``(groups*images*windows, T, heads*d)`` share one shape.
+
+    The same value as :func:`similarity_entropy` of each block's :func:`patch_similarity`, summed, up to float
+    rounding, from one stacked computation (one bmm, one gather, one kernel tensor, one matmul) instead of ~100
+    small kernels per block: on a GPU the loop form is launch-bound (BENCHMARKS.md, "GPU speed (issue 24)").
+    Float32 whatever the features' dtype. Returns ``(groups,)``.
+    """
+    with float32(features[0].device):
+        x = torch.stack([_at_least_fp32(f) for f in features])  # (L, N, T, C)
+        blocks, n = x.shape[:2]
+        tokens = x.unflatten(-1, (heads, -1)).mean(-2)[:, :, prefix:]  # (L, N, P, d)
+        unit = F.normalize(tokens, dim=-1).flatten(0, 1)
+        sims = torch.bmm(unit, unit.transpose(1, 2))  # (L*N, P, P)
+        p = sims.shape[-1]
+        windows = n // (groups * images)
+        rows, cols = torch.triu_indices(p, p, 0, device=sims.device)
+        # the pairs on and above the diagonal; an off-diagonal pair stands for itself and its mirror (weight 2)
+        weights = torch.where(rows == cols, 1.0, 2.0).to(sims.dtype).repeat(windows)
+        samples = sims.flatten(-2)[:, rows * p + cols].reshape(blocks, groups, images, -1)  # (L, G, B, W*M)
+        flat = samples.detach().flatten(2)
+        lo, hi = flat.amin(-1), flat.amax(-1)  # (L, G): each block's grid spans its group's similarities
+        steps = torch.linspace(0, 1, num_points, device=sims.device, dtype=sims.dtype)
+        points = (lo.unsqueeze(-1) + (hi - lo).unsqueeze(-1) * steps).unsqueeze(2)  # (L, G, 1, K)
+        pdf = _WeightedKDE.apply(samples, weights, points, bandwidth, float(windows * p * p))
+        entropy = _entropy(pdf, points.expand_as(pdf))  # (L, G, B)
+        return entropy.mean(-1).sum(0)
+
+
+KDE_FORMS = ("auto", "fused", "loop")
+"""Patch-similarity KDE forms: ``loop`` (per block, truncated kernels: fastest on CPU), ``fused`` (all blocks of one
+shape at once: few large kernels, for accelerators), ``auto`` (fused on CUDA, loop elsewhere: CPU results unchanged)."""
 
 
 class PatchSimilarityObjective:
@@ -291,8 +370,11 @@ class PatchSimilarityObjective:
 
     def __init__(self, teacher: nn.Module, *, family: str, tv_weight: float, bandwidth: float, num_points: int,
                  generator: torch.Generator | None = None, host_rng: random.Random | None = None,
-                 iterations: int = 1000):
+                 iterations: int = 1000, precision: str = "fp32", kde: str = "auto"):
+        if kde not in KDE_FORMS:
+            raise ConfigError(f"kde={kde!r} is not allowed; choose one of {list(KDE_FORMS)}")
         self.teacher = teacher
+        self.precision, self.kde = precision, kde
         self.blocks = attention_modules(teacher)
         if not self.blocks:
             raise ValueError("the teacher has no multi-head attention module")
@@ -303,6 +385,7 @@ class PatchSimilarityObjective:
         self.iterations = iterations
         self._step = 0
         self._targets: list[float] = []
+        self._target_tensor: torch.Tensor | None = None
         self._active = False
         self._features: list[tuple[torch.Tensor, int]] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -321,6 +404,7 @@ class PatchSimilarityObjective:
         """Begin ``groups`` new groups: restart the jitter schedule and draw each group's image-prior target."""
         self._step = 0
         self._targets = [self.host_rng.uniform(*PSAQ_TV_TARGET) for _ in range(groups)]
+        self._target_tensor = None  # on the device at the first call: one copy per start
 
     def _make_hook(self, heads: int):
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -342,18 +426,30 @@ class PatchSimilarityObjective:
         x = roll_jitter_flip(x, (off, off), self.generator, groups=g)
         self._active, self._features = True, []
         try:
-            logits = model_logits(self.teacher, x)
+            with autocast(self.precision, x.device):
+                logits = model_logits(self.teacher, x)
         finally:
             self._active = False
         entropy = pixels.new_zeros(g)
-        for feats, heads in self._features:
-            sims = patch_similarity(feats, heads, self.prefix)  # (G*B*windows, P, P)
-            sims = sims.view(g, b, -1, *sims.shape[-2:])
-            entropy = entropy + similarity_entropy(sims, self.bandwidth, self.num_points).mean(1)
+        if self.kde == "fused" or (self.kde == "auto" and x.device.type == "cuda"):
+            shapes: dict[tuple, list[torch.Tensor]] = {}  # blocks of one feature shape go through one computation
+            for feats, heads in self._features:
+                shapes.setdefault((tuple(feats.shape), heads), []).append(feats)
+            for (_, heads), feats in shapes.items():
+                entropy = entropy + fused_similarity_entropy(feats, heads, self.prefix, g, b, self.bandwidth,
+                                                             self.num_points)
+        else:
+            for feats, heads in self._features:
+                sims = patch_similarity(feats, heads, self.prefix)  # (G*B*windows, P, P)
+                sims = sims.view(g, b, -1, *sims.shape[-2:])
+                entropy = entropy + similarity_entropy(sims, self.bandwidth, self.num_points).mean(1)
         self._features = []
         ce = F.cross_entropy(logits.float(), labels.flatten(), reduction="none").view(g, b).mean(1)
         scale = math.sqrt(x[: x.shape[0] // g].numel() / PSAQ_TV_NUMEL)
-        target = torch.tensor(self._targets, device=x.device, dtype=torch.float32) * scale
+        if self._target_tensor is None or self._target_tensor.device != x.device:
+            # built once per start(): a tensor from host data is a blocking copy (a host sync on CUDA)
+            self._target_tensor = torch.tensor(self._targets, device=x.device, dtype=torch.float32)
+        target = self._target_tensor * scale
         tv = (image_prior(x.float(), g) - target).abs()
         with torch.no_grad():
             acc = (logits.argmax(-1) == labels.flatten()).float().view(g, b).mean(1)

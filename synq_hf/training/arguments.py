@@ -12,6 +12,7 @@ from transformers import TrainingArguments
 
 from ..config import LossSettings, ScheduleSettings, SynQConfig
 from ..errors import ConfigError
+from ..precision import training_precision
 
 __all__ = ["SynQTrainingArguments"]
 
@@ -26,6 +27,13 @@ class SynQTrainingArguments(LossSettings, TrainingArguments):
     """
 
     def __post_init__(self) -> None:
+        # finetune_precision and TrainingArguments' bf16/fp16 flags say the same thing: make them agree before
+        # TrainingArguments reads the flags (fp16 needs accelerate's gradient scaler, which fp16=True brings)
+        if self.finetune_precision in ("bf16", "fp16") and not (self.bf16 or self.fp16):
+            setattr(self, self.finetune_precision, True)
+        self.finetune_precision = training_precision(self.finetune_precision, self)
+        if self.bf16 and not self.use_cpu and not _has_accelerator():
+            self.use_cpu = True  # bf16 autocast runs on CPU, but TrainingArguments wants that said explicitly
         super().__post_init__()
         for f in dataclasses.fields(LossSettings):
             value = getattr(self, f.name)
@@ -73,6 +81,14 @@ class SynQTrainingArguments(LossSettings, TrainingArguments):
             ddp_find_unused_parameters=False,
             disable_tqdm=not progress,
             dataloader_pin_memory=torch.cuda.is_available(),
+            logging_nan_inf_filter=False,  # its per-step isnan check syncs the host; SynQTrainer stops on NaN itself
         )
+        if torch.cuda.is_available():  # pinned batches copied without blocking the host (no sync per step)
+            kwargs["accelerator_config"] = {"non_blocking": True}
         kwargs.update(overrides)
         return cls(**kwargs)
+
+
+def _has_accelerator() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())

@@ -18,6 +18,7 @@ from torch import nn
 from ..architectures import CamTarget, find_spec, supported_families
 from ..errors import UnsupportedModelError
 from ..model_info import model_logits
+from ..precision import float32
 
 __all__ = ["CamHook", "CamTarget", "compute_cam", "grad_cam_map", "resolve_cam_target"]
 
@@ -108,7 +109,12 @@ def grad_cam_map(act: torch.Tensor, grad: torch.Tensor, target: CamTarget) -> to
 
     ``grad`` is detached (the channel weights are constants); the map stays differentiable in ``act``.
     """
-    grad = grad.detach()
+    dtype = torch.float64 if act.dtype == torch.float64 else torch.float32
+    with float32(act.device):  # the maps in float32 under autocast (bf16/fp16 fine-tuning)
+        return _grad_cam_map(act.to(dtype), grad.detach().to(dtype), target)
+
+
+def _grad_cam_map(act: torch.Tensor, grad: torch.Tensor, target: CamTarget) -> torch.Tensor:
     if target.layout == "nchw":
         a, g = act.flatten(2), grad.flatten(2)  # (B, C, P)
         cam = torch.einsum("bcp,bc->bp", a, g.mean(dim=2))

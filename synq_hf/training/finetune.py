@@ -58,6 +58,8 @@ def finetune(
         resolved = config.resolve(family=get_spec(teacher).family, input_size=size)
         args = build_training_args(resolved, output_dir, max_steps=max_steps, progress=progress,
                                    **(training_args or {}))
+        # overrides win: training_args={"bf16": True} selects bf16 fine-tuning (issue 24)
+        config = config.replace(finetune_precision=args.finetune_precision)
     trainer = SynQTrainer(student, teacher, args, synthetic_dataset, config, augment=augment,
                           image_shape=image_shape, num_classes=num_classes, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)

@@ -15,10 +15,10 @@ included) in safetensors and are loaded strictly, so resuming is bit-exact for C
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -37,6 +37,14 @@ from ..architectures import get_spec
 from ..config import CONFIG_NAME, LossSettings, SynQConfig
 from ..errors import CheckpointError, ConfigError, DataError, SynQError
 from ..model_info import model_logits, model_num_classes
+from ..precision import (
+    autocast,
+    check_precision,
+    compile_blocks,
+    training_precision,
+    uncompile_blocks,
+    wants_channels_last,
+)
 from ..quant.quantize import SYNQ_CONFIG_ATTR, act_quantizers, calibrate, deploy_convert
 from .arguments import SynQTrainingArguments
 from .cam import CamHook, CamTarget, resolve_cam_target, student_cam, teacher_forward_cam
@@ -47,6 +55,7 @@ from .collator import (
     low_pass_dataset,
     validate_synthetic_dataset,
 )
+from .divergence import DivergenceMonitor
 from .extras import FeatureCapture, feature_alignment_loss, feature_modules, sign_perturbation
 from .losses import cam_alignment_loss, kd_loss, masked_ce, selective_ce
 
@@ -82,6 +91,8 @@ def save_student(student: nn.Module, output_dir: str, config: SynQConfig | None 
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, STUDENT_WEIGHTS)
     metadata = {"format": "pt", "synq_model_class": type(student).__name__}
+    if any(not p.is_contiguous() for p in student.parameters()):  # channels_last weights (CNNs on CUDA)
+        student = copy.deepcopy(student).to(memory_format=torch.contiguous_format)
     safetensors.torch.save_model(student, path, metadata=metadata)
     if config is not None:
         config.to_json_file(os.path.join(output_dir, CONFIG_NAME))
@@ -145,7 +156,8 @@ def model_image_shape(model: nn.Module) -> tuple[int, int, int] | None:
 
 
 class _StopOnSignal(TrainerCallback):
-    """After a SIGTERM, the current optimizer step completes, a checkpoint is saved and training stops."""
+    """After a SIGTERM, the current optimizer step completes, a checkpoint is saved and training stops; at each log
+    and at the end the divergence flags are read (``SynQTrainer._raise_if_diverged``)."""
 
     def __init__(self, trainer: SynQTrainer) -> None:
         self.trainer = trainer
@@ -154,6 +166,8 @@ class _StopOnSignal(TrainerCallback):
         if self.trainer._stop_requested():
             control.should_save = True
             control.should_training_stop = True
+        if control.should_log or control.should_training_stop or state.global_step >= state.max_steps:
+            self.trainer._raise_if_diverged()  # where the Trainer syncs anyway (checkpoints check it themselves)
         return control
 
 
@@ -230,6 +244,8 @@ class SynQTrainer(Trainer):
         family = spec.family
         self.synq_config = config.resolve(family=family, input_size=size)
         cfg = self.synq_config
+        self.precision = training_precision(cfg.finetune_precision, args)  # issue 24: autocast of both forwards
+        check_precision(self.precision, args.device, what="finetune_precision")
         self._raw_dataset = train_dataset  # calibration reads it when calibrate_filtered is off
         if cfg.lpf_mode == "once":
             train_dataset = low_pass_dataset(train_dataset, cfg.lpf_d0)
@@ -246,7 +262,13 @@ class SynQTrainer(Trainer):
         self.cam_target = target
         self.hast_modules = feature_modules(teacher) if cfg.hast_feature_alignment else []
         self._channels_last = spec.channels_last_features
-        self._kd_start: float | None = None
+        # issue 24: channels_last CNNs on CUDA, the divergence check without a host sync
+        self._nhwc = wants_channels_last(family, self.args.device)
+        if self._nhwc:
+            for m in (self.teacher, self.model):
+                m.to(memory_format=torch.channels_last)
+        self._compiled: list[tuple[nn.Module, list[str]]] = []
+        self.divergence_monitor = DivergenceMonitor(num_classes, cfg.kd_temperature)
         self._parts: dict[str, torch.Tensor] = {}
         self._parts_count = 0
         self._signal: int | None = None
@@ -320,6 +342,7 @@ class SynQTrainer(Trainer):
         cam_classes = y if cfg.cam_target == "label" else None
         hast = self.hast_modules
         with contextlib.ExitStack() as stack:
+            stack.enter_context(autocast(self.precision, x.device))
             t_feats = (stack.enter_context(FeatureCapture(self.teacher, hast, channels_last=self._channels_last,
                                                           detach=True)) if hast else None)
             if target is not None:
@@ -331,6 +354,7 @@ class SynQTrainer(Trainer):
             cam_classes = t_logits.argmax(dim=1)
         x_s = x.detach().requires_grad_(True) if cfg.perturbed_loss else x
         with contextlib.ExitStack() as stack:
+            stack.enter_context(autocast(self.precision, x.device))
             s_hook = stack.enter_context(CamHook(student, target, detach=False)) if target is not None else None
             s_feats = (stack.enter_context(FeatureCapture(student, hast, channels_last=self._channels_last,
                                                           detach=False)) if hast else None)
@@ -346,9 +370,10 @@ class SynQTrainer(Trainer):
             parts["hast"] = fa
         if cfg.perturbed_loss:
             x_adv = sign_perturbation(loss, x_s, cfg.perturbed_eps)
-            with torch.no_grad():
+            with torch.no_grad(), autocast(self.precision, x.device):
                 t_adv = model_logits(self.teacher, x_adv)
-            s_adv = model_logits(student, x_adv)  # unwrapped: one DDP forward per step
+            with autocast(self.precision, x.device):
+                s_adv = model_logits(student, x_adv)  # unwrapped: one DDP forward per step
             adv = kd_loss(s_adv, t_adv, cfg.kd_temperature) + cfg.lambda_ce * masked_ce(s_adv, y, easy)
             loss = loss + cfg.perturbed_weight * adv
             parts["perturbed"] = adv
@@ -360,29 +385,33 @@ class SynQTrainer(Trainer):
         self._record(parts)
         return (loss, {"logits": s_logits}) if return_outputs else loss
 
-    def _check_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], *, num_classes: int) -> None:
-        """Stop with ``TrainingDiverged`` on a non-finite loss or a KD term that exploded (one host sync a step).
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The Trainer's step; an error in a step after a diverged one (NaN weights break the quantizers' ranges)
+        is reported as the divergence it follows."""
+        try:
+            return super().training_step(model, inputs, *args, **kwargs)
+        except (RuntimeError, ValueError):
+            self._raise_if_diverged(collective=False)  # only this process is here
+            raise
 
-        Exploded: KD above ``max(4·ln K·T², 10 × the first step's KD)``, far worse than a uniform guess
-        (whose KD is at most ln K·T²) and than where fine-tuning (or the resumed run) started.
-        """
-        kd = parts["kd"].detach()
-        limit = 4.0 * math.log(max(num_classes, 2)) * self.synq_config.kd_temperature ** 2
-        if self._kd_start is not None:
-            limit = max(limit, 10.0 * self._kd_start)
-        bad = torch.stack([~torch.isfinite(loss.detach()), kd > limit]).tolist()
-        if self._kd_start is None:  # the first step (of this run or after a resume) is the reference, not judged
-            bad[1] = False
-            if not bad[0]:
-                self._kd_start = float(kd)
-        if not (bad[0] or bad[1]):
+    def _check_finite(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], *, num_classes: int) -> None:
+        """Record a non-finite loss or an exploded KD term on the device (no host sync in the step);
+        :meth:`_raise_if_diverged` stops training at the next log, checkpoint or the end (see ``DivergenceMonitor``)."""
+        self.divergence_monitor.update(self.state.global_step + 1, loss, parts)
+
+    def _raise_if_diverged(self, collective: bool = True) -> None:
+        """Raise ``TrainingDiverged`` (one line, naming the step and the last good checkpoint) if a step diverged;
+        under several processes every process raises when one diverged (``collective``: all of them call this
+        at the same step), so none is left waiting in a collective."""
+        found = self.divergence_monitor.first_divergence()
+        if collective and self.args.world_size > 1 and torch.distributed.is_initialized():
+            flag = torch.tensor([0.0 if found is None else 1.0], device=self.args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if found is None and flag.item() > 0:
+                found = (0, "another process's loss diverged")
+        if found is None:
             return
-        step = self.state.global_step + 1
-        if bad[0]:
-            names = [k for k, v in parts.items() if not bool(torch.isfinite(v.detach()).all())] or ["total"]
-            what = f"the loss is not finite at step {step} (term{'s' if len(names) > 1 else ''}: {', '.join(names)})"
-        else:
-            what = f"the KD term exploded at step {step} ({float(kd):.3g} > {limit:.3g})"
+        _, what = found
         ckpt = last_checkpoint(self.args.output_dir)
         where = (f"; the last good checkpoint is {ckpt!r} (resume_from_checkpoint=...)" if ckpt
                  else "; no checkpoint was saved before it")
@@ -407,6 +436,10 @@ class SynQTrainer(Trainer):
         super().log(logs, start_time)
 
     # -- save / resume ----------------------------------------------------------------------------
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        self._raise_if_diverged()  # a checkpoint is never written after a diverged step
+        super()._save_checkpoint(model, trial)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
@@ -434,8 +467,16 @@ class SynQTrainer(Trainer):
         else:
             resume_from_checkpoint = None
             self.calibrate_if_needed()
-        with self._sigterm_handler():
-            out = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        self.divergence_monitor.reset()
+        self.compile_models()
+        try:
+            with self._sigterm_handler():
+                out = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            self._raise_if_diverged()
+        finally:
+            for model, names in self._compiled:
+                uncompile_blocks(model, names)
+            self._compiled = []
         if self._signal is not None:
             ckpt = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
             raise TrainingInterrupted(
@@ -443,8 +484,22 @@ class SynQTrainer(Trainer):
                 f"resume_from_checkpoint={ckpt!r}", ckpt, self._signal,
             )
         example = SyntheticCollator()([self.train_dataset[0]])[PIXELS]
-        deploy_convert(self.accelerator.unwrap_model(self.model), example)  # "int8" placement: int32-grid biases
+        student = self.accelerator.unwrap_model(self.model)
+        if self._nhwc:
+            student.to(memory_format=torch.contiguous_format)  # hand back NCHW weights
+        deploy_convert(student, example)  # "int8" placement: int32-grid biases
         return out
+
+    def compile_models(self) -> None:
+        """``finetune_compile``: compile the blocks of both models after calibration (whose observer modes would
+        each need their own graphs); the block holding the Grad-CAM target stays eager (it is hooked every step)."""
+        mode = self.synq_config.finetune_compile
+        if mode == "off" or self._compiled:
+            return
+        skip = (self.cam_target.module,) if self.cam_target is not None else ()
+        for model in (self.teacher, self.accelerator.unwrap_model(self.model)):
+            names = compile_blocks(model, get_spec(model).feature_blocks(model), mode, skip=skip)
+            self._compiled.append((model, names))
 
     @contextlib.contextmanager
     def _sigterm_handler(self) -> Iterator[None]:
