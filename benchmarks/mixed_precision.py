@@ -119,6 +119,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.steps is not None:
         budget = dataclasses.replace(budget, max_steps=args.steps)
     budget = dataclasses.replace(budget, eval_every=args.eval_every if args.eval_every is not None else budget.eval_every)
+    if args.images or args.iterations:
+        budget = dataclasses.replace(budget, num_images=args.images or budget.num_images,
+                                     iterations=args.iterations or budget.iterations,
+                                     synthesis_batch_size=min(budget.synthesis_batch_size, args.images or 10**9))
     base = {"num_images": budget.num_images, "synthesis_iterations": budget.iterations,
             "synthesis_batch_size": budget.synthesis_batch_size, "train_batch_size": budget.train_batch_size,
             "max_steps": budget.max_steps, "num_epochs": budget.num_epochs, **budget.config,
@@ -138,10 +142,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     teacher = load_model(args.teacher if ":" in args.teacher else f"local-dir:{args.teacher}")
     wall, cpu = time.perf_counter(), time.process_time()
     quantizer = SynQQuantizer(teacher, SynQConfig(**base), device=args.device)  # refuses a bad budget here
-    synthetic = datasets.load_from_disk(args.synthetic) if args.synthetic else None
-    if synthetic is None:
-        synthetic, _ = bench.load_or_synthesize(teacher, quantizer.config, budget, quantizer.config.seed, None,
-                                                args.device, not args.no_progress)
+    if args.synthetic and (Path(args.synthetic) / "dataset_info.json").exists():
+        synthetic = datasets.load_from_disk(args.synthetic)
+    else:  # synthesized with the budget's schedule (and saved to --synthetic when given)
+        synthetic, _ = bench.load_or_synthesize(teacher, quantizer.config, budget, quantizer.config.seed,
+                                                args.synthetic, args.device, not args.no_progress)
     x, y = _test_set(bench, teacher.data_config, args.limit)
     row: dict[str, Any] = {"data": "lossless", "seed": quantizer.config.seed, "budget": args.budget,
                            "steps": budget.max_steps, "num_test_images": len(y)}
@@ -262,7 +267,10 @@ def _a4(row: dict[str, Any]) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--synthetic", help="a saved synthetic set (datasets.load_from_disk), e.g. the lead's cpu set")
+    p.add_argument("--synthetic", help="a saved synthetic set (datasets.load_from_disk), e.g. the lead's cpu set; "
+                   "a folder without one gets the set synthesized with the budget's schedule")
+    p.add_argument("--images", type=int, help="override the budget's synthetic image count")
+    p.add_argument("--iterations", type=int, help="override the budget's synthesis iterations")
     p.add_argument("--budget", default="cpu", help="cifar10_accuracy.py budget (schedule): cpu, guard, smoke, ...")
     p.add_argument("--bits", help="a uniform row, e.g. W2A4")
     p.add_argument("--size-budget", help="a mixed row: size budget, e.g. w3, w4, 0.12MB or bytes")

@@ -403,3 +403,17 @@ def test_cli_ptq_with_a_size_budget(cifar_folder: Path, tmp_path: Path, capsys, 
     record = loaded.extra["mixed_precision"]
     assert stored_tensor_bytes(out) == record["weight_bytes"] <= record["budget"]["bytes"]
     assert not (tmp_path / "q.synq-work").exists()  # the work folder (and its sensitivity cache) is removed
+
+
+def test_cli_flags_come_from_the_config_fields(capsys) -> None:
+    from synq_hf.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["quantize", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--size-budget", "--avg-w-bits", "--avg-a-bits", "--w-bits-candidates", "--a-bits-candidates",
+                 "--layer-w-bits JSON", "--layer-a-bits JSON", "--sensitivity-num-images"):
+        assert flag in text, flag
+    with pytest.raises(SystemExit):
+        main(["quantize", "m", "--out", "o", "--layer-w-bits", "[8]"])
+    assert "expected a JSON object" in capsys.readouterr().err

@@ -14,7 +14,7 @@ case "${1:-all}" in
   uniform-w2a4) row uniform-w2a4 --bits W2A4 ;;
   uniform-w3a4) row uniform-w3a4 --bits W3A4 ;;
   uniform-w8a4) row uniform-w8a4 --bits W8A4 ;;
-  plot) python benchmarks/mixed_precision.py --plot "$OUT"/*.json /work/cache/logs/baseline_cpu_seed0.json \
+  plot) ${PLOT_PYTHON:-python} benchmarks/mixed_precision.py --plot "$OUT"/*.json /work/cache/logs/baseline_cpu_seed0.json \
           --png benchmarks/figures/mixed_precision_frontier.png > "$OUT/plot.json" ;;
   *) echo "usage: run.sh ROW" >&2; exit 2 ;;
 esac
