@@ -230,6 +230,7 @@ def plot(paths: list[Path], png: Path, teacher: str) -> dict[str, Any]:
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=130)
     styles = {("uniform", "ptq_search_top1"): ("uniform PTQ (searched ranges)", "s", "tab:gray", ":"),
               ("uniform", "synq_top1"): ("uniform SynQ", "o", "tab:blue", "--"),
+              ("mixed", "ptq_search_top1"): ("mixed precision PTQ (searched ranges)", "d", "tab:orange", ":"),
               ("mixed", "synq_top1"): ("mixed precision + SynQ", "D", "tab:red", "-")}
     for (kind, key), (label, marker, color, line) in styles.items():
         for a4 in (True, False):
@@ -241,18 +242,16 @@ def plot(paths: list[Path], png: Path, teacher: str) -> dict[str, Any]:
             ax.plot(xs, ys, marker=marker, color=color, linestyle=line if a4 else "none",
                     fillstyle="full" if a4 else "none", label=label + ("" if a4 else " (A3)"))
             for px, py, name in pts:
-                if kind == "uniform" and key == "synq_top1" or kind == "mixed":
+                if key == "synq_top1":
                     ax.annotate(name.replace("mixed ", ""), (px, py), textcoords="offset points", xytext=(4, -10),
                                 fontsize=7, color=color)
-    ax.axvline(size.float_bytes / 1000, color="black", linewidth=0.5)
     ax.set_xlabel("stored size (KB: packed weight codes + scales, biases, BatchNorm, ranges)")
     ax.set_ylabel("top-1 % (CIFAR-10 lossless 1,017 test images)")
     ax.set_title("ResNet-20, zero-shot: size vs accuracy (activations 4-bit unless marked)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    lows = [r[k] for r in rows for k in ("synq_top1",) if r.get(k) is not None]
-    if lows:
-        ax.set_ylim(max(min(lows) - 3, 0), 93)
+    values = [r[k] for r in rows for k in ("synq_top1", "ptq_search_top1") if r.get(k) is not None]
+    ax.set_ylim(max(min(values) - 2, 0), 93)
     ax.set_xlim(0, max(r["weight_bytes"] for r in rows) / 1000 * 1.1)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

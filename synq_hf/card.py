@@ -173,10 +173,16 @@ def _is_mixed(cfg: SynQConfig) -> bool:
 def _mixed_short(cfg: SynQConfig, mixed: Mapping[str, Any] | None) -> str:
     """E.g. ``W3.47A4 mixed``: the average weight (and activation) bits of a mixed-precision model."""
     mixed = mixed or {}
-    w = mixed.get("avg_w_bits")
-    w_text = f"{w:.2f}" if w is not None else ("mixed" if cfg.layer_w_bits else str(cfg.w_bits))
-    a = mixed.get("avg_a_bits")
-    a_text = f"{a:.2f}" if a is not None else ("mixed" if cfg.layer_a_bits else str(cfg.a_bits))
+    def text(avg: float | None, chosen: dict[str, int], uniform: int) -> str:
+        if avg is not None:
+            return f"{avg:.2f}"
+        if chosen:  # per-layer bits set by hand: their range
+            lo, hi = min(chosen.values()), max(chosen.values())
+            return str(lo) if lo == hi else f"{lo}-{hi}"
+        return str(uniform)
+
+    w_text = text(mixed.get("avg_w_bits") if cfg.layer_w_bits else None, cfg.layer_w_bits, cfg.w_bits)
+    a_text = text(mixed.get("avg_a_bits") if cfg.layer_a_bits else None, cfg.layer_a_bits, cfg.a_bits)
     return f"W{w_text}A{a_text} mixed"
 
 

@@ -160,7 +160,12 @@ class SynQQuantizer:
         from .mixed import needs_allocation, plan_mixed_precision
 
         layers = list(self.mixed_size.numel) if self.mixed_size is not None else None
-        if not needs_allocation(self.config, layers):
+        activations = None
+        if self.config.avg_a_bits is not None and self.config.layer_a_bits:  # partly given: are all chosen?
+            from .mixed import placement_activations
+
+            activations = list(placement_activations(self.teacher.model, self.config))
+        if not needs_allocation(self.config, layers, activations):
             return None
         if images is None:
             if self.synthetic is None:

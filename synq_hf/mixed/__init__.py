@@ -7,7 +7,13 @@ arithmetic of the packed folder. ``SynQQuantizer`` runs it when the config has `
 
 from .allocation import Allocation, Frontier, allocate, pareto_frontier
 from .plan import MixedPrecisionPlan, check_budget, needs_allocation, plan_mixed_precision
-from .sensitivity import SENSITIVITY_FILE, SensitivityTable, activation_sensitivity, weight_sensitivity
+from .sensitivity import (
+    SENSITIVITY_FILE,
+    SensitivityTable,
+    activation_sensitivity,
+    placement_activations,
+    weight_sensitivity,
+)
 from .size import SizeModel, measurement_config, stored_tensor_bytes
 
 __all__ = [
@@ -23,6 +29,7 @@ __all__ = [
     "measurement_config",
     "needs_allocation",
     "pareto_frontier",
+    "placement_activations",
     "plan_mixed_precision",
     "stored_tensor_bytes",
     "weight_sensitivity",
