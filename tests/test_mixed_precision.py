@@ -417,3 +417,11 @@ def test_cli_flags_come_from_the_config_fields(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["quantize", "m", "--out", "o", "--layer-w-bits", "[8]"])
     assert "expected a JSON object" in capsys.readouterr().err
+
+
+def test_card_of_hand_set_per_layer_bits_names_their_range() -> None:
+    from synq_hf.card import render_model_card
+
+    card = render_model_card(base_model="tiny", library="timm", synq_config=SynQConfig(layer_w_bits=MIXED))
+    assert "W2-8A4 mixed (mixed precision: weights 2, 3, 4, 5, 8-bit per layer" in str(card)
+    assert "### Bits per layer" not in str(card)  # no allocation record: no sensitivity table to show
