@@ -198,6 +198,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _rows_from(path: Path) -> list[dict[str, Any]]:
     """Rows of this script's JSON, or the uniform rows of a ``cifar10_accuracy.py`` JSON (lossless, no variant)."""
+    if path.stat().st_size == 0:  # a row still running
+        _log(f"skipping {path}: empty")
+        return []
     data = json.loads(path.read_text())
     if isinstance(data, dict) and "kind" in data:
         return [data]
@@ -228,6 +231,8 @@ def plot(paths: list[Path], png: Path, teacher: str) -> dict[str, Any]:
             w = int(r["label"].upper()[1:].split("A")[0])
             r["weight_bytes"] = size.total_bytes({n: w for n in size.numel})
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=130)
+    synq = [r["synq_top1"] for r in rows if r.get("synq_top1") is not None]
+    low = max(min(synq) - 4, 0) if synq else 0  # a PTQ point far below (W2 PTQ) is drawn at the edge, value written
     styles = {("uniform", "ptq_search_top1"): ("uniform PTQ (searched ranges)", "s", "tab:gray", ":"),
               ("uniform", "synq_top1"): ("uniform SynQ", "o", "tab:blue", "--"),
               ("mixed", "ptq_search_top1"): ("mixed precision PTQ (searched ranges)", "d", "tab:orange", ":"),
@@ -239,20 +244,24 @@ def plot(paths: list[Path], png: Path, teacher: str) -> dict[str, Any]:
             if not pts:
                 continue
             xs, ys, names = zip(*pts)
-            ax.plot(xs, ys, marker=marker, color=color, linestyle=line if a4 else "none",
+            shown = [max(y, low + 0.4) for y in ys]
+            ax.plot(xs, shown, marker=marker, color=color, linestyle=line if a4 else "none",
                     fillstyle="full" if a4 else "none", label=label + ("" if a4 else " (A3)"))
             for px, py, name in pts:
-                if key == "synq_top1":
-                    ax.annotate(name.replace("mixed ", ""), (px, py), textcoords="offset points", xytext=(4, -10),
+                if py < low:
+                    ax.annotate(f"{py:.1f} (off scale)", (px, low + 0.4), textcoords="offset points", xytext=(4, 4),
                                 fontsize=7, color=color)
+                if key == "synq_top1":
+                    ax.annotate(f"{name.replace('mixed ', '')}: {py:.2f}", (px, py), textcoords="offset points",
+                                xytext=(-30, 7) if kind == "mixed" else (4, -10), fontsize=7, color=color)
     ax.set_xlabel("stored size (KB: packed weight codes + scales, biases, BatchNorm, ranges)")
     ax.set_ylabel("top-1 % (CIFAR-10 lossless 1,017 test images)")
-    ax.set_title("ResNet-20, zero-shot: size vs accuracy (activations 4-bit unless marked)", fontsize=9)
+    ax.set_title("ResNet-20, zero-shot: size vs accuracy (activations 4-bit unless marked A3)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    values = [r[k] for r in rows for k in ("synq_top1", "ptq_search_top1") if r.get(k) is not None]
-    ax.set_ylim(max(min(values) - 2, 0), 93)
-    ax.set_xlim(0, max(r["weight_bytes"] for r in rows) / 1000 * 1.1)
+    ax.set_ylim(low, 93)
+    sizes = [r["weight_bytes"] / 1000 for r in rows]
+    ax.set_xlim(min(sizes) * 0.92, max(sizes) * 1.06)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(png)
