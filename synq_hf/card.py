@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import PureWindowsPath
 from typing import Any
 
-from .config import SynQConfig
+from .config import SynQConfig, budget_replaces
 from .errors import ConfigError, ModelLoadError
 from .sources.ids import is_repo_id
 
@@ -166,9 +166,65 @@ def _rows(data: Mapping[str, Any] | None, labels: Mapping[str, str]) -> list[tup
     return rows
 
 
-def _bits_text(cfg: SynQConfig, coverage: Mapping[str, Any] | None = None) -> str:
+def _is_mixed(cfg: SynQConfig) -> bool:
+    return bool(cfg.layer_w_bits or cfg.layer_a_bits)
+
+
+def _mixed_short(cfg: SynQConfig, mixed: Mapping[str, Any] | None) -> str:
+    """E.g. ``W3.47A4 mixed``: the average weight (and activation) bits of a mixed-precision model."""
+    mixed = mixed or {}
+    def text(avg: float | None, chosen: dict[str, int], uniform: int) -> str:
+        if avg is not None:
+            return f"{avg:.2f}"
+        if chosen:  # per-layer bits set by hand: their range
+            lo, hi = min(chosen.values()), max(chosen.values())
+            return str(lo) if lo == hi else f"{lo}-{hi}"
+        return str(uniform)
+
+    w_text = text(mixed.get("avg_w_bits") if cfg.layer_w_bits else None, cfg.layer_w_bits, cfg.w_bits)
+    a_text = text(mixed.get("avg_a_bits") if cfg.layer_a_bits else None, cfg.layer_a_bits, cfg.a_bits)
+    return f"W{w_text}A{a_text} mixed"
+
+
+def _mixed_bits_text(cfg: SynQConfig, mixed: Mapping[str, Any] | None) -> str:
+    """The bit-widths of a mixed-precision model: per layer (see the table), with the budget and the size reached."""
+    mixed = mixed or {}
+    w_set = sorted(set(cfg.layer_w_bits.values())) or [cfg.w_bits]
+    a_set = sorted(set(cfg.layer_a_bits.values())) or [cfg.a_bits]
+    text = (f"{_mixed_short(cfg, mixed)} (mixed precision: weights {', '.join(map(str, w_set))}-bit per layer, "
+            f"activations {', '.join(map(str, a_set))}-bit")
+    budget = mixed.get("budget") or {}
+    if budget.get("bytes") is not None and mixed.get("weight_bytes") is not None:
+        met = "met" if mixed["weight_bytes"] <= budget["bytes"] else "NOT met"
+        text += (f"; size budget {budget.get('size_budget')!s} = {budget['bytes']:,} bytes, stored "
+                 f"{mixed['weight_bytes']:,} bytes ({met})")
+    elif budget.get("avg_w_bits") is not None and mixed.get("avg_w_bits") is not None:
+        met = "met" if mixed["avg_w_bits"] <= budget["avg_w_bits"] + 1e-9 else "NOT met"
+        text += f"; budget {budget['avg_w_bits']:g} bits per weight, reached {mixed['avg_w_bits']:.3f} ({met})"
+    if budget.get("avg_a_bits") is not None and mixed.get("avg_a_bits") is not None:
+        text += f"; activation budget {budget['avg_a_bits']:g} bits per value, reached {mixed['avg_a_bits']:.3f}"
+    return text + "; chosen per layer from the synthetic images, see Bits per layer)"
+
+
+def _layer_rows(mixed: Mapping[str, Any] | None) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Rows of the card's per-layer tables (weights, activations) from the mixed-precision record."""
+    if not mixed:
+        return [], []
+    weights = [{"name": str(r["name"]), "params": f"{int(r['params']):,}", "bits": str(r["w_bits"]),
+                "bytes": f"{int(r['bytes']):,}", "kl": "–" if r.get("kl") is None else f"{r['kl']:.3g}"}
+               for r in mixed.get("layers") or []]
+    acts = [{"name": str(r["name"]), "elements": f"{int(r['elements']):,}", "bits": str(r["a_bits"]),
+             "kl": "–" if r.get("kl") is None else f"{r['kl']:.3g}"} for r in mixed.get("activations") or []]
+    return weights, acts
+
+
+def _bits_text(cfg: SynQConfig, coverage: Mapping[str, Any] | None = None,
+               mixed: Mapping[str, Any] | None = None) -> str:
     """E.g. ``W4A4 (4-bit weights, 4-bit activations, ...; coverage: ...)``; the label before `` (`` is only
-    ``WxAy`` when the coverage report confirms every quantized layer is at those bits with no unruled gap."""
+    ``WxAy`` when the coverage report confirms every quantized layer is at those bits with no unruled gap.
+    Per-layer bits (``layer_w_bits``/``layer_a_bits``): ``W3.47A4 mixed (...)`` with the budget met."""
+    if _is_mixed(cfg):
+        return _mixed_bits_text(cfg, mixed)
     label = f"W{cfg.w_bits}A{cfg.a_bits}"
     if coverage:
         w_bits, a_bits = set(coverage.get("weight_bits") or []), set(coverage.get("input_bits") or [])
@@ -309,7 +365,7 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
     trained = method == "synq"
     quant = (
         f"Weights of every quantized convolution and linear layer: {cfg.weight_granularity.replace('_', '-')} {sym}"
-        f"{wrange}, {cfg.w_bits}-bit"
+        f"{wrange}, " + ("bits per layer (below)" if cfg.layer_w_bits else f"{cfg.w_bits}-bit")
         + (", step sizes then learned (LSQ)" if cfg.learnable_weight_scale and trained else "")
         + f". Activations: per-tensor {'symmetric' if cfg.act_symmetric else 'asymmetric'} {cfg.a_bits}-bit at the "
         f"positions of the architecture's placement rule (see the coverage in results.json), ranges from {arange} "
@@ -385,6 +441,7 @@ def render_model_card(
     method: str | None = None,
     load_id: str | None = None,
     coverage: Mapping[str, Any] | None = None,
+    mixed_precision: Mapping[str, Any] | None = None,
 ) -> Any:
     """Render the card of a quantized model as a ``huggingface_hub.ModelCard`` (save it as ``README.md``).
 
@@ -398,6 +455,7 @@ def render_model_card(
     synthetic images alone is called zero-shot. ``method`` (``"synq"``/``"ptq"``) defaults from the other
     records. ``repo_id`` (or ``load_id``, e.g. the folder name) is what the loading snippet loads. ``coverage`` is
     ``synq_hf.quant.coverage.coverage_summary`` of the model: which layers and inputs are quantized.
+    ``mixed_precision`` (``MixedPrecisionPlan.to_record()``) adds the budget and the per-layer bits table.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -420,17 +478,20 @@ def render_model_card(
     if "num_images" not in calibration and calibration["source"] == "synthetic" and synthetic.get("num_images"):
         calibration["num_images"] = min(cfg.calibration_num_images, int(synthetic["num_images"]))
     zero_shot = calibration["source"] == "synthetic"
-    tag = f"w{cfg.w_bits}a{cfg.a_bits}"
+    mixed = _is_mixed(cfg)
+    bits_short = _mixed_short(cfg, mixed_precision) if mixed else f"W{cfg.w_bits}A{cfg.a_bits}"
+    tag = ("mixed-" + bits_short.removesuffix(" mixed")).lower() if mixed else f"w{cfg.w_bits}a{cfg.a_bits}"
     model_name = _scrub(model_name or (repo_id.split("/", 1)[1] if repo_id else f"{base_name}-{method}-{tag}"))
     load_id = repo_id or _scrub(load_id or model_name)
-    bits_text = _bits_text(cfg, coverage)
+    bits_text = _bits_text(cfg, coverage, mixed_precision)
+    weight_rows, act_rows = _layer_rows(mixed_precision)
     calibrated_on = _calibration_phrase(calibration)
     ptq_label = "Min-max PTQ on " + ("synthetic data" if zero_shot else calibrated_on.split(" ", 1)[-1])
-    evals, result_rows = _eval_results(results, method, tag.upper(), ptq_label) if results else ([], [])
+    evals, result_rows = _eval_results(results, method, bits_short, ptq_label) if results else ([], [])
     dataset_repo = synthetic.get("dataset_repo")
 
     tags = ["synq-hf", "quantized", *(["zero-shot-quantization"] if zero_shot else []), "fake-quantization", tag,
-            method, library]
+            *(["mixed-precision"] if mixed else []), method, library]
     tags += [t for t in (_scrub(str(t)) for t in extra_tags) if t not in tags]
     data = ModelCardData(
         base_model=hub_id,
@@ -446,6 +507,7 @@ def render_model_card(
     if hub_id is not None:
         data.base_model_relation = "quantized"
     help_text = SynQConfig.field_help()
+    replaced = budget_replaces(cfg)
     context = {
         "model_name": model_name,
         "load_id": load_id,
@@ -467,7 +529,9 @@ def render_model_card(
         ),
         "load_comment": "a Hub repo id" if repo_id else "this folder (its path), or its Hub repo id once pushed",
         "bits_text": bits_text,
-        "bits_short": tag.upper(),
+        "bits_short": bits_short,
+        "layer_rows": weight_rows,
+        "act_rows": act_rows,
         "synq_hf_version": __version__,
         "recipe": _scrub(recipe) if recipe else None,
         "result_rows": result_rows,
@@ -478,7 +542,8 @@ def render_model_card(
         "synthetic_dataset_text": _synthetic_dataset_text(dataset_repo),
         "training_rows": _rows(training, _TRAINING_LABELS),
         "config_rows": [
-            (f.name, _fmt(getattr(cfg, f.name)).replace("|", "\\|"), help_text[f.name].replace("|", "\\|"))
+            (f.name, ("replaced by the budget" if f.name in replaced else _fmt(getattr(cfg, f.name))).replace("|", "\\|"),
+             help_text[f.name].replace("|", "\\|"))
             for f in dataclasses.fields(cfg)
         ],
         "license_text": (

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,6 +79,75 @@ def _bits(name: str, value: Any) -> None:
     _check_bits(name, value)
 
 
+class DefaultBits(int):
+    """The default of ``w_bits``/``a_bits``: equal to its int, but marks the field as not set by the user, so a
+    mixed-precision budget (which replaces it) can refuse an explicit bit-width and accept the default."""
+
+    def __repr__(self) -> str:
+        return int.__repr__(self)
+
+    def __reduce__(self) -> tuple:
+        return (DefaultBits, (int(self),))
+
+
+def is_set(config: Any, name: str) -> bool:
+    """Whether ``config.<name>`` (``w_bits``/``a_bits``) was given by the user rather than left at its default."""
+    return type(getattr(config, name)) is not DefaultBits
+
+
+# -- mixed precision under a budget (issue 26) --------------------------------------------------------
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmg]i?b|b)?\s*$", re.IGNORECASE)
+_UNIFORM = re.compile(r"^\s*w([2-8])\s*$", re.IGNORECASE)
+
+
+def parse_size_budget(value: Any, name: str = "size_budget") -> tuple[str, float]:
+    """``("bytes", n)`` for ``"0.25MB"``, ``"300KB"``, ``"1.5MiB"``, ``"262144"`` or an int (bytes; KB/MB/GB are
+    powers of 10, KiB/MiB/GiB of 2), or ``("uniform", b)`` for ``"w4"``: the packed size of the model with every
+    layer at ``b``-bit weights. A value that is neither raises ``ConfigError``."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ConfigError(f"{name}={value!r} is not allowed; give a size such as '0.25MB', '300KB', 262144 "
+                          "(bytes) or 'w4' (the size of uniform 4-bit weights)")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{name}={value!r} is not allowed; a size in bytes must be >= 1")
+        return "bytes", float(value)
+    uniform = _UNIFORM.match(value)
+    if uniform:
+        return "uniform", float(uniform.group(1))
+    m = _SIZE.match(value)
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"{name}={value!r} is not allowed; give a size such as '0.25MB', '300KB', '1.5MiB', "
+                          "'262144' (bytes) or 'w4' (the size of uniform 4-bit weights)")
+    return "bytes", float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()]
+
+
+def _size_budget(name: str, value: Any) -> None:
+    parse_size_budget(value, name)
+
+
+def _bits_list(name: str, value: Any) -> None:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{name}={value!r} is not allowed; give a non-empty list of bit-widths (2-8)")
+    for v in value:
+        _check_bits(name, v)
+
+
+def _layer_bits(name: str, value: Any) -> None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{name} must map module names to bit-widths, e.g. {{\"conv1\": 8}}; got {value!r}")
+    for k, v in value.items():
+        _check_bits(f"{name}[{k!r}]", v)
+
+
+def _avg_bits(name: str, value: Any) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 32
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is not allowed; an average bit-width must be a number above 0 and below "
+                          "32 (float weights are 32-bit)")
+
+
 def _int_at_least(minimum: int) -> Callable[[str, Any], None]:
     return lambda name, value: _check_int(name, value, minimum)
 
@@ -114,8 +184,9 @@ class QuantizationSettings:
     """What shapes the quantized model: the fields saved with it as its ``quantization_config``."""
 
     quant_method: str = _f("synq", "Quantization method name used by transformers (always 'synq').")
-    w_bits: int = _f(4, "Bit-width of weights (2-8).", check=_bits)
-    a_bits: int = _f(4, "Bit-width of activations (2-8).", check=_bits)
+    w_bits: int = _f(DefaultBits(4), "Bit-width of weights (2-8); a size_budget or avg_w_bits replaces it.",
+                     check=_bits)
+    a_bits: int = _f(DefaultBits(4), "Bit-width of activations (2-8); an avg_a_bits budget replaces it.", check=_bits)
     weight_granularity: Literal["per_channel", "per_tensor"] = _f(
         "per_channel", "Weight quantization granularity.", ("per_channel", "per_tensor")
     )
@@ -182,6 +253,34 @@ class QuantizationSettings:
         ("off", "int8"),
     )
 
+    # -- mixed precision under a budget (issue 26) ------------------------------------------------
+    size_budget: str | int | None = _f(
+        None, "Mixed precision: the model's stored size, e.g. '0.25MB', '300KB', 262144 (bytes) or 'w3' (the size "
+        "of uniform 3-bit weights); per-layer weight bits are chosen from w_bits_candidates to fit it, by their "
+        "sensitivity on the synthetic images. Replaces w_bits. Counts every stored tensor (packed codes at their "
+        "bit-width, scales, zero points, biases, BatchNorm, activation ranges), not the file header.",
+        check=_size_budget,
+    )
+    avg_w_bits: float | None = _f(
+        None, "Mixed precision: the average bits per quantized weight (e.g. 3.5); per-layer weight bits are chosen "
+        "from w_bits_candidates by their sensitivity. Replaces w_bits; exclusive with size_budget.", check=_avg_bits,
+    )
+    avg_a_bits: float | None = _f(
+        None, "Mixed precision of activations: the average bits per activation value (weighted by its elements per "
+        "image); each activation quantizer's bits are chosen from a_bits_candidates. Replaces a_bits; None keeps "
+        "every activation at a_bits.", check=_avg_bits,
+    )
+    w_bits_candidates: list[int] = _f([2, 3, 4, 8], "Weight bit-widths a budget may give a layer.", check=_bits_list)
+    a_bits_candidates: list[int] = _f([4, 8], "Activation bit-widths avg_a_bits may give a quantizer.",
+                                      check=_bits_list)
+    layer_w_bits: dict[str, int] = _f(
+        {}, "Weight bits per quantized layer (module name -> bits), over w_bits and first/last_layer_bits; a budget "
+        "fills it, so a saved mixed model rebuilds the same quantizers.", check=_layer_bits,
+    )
+    layer_a_bits: dict[str, int] = _f(
+        {}, "Bits per activation quantizer (its name -> bits), over a_bits; avg_a_bits fills it.", check=_layer_bits,
+    )
+
 
 @dataclass
 class SynthesisSettings:
@@ -189,6 +288,11 @@ class SynthesisSettings:
 
     calibration_num_images: int = _f(512, "Images used to calibrate activation ranges.", check=_int_at_least(1))
     calibration_batch_size: int = _f(64, "Batch size of the calibration forward passes.", check=_int_at_least(1))
+    # -- mixed precision (issue 26) --
+    sensitivity_num_images: int = _f(
+        256, "Mixed precision: synthetic images on which each layer's sensitivity (KL of the model's output to the "
+        "float model's when only that layer is quantized) is measured.", check=_int_at_least(1),
+    )
     num_images: int = _f(5120, "Number of synthetic images to generate.", check=_int_at_least(1))
     synthesis_iterations: int = _f(1000, "Optimization iterations per synthetic batch.", check=_int_at_least(0))
     synthesis_batch_size: int | None = _f(None, "Synthetic images optimized together. None: 256 (CNN) or 32 (ViT).",
@@ -349,6 +453,7 @@ class _ConfigIO:
             check = f.metadata.get("check")
             if check is not None:
                 check(f.name, value)
+        _check_mixed(self)
         if self.version != CONFIG_VERSION:
             raise ConfigError(
                 f"version={self.version!r}: this synq_hf writes config version {CONFIG_VERSION}; "
@@ -361,8 +466,9 @@ class _ConfigIO:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict of every field (lists copied)."""
-        return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """Plain-JSON dict of every field (lists copied); a budget's config leaves out the bits it replaces."""
+        replaced = budget_replaces(self)
+        return {f.name: _copy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in replaced}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], return_unused_kwargs: bool = False, **kwargs: Any) -> Any:
@@ -561,6 +667,37 @@ def _v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
 _MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
+def has_weight_budget(config: Any) -> bool:
+    """Whether ``config`` asks for mixed-precision weights (``size_budget`` or ``avg_w_bits``)."""
+    return config.size_budget is not None or config.avg_w_bits is not None
+
+
+def budget_replaces(config: Any) -> tuple[str, ...]:
+    """The uniform bit fields a budget of ``config`` replaces (``w_bits`` and/or ``a_bits``)."""
+    return (("w_bits",) if has_weight_budget(config) else ()) + (("a_bits",) if config.avg_a_bits is not None else ())
+
+
+def _check_mixed(config: Any) -> None:
+    """The cross-field rules of mixed precision: one weight budget, never with an explicit bit-width it replaces,
+    and an average no smaller than the smallest candidate."""
+    if config.size_budget is not None and config.avg_w_bits is not None:
+        raise ConfigError(f"size_budget={config.size_budget!r} and avg_w_bits={config.avg_w_bits!r} are both set; "
+                          "give one weight budget")
+    for budget, bits in (("size_budget", "w_bits"), ("avg_w_bits", "w_bits"), ("avg_a_bits", "a_bits")):
+        if getattr(config, budget) is not None and is_set(config, bits):
+            raise ConfigError(f"{budget}={getattr(config, budget)!r} and {bits}={getattr(config, bits)!r} are both set; "
+                              f"the budget chooses the bits per layer: drop {bits}")
+    for avg, candidates in (("avg_w_bits", "w_bits_candidates"), ("avg_a_bits", "a_bits_candidates")):
+        value, smallest = getattr(config, avg), min(getattr(config, candidates))
+        if value is not None and value < smallest:
+            raise ConfigError(f"{avg}={value!r} is below the smallest of {candidates} ({smallest} bits): no "
+                              "allocation reaches it")
+    for name in ("w_bits_candidates", "a_bits_candidates"):
+        setattr(config, name, sorted({int(b) for b in getattr(config, name)}))
+    for name in ("layer_w_bits", "layer_a_bits"):
+        setattr(config, name, {str(k): int(v) for k, v in getattr(config, name).items()})
+
+
 def _pkg_version() -> str:
     from .version import __version__
 
@@ -568,6 +705,8 @@ def _pkg_version() -> str:
 
 
 def _copy(v: Any) -> Any:
+    if isinstance(v, dict):
+        return dict(v)
     return list(v) if isinstance(v, (list, tuple)) else v
 
 

@@ -58,6 +58,11 @@ class SynQQuantizer:
         self.recipe: str | None = None
         self.record: dict[str, Any] = {}  # JSON provenance saved in config.json (e.g. calibration source)
         self._start = time.perf_counter()  # total wall time is measured from here to save_pretrained
+        from .mixed import check_budget
+
+        # a mixed-precision budget no allocation reaches (or not below the float size) fails here, before synthesis
+        self.mixed_size = check_budget(self.teacher.model, self.config)
+        self.mixed_plan: Any | None = None
 
     @classmethod
     def from_pretrained(
@@ -141,6 +146,41 @@ class SynQQuantizer:
         }
 
     # -- step 2: quantization ---------------------------------------------------------------------
+    def allocate_bits(
+        self, images: Any | None = None, *, cache_dir: str | os.PathLike | None = None, progress: bool = True
+    ) -> Any | None:
+        """Mixed precision: choose per-layer bits under the config's budget from the synthetic images (or ``images``).
+
+        Measures each layer's sensitivity (KL to the float model's outputs on the first ``sensitivity_num_images``
+        images; cached in ``cache_dir`` when given), allocates the bits exactly, and writes them into
+        ``config.layer_w_bits``/``layer_a_bits``. Returns the :class:`synq_hf.mixed.MixedPrecisionPlan` (also
+        ``.mixed_plan``), or None when the config has no budget or its bits are already chosen.
+        ``quantize()`` and ``ptq()`` call it first.
+        """
+        from .mixed import needs_allocation, plan_mixed_precision
+
+        layers = list(self.mixed_size.numel) if self.mixed_size is not None else None
+        activations = None
+        if self.config.avg_a_bits is not None and self.config.layer_a_bits:  # partly given: are all chosen?
+            from .mixed import placement_activations
+
+            activations = list(placement_activations(self.teacher.model, self.config))
+        if not needs_allocation(self.config, layers, activations):
+            return None
+        if images is None:
+            if self.synthetic is None:
+                self.synthesize(progress=progress)
+            images = self.synthetic
+        tensor = images if isinstance(images, torch.Tensor) else self._pixel_values(images)
+        tensor = tensor[: self.config.sensitivity_num_images].float()
+        plan = plan_mixed_precision(self.teacher.model, self.config, tensor, cache_dir=cache_dir, device=self.device,
+                                    progress=progress, size=self.mixed_size)
+        self.config = plan.apply(self.config)
+        self.mixed_plan = plan
+        self.timings["mixed_precision_s"] = plan.seconds
+        self.record["mixed_precision"] = plan.to_record()
+        return plan
+
     def ptq(
         self, calibration: Any | None = None, *, source: dict[str, Any] | None = None, progress: bool = True
     ) -> nn.Module:
@@ -152,6 +192,7 @@ class SynQQuantizer:
         """
         synthetic = calibration is None or (calibration is self.synthetic and source is None)
         images = self._calibration_images(calibration, progress=progress)
+        self.allocate_bits(calibration if calibration is not None else self.synthetic, progress=progress)
         record = {"source": "synthetic"} if synthetic else dict(source or {"source": "provided"})
         if "data" in record and record["data"] is not None:
             record["data"] = public_name(record["data"])
@@ -197,6 +238,7 @@ class SynQQuantizer:
             self.synthesize(progress=progress)
         if max_steps is not None:
             self.config = self.config.replace(max_steps=max_steps)
+        self.allocate_bits(progress=progress)
         # A previous fine-tuning froze the shared teacher (requires_grad False); the copy must train.
         student = quantize_model(copy.deepcopy(self.teacher.model), self.config).requires_grad_(True)
         steps = _TrainedSteps()
@@ -272,8 +314,8 @@ class SynQQuantizer:
             "fp_top1": self.results.get("fp_top1"),
             "ptq_top1": self.results.get("ptq_top1"),
             "synq_top1": self.results.get("synq_top1"),
-            "w_bits": self.config.w_bits,
-            "a_bits": self.config.a_bits,
+            "w_bits": None if self.config.layer_w_bits else self.config.w_bits,  # mixed: see mixed_precision
+            "a_bits": None if self.config.layer_a_bits else self.config.a_bits,
             "synthesis_s": self.timings.get("synthesis_s"),
             "finetune_s": self.timings.get("finetune_s"),
             "total_s": self.timings.get("total_s", time.perf_counter() - self._start),
@@ -359,6 +401,7 @@ class SynQQuantizer:
             "license": self.teacher.extra.get("license"),
             "recipe": self.recipe,
             "coverage": self._coverage_json().get("coverage"),
+            "mixed_precision": self.record.get("mixed_precision"),
         }
 
     def push_to_hub(
@@ -399,15 +442,16 @@ class SynQQuantizer:
             if self.synthetic is None:
                 self.synthesize(progress=progress)
             calibration = self.synthetic
-        if isinstance(calibration, torch.Tensor):
-            images = calibration
-        else:
-            if "pixel_values" not in getattr(calibration, "column_names", ()):
-                raise DataError("calibration data needs a 'pixel_values' column of normalized images "
-                                "(a synthetic dataset); for real images use synq-hf quantize --calibration-data")
-            images = calibration.with_format("torch")["pixel_values"]
+        images = calibration if isinstance(calibration, torch.Tensor) else self._pixel_values(calibration)
         n = min(len(images), self.config.calibration_num_images)
         return images[:n].float()
+
+    @staticmethod
+    def _pixel_values(dataset: Any) -> torch.Tensor:
+        if "pixel_values" not in getattr(dataset, "column_names", ()):
+            raise DataError("calibration data needs a 'pixel_values' column of normalized images "
+                            "(a synthetic dataset); for real images use synq-hf quantize --calibration-data")
+        return dataset.with_format("torch")["pixel_values"]
 
 
 def _rounded(key: str, value: Any) -> Any:

@@ -15,18 +15,41 @@ from synq_hf import SynQConfig
 from synq_hf.model_info import model_logits
 from synq_hf.quant import ptq
 from synq_hf.quant.fake_quant import qrange
-from synq_hf.quant.packing import FrozenWeightQuantizer, pack_codes, unpack_codes
+from synq_hf.quant.packing import FrozenWeightQuantizer, code_bytes, pack_codes, unpack_codes
 from synq_hf.serialization import QUANTIZERS_FILE, WEIGHTS_FILE, load_quantized, save_quantized
 
 
-@pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7, 8])
 @pytest.mark.parametrize("symmetric", [False, True])
-def test_pack_unpack_roundtrip(bits: int, symmetric: bool) -> None:
+def test_pack_unpack_roundtrip_at_the_true_size(bits: int, symmetric: bool) -> None:
     qmin, qmax = qrange(bits, symmetric)
     codes = torch.randint(qmin, qmax + 1, (7, 3, 3, 3), generator=torch.Generator().manual_seed(bits))
     data = pack_codes(codes, bits, symmetric)
-    assert data.numel() == ((codes.numel() + 1) // 2 if bits <= 4 else codes.numel())
+    assert data.dtype in (torch.uint8, torch.int8)
+    assert data.numel() == code_bytes(codes.numel(), bits) == -(-codes.numel() * bits // 8)
     assert torch.equal(unpack_codes(data, bits, symmetric, codes.shape), codes.to(torch.int32))
+
+
+def test_bitpacked_layout_is_the_documented_little_endian_stream() -> None:
+    codes = torch.tensor([1, 2, 3, 4, 5, 6, 7, 0, 5])  # 3 bits each, asymmetric (code - qmin = code)
+    data = pack_codes(codes, 3, False)
+    stream = "".join(f"{int(c):03b}"[::-1] for c in codes)  # least significant bit first
+    stream += "0" * (-len(stream) % 8)
+    expected = [int(stream[i : i + 8][::-1], 2) for i in range(0, len(stream), 8)]
+    assert data.tolist() == expected and len(expected) == 4
+    # 4 bits: the bit stream is the uint4x2 nibble layout, byte for byte
+    four = torch.randint(0, 16, (11,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(pack_codes(four, 4, False), pack_codes(four, 4, False, container="bitpacked"))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 6])
+def test_format_1_containers_still_unpack(bits: int) -> None:
+    """Format 1 kept 2-3-bit codes in nibbles and 5-7-bit codes one per byte; the qmap's container says which."""
+    qmin, qmax = qrange(bits, False)
+    codes = torch.randint(qmin, qmax + 1, (5, 3), generator=torch.Generator().manual_seed(0))
+    legacy = "uint4x2" if bits <= 4 else "uint8"
+    data = pack_codes(codes, bits, False, container=legacy)
+    assert torch.equal(unpack_codes(data, bits, False, codes.shape, legacy), codes.to(torch.int32))
 
 
 def _quantized(name: str, config: SynQConfig, size: int) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -55,8 +78,9 @@ def test_qmap_describes_weights_and_activations(tmp_path: Path) -> None:
         qmap = json.loads(f.metadata()["synq_qmap"])
         codes = f.get_tensor("conv1.0.weight_codes")
     entry = qmap["weights"]["conv1.0.weight"]
-    assert entry["bits"] == 3 and entry["container"] == "uint4x2" and entry["axis"] == 0
-    assert codes.dtype == torch.uint8 and codes.numel() == (torch.Size(entry["shape"]).numel() + 1) // 2
+    assert qmap["format"] == "synq-packed-2"
+    assert entry["bits"] == 3 and entry["container"] == "bitpacked" and entry["axis"] == 0
+    assert codes.dtype == torch.uint8 and codes.numel() == -(-torch.Size(entry["shape"]).numel() * 3 // 8)
     act = next(iter(qmap["activations"].values()))
     assert act["bits"] == 4 and act["scale"] > 0 and 0 <= act["zero_point"] <= 15
 

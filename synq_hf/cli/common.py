@@ -228,6 +228,8 @@ def _flag_type(hint: Any) -> tuple[Any, bool]:
         origin = typing.get_origin(hint)
     if origin is list:
         return typing.get_args(hint)[0], True
+    if origin is dict:
+        return dict, False
     if origin is typing.Literal:
         return type(typing.get_args(hint)[0]), False
     return hint, False
@@ -258,6 +260,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, fields: Iterable[str] 
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif kind is dict:
+            kwargs.update(type=_json_object, metavar="JSON")
         else:
             kwargs.update(type=kind, metavar={int: "N", float: "X"}.get(kind, "PATTERN" if many else "S"))
             if many:
@@ -265,6 +269,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, fields: Iterable[str] 
             if f.metadata.get("choices"):
                 kwargs.update(choices=f.metadata["choices"], metavar=None)
         group.add_argument(config_flag(f.name), **kwargs)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A dict-valued field's flag: an inline JSON object such as ``'{"conv1": 8}'``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not a JSON object ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"conv1\": 8}}', got {text!r}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace, preset: str | None = None) -> Any:

@@ -62,7 +62,7 @@ printed: the same command with --resume. The resumed model equals an uninterrupt
 removed after a successful run. --overwrite replaces only an earlier synq-hf output, never other files.
 """
 
-_WORK_ITEMS = ("synthetic-groups", "finetune")
+_WORK_ITEMS = ("synthetic-groups", "finetune", "mixed-precision")
 
 
 @dataclass
@@ -192,6 +192,8 @@ def run_ptq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
         quantizer.synthesize(num_images=quantizer.config.calibration_num_images, progress=not args.no_progress,
                              checkpoint_dir=args.work_path / "synthetic-groups")
         images, source = None, None
+    quantizer.allocate_bits(images, cache_dir=work / "mixed-precision" if (work := getattr(args, "work_path", None)) else None,
+                            progress=not args.no_progress)
     quantizer.ptq(images, source=source, progress=not args.no_progress)
     if args.eval_data:
         _evaluate(args, quantizer, ("float", "ptq"))
@@ -212,6 +214,7 @@ def run_synq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
         quantizer.synthesize(progress=progress, checkpoint_dir=args.work_path / "synthetic-groups")
     from ..training.trainer import last_checkpoint
 
+    quantizer.allocate_bits(cache_dir=args.work_path / "mixed-precision", progress=progress)  # with a budget
     finetune_dir = args.work_path / "finetune"
     resume = last_checkpoint(os.fspath(finetune_dir)) if args.resume else None
     if resume:
@@ -265,7 +268,11 @@ def run(args: argparse.Namespace) -> int:
             quantizer.save_pretrained(args.out, overwrite=args.overwrite)
     record = quantizer.results_json()
     cfg = quantizer.config
-    result(args, f"saved {args.method.upper()} W{cfg.w_bits}A{cfg.a_bits} {args.model} to {args.out}")
+    plan = quantizer.mixed_plan
+    bits = f"W{cfg.w_bits}A{cfg.a_bits}" if plan is None else "mixed-precision"
+    result(args, f"saved {args.method.upper()} {bits} {args.model} to {args.out}")
+    if plan is not None:
+        result(args, f"  {plan.summary()}")
     for key in ("fp_top1", "ptq_top1", "synq_top1"):
         if record.get(key) is not None:
             result(args, f"  {key:10s} {record[key]:6.2f}")

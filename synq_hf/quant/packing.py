@@ -2,11 +2,16 @@
 
 A quantized layer's float ``weight`` is replaced by three tensors (``NAME`` is the module name):
 
-* ``NAME.weight_codes``: the integer codes ``clamp(round_half_even(w / scale) + zero_point, qmin, qmax)``.
-  5-8 bits: one code per byte, ``int8`` (symmetric) or ``uint8`` (asymmetric), in the weight's shape.
-  2-4 bits: two codes per byte (``uint8``, 1-D): the weight is flattened row-major, ``code - qmin`` (0-15)
-  is stored, element ``2i`` in the low nibble and ``2i+1`` in the high nibble, an odd count padded with 0.
-  3- and 2-bit codes use the same 4-bit container.
+* ``NAME.weight_codes``: the integer codes ``clamp(round_half_even(w / scale) + zero_point, qmin, qmax)``,
+  stored at their true bit-width (``ceil(numel * bits / 8)`` bytes; :func:`code_bytes`):
+  8 bits (container ``int8``/``uint8``): one code per byte, ``int8`` (symmetric) or ``uint8`` (asymmetric), in the
+  weight's shape. 4 bits (``uint4x2``): two codes per byte (``uint8``, 1-D): the weight is flattened row-major,
+  ``code - qmin`` (0-15) is stored, element ``2i`` in the low nibble and ``2i+1`` in the high nibble, an odd count
+  padded with 0. 2, 3, 5, 6, 7 bits (``bitpacked``, format ``synq-packed-2``): the same layout generalized, a
+  little-endian bit stream (``uint8``, 1-D) in which element ``i``'s ``code - qmin`` occupies stream bits
+  ``[i * bits, (i + 1) * bits)``, least significant bit first (stream bit ``k`` is bit ``k % 8`` of byte ``k // 8``),
+  the last byte padded with 0. (Folders written before format 2 kept 2-3-bit codes in ``uint4x2`` and 5-7-bit
+  codes one per byte; the qmap names each weight's container, so they still load.)
 * ``NAME.weight_scale`` (float32) and ``NAME.weight_zero_point`` (int32): shape ``[C_out]`` per channel
   (axis 0), 0-dim per tensor.
 
@@ -33,6 +38,8 @@ from .quantizers import ActQuantizer, WeightQuantizer
 
 __all__ = [
     "PACKED_FORMAT",
+    "PACKED_FORMAT_V1",
+    "code_bytes",
     "QMAP_METADATA_KEY",
     "FrozenWeightQuantizer",
     "expect_packed_weights",
@@ -48,8 +55,12 @@ __all__ = [
     "weight_codes",
 ]
 
-PACKED_FORMAT = "synq-packed-1"
-"""Name of this packing scheme, recorded in every qmap."""
+PACKED_FORMAT = "synq-packed-2"
+"""Name of this packing scheme, recorded in a qmap that uses the ``bitpacked`` container."""
+PACKED_FORMAT_V1 = "synq-packed-1"
+"""The scheme without ``bitpacked`` (4- and 8-bit containers only): still written when a model uses no other
+bit-width, so uniform W4/W8 folders stay readable by older synq_hf versions."""
+_READABLE_FORMATS = (PACKED_FORMAT_V1, PACKED_FORMAT)
 
 QMAP_METADATA_KEY = "synq_qmap"
 """The safetensors metadata key holding the qmap (JSON) in a packed ``model.safetensors``."""
@@ -58,9 +69,23 @@ CODES, SCALE, ZERO_POINT = "weight_codes", "weight_scale", "weight_zero_point"
 
 
 def _container(bits: int, symmetric: bool) -> str:
+    if bits == 4:
+        return "uint4x2"
+    if bits == 8:
+        return "int8" if symmetric else "uint8"
+    return "bitpacked"
+
+
+def _legacy_container(bits: int, symmetric: bool) -> str:
+    """The container format 1 used for ``bits`` (2-4 bits in nibbles, 5-8 one per byte)."""
     if bits <= 4:
         return "uint4x2"
     return "int8" if symmetric else "uint8"
+
+
+def code_bytes(numel: int, bits: int) -> int:
+    """Bytes the packed codes of a ``numel``-element weight take at ``bits`` bits: ``ceil(numel * bits / 8)``."""
+    return -(-int(numel) * int(bits) // 8)
 
 
 def packed_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -107,34 +132,60 @@ def weight_codes(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return codes, scale, zero_point
 
 
-def pack_codes(codes: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
-    """Store integer codes compactly: two per byte for <= 4 bits, else one ``int8``/``uint8`` per code."""
+def _bitpack(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Unsigned ``values`` (< 2**bits) as a little-endian bit stream, ``bits`` per value (numpy's packbits)."""
+    import numpy as np
+
+    v = values.reshape(-1).to(torch.int64).numpy()
+    stream = ((v[:, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(-1)
+    return torch.from_numpy(np.packbits(stream, bitorder="little"))
+
+
+def _bitunpack(data: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
+    import numpy as np
+
+    stream = np.unpackbits(data.reshape(-1).numpy(), bitorder="little")[: numel * bits].reshape(numel, bits)
+    return torch.from_numpy((stream.astype(np.int64) << np.arange(bits)).sum(axis=1))
+
+
+def pack_codes(codes: torch.Tensor, bits: int, symmetric: bool, container: str | None = None) -> torch.Tensor:
+    """Store integer codes at their bit-width: ``int8``/``uint8`` at 8 bits, two per byte at 4, a bit stream
+    otherwise (``container`` forces another layout, e.g. format 1's ``uint4x2`` for 3 bits)."""
     qmin, qmax = qrange(bits, symmetric)
     if codes.numel() and (int(codes.min()) < qmin or int(codes.max()) > qmax):
         raise CheckpointError(f"codes outside the {bits}-bit range [{qmin}, {qmax}]")
-    if bits > 4:
+    container = container or _container(bits, symmetric)
+    if container in ("int8", "uint8"):
         return codes.to(torch.int8 if symmetric else torch.uint8).contiguous()
-    flat = (codes.reshape(-1).to(torch.int32) - qmin).to(torch.uint8)
+    flat = codes.reshape(-1).to(torch.int32) - qmin
+    if container == "bitpacked":
+        return _bitpack(flat, bits).contiguous()
+    flat = flat.to(torch.uint8)
     if flat.numel() % 2:
         flat = torch.cat([flat, flat.new_zeros(1)])
     return (flat[0::2] | (flat[1::2] << 4)).contiguous()
 
 
-def unpack_codes(data: torch.Tensor, bits: int, symmetric: bool, shape: tuple[int, ...] | list[int]) -> torch.Tensor:
-    """Inverse of :func:`pack_codes`: int32 codes of ``shape``."""
+def unpack_codes(data: torch.Tensor, bits: int, symmetric: bool, shape: tuple[int, ...] | list[int],
+                 container: str | None = None) -> torch.Tensor:
+    """Inverse of :func:`pack_codes`: int32 codes of ``shape`` (``container``: the qmap's, default this version's)."""
     qmin, _ = qrange(bits, symmetric)
     numel = 1
     for d in shape:
         numel *= int(d)
-    if bits > 4:
+    container = container or _container(bits, symmetric)
+    if container in ("int8", "uint8"):
         expected = torch.int8 if symmetric else torch.uint8
         if data.dtype != expected or data.numel() != numel:
             raise CheckpointError(f"packed codes are {data.dtype} x {data.numel()}, expected {expected} x {numel}")
         return data.to(torch.int32).reshape(tuple(shape))
-    if data.dtype != torch.uint8 or data.numel() != (numel + 1) // 2:
+    size = code_bytes(numel, bits) if container == "bitpacked" else (numel + 1) // 2
+    if container not in ("bitpacked", "uint4x2") or data.dtype != torch.uint8 or data.numel() != size:
         raise CheckpointError(
-            f"packed 4-bit codes are {data.dtype} x {data.numel()}, expected torch.uint8 x {(numel + 1) // 2}"
+            f"packed {bits}-bit codes ({container}) are {data.dtype} x {data.numel()}, expected torch.uint8 x {size}"
         )
+    if container == "bitpacked":
+        return (_bitunpack(data, bits, numel).to(torch.int32) + qmin).reshape(tuple(shape))
     flat = data.reshape(-1)
     out = torch.stack([flat & 0x0F, flat >> 4], dim=1).reshape(-1)[:numel]
     return (out.to(torch.int32) + qmin).reshape(tuple(shape))
@@ -160,6 +211,13 @@ class FrozenWeightQuantizer(WeightQuantizer):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", frozen"
+
+
+def _check_format(qmap: Any) -> None:
+    if not isinstance(qmap, dict) or qmap.get("format") not in _READABLE_FORMATS:
+        found = qmap.get("format") if isinstance(qmap, dict) else type(qmap).__name__
+        raise CheckpointError(f"unknown packed weight format {found!r} (this synq_hf reads "
+                              f"{', '.join(map(repr, _READABLE_FORMATS))}): upgrade synq_hf")
 
 
 def pack_state_dict(
@@ -197,7 +255,8 @@ def pack_state_dict(
                 "bits": m.bits, "symmetric": m.symmetric,
                 "scale": float(scale), "zero_point": int(zero_point),
             }
-    return out, {"format": PACKED_FORMAT, "weights": weights, "activations": activations}
+    fmt = PACKED_FORMAT if any(w["container"] == "bitpacked" for w in weights.values()) else PACKED_FORMAT_V1
+    return out, {"format": fmt, "weights": weights, "activations": activations}
 
 
 def unpack_state_dict(
@@ -208,9 +267,7 @@ def unpack_state_dict(
     ``model`` is the quantized architecture about to receive the tensors: every packed layer must exist
     with the recorded bit-width, and gets a :class:`FrozenWeightQuantizer` with the stored scale/zero point.
     """
-    if not isinstance(qmap, dict) or qmap.get("format") != PACKED_FORMAT:
-        found = qmap.get("format") if isinstance(qmap, dict) else type(qmap).__name__
-        raise CheckpointError(f"unknown packed weight format {found!r} (this synq_hf reads {PACKED_FORMAT!r})")
+    _check_format(qmap)
     out = dict(tensors)
     layers = packed_layers(model)
     entries = qmap.get("weights") or {}
@@ -232,7 +289,8 @@ def unpack_state_dict(
             data, scale, zero_point = (out.pop(f"{name}.{s}") for s in (CODES, SCALE, ZERO_POINT))
         except KeyError as e:
             raise CheckpointError(f"{key}: packed tensor {e} is missing; re-save or re-download the model") from e
-        codes = unpack_codes(data, q.bits, q.symmetric, info["shape"])
+        container = info.get("container") or _legacy_container(q.bits, q.symmetric)
+        codes = unpack_codes(data, q.bits, q.symmetric, info["shape"], container)
         dtype = getattr(torch, str(info.get("dtype", "float32")))
         out[key] = dequantize_codes(codes, scale, zero_point).to(dtype)
         frozen = FrozenWeightQuantizer(q.bits, q.symmetric, scale, zero_point)
@@ -256,7 +314,10 @@ def _packed_shapes(layer: nn.Module, info: dict[str, Any]) -> dict[str, tuple[tu
     numel = 1
     for d in info["shape"]:
         numel *= int(d)
-    if q.bits <= 4:
+    container = info.get("container") or _legacy_container(q.bits, q.symmetric)
+    if container == "bitpacked":
+        codes = (code_bytes(numel, q.bits),), torch.uint8
+    elif container == "uint4x2":
         codes = ((numel + 1) // 2,), torch.uint8
     else:
         codes = tuple(int(d) for d in info["shape"]), torch.int8 if q.symmetric else torch.uint8
@@ -271,9 +332,7 @@ def expect_packed_weights(model: nn.Module, qmap: dict[str, Any]) -> list[str]:
     patterns of the keys the checkpoint no longer has (float weights and weight-quantizer state of those
     layers). :func:`unpack_packed_weights` turns the loaded buffers back into weights.
     """
-    if not isinstance(qmap, dict) or qmap.get("format") != PACKED_FORMAT:
-        found = qmap.get("format") if isinstance(qmap, dict) else type(qmap).__name__
-        raise CheckpointError(f"unknown packed weight format {found!r} (this synq_hf reads {PACKED_FORMAT!r})")
+    _check_format(qmap)
     import re
 
     layers = packed_layers(model)

@@ -12,7 +12,9 @@ class LayerPolicy:
     """Answers "quantize module NAME? with which quantizers?" for one model and config.
 
     ``first``/``last`` name the model's first layer and classifier, which get ``first_layer_bits``
-    / ``last_layer_bits`` when set. ``include`` / ``exclude`` globs match module names.
+    / ``last_layer_bits`` when set. ``include`` / ``exclude`` globs match module names. Mixed precision:
+    ``layer_w_bits`` (layer name -> weight bits) and ``layer_a_bits`` (activation quantizer name -> bits) win over
+    both; a budget fills them (``synq_hf.mixed``).
     """
 
     def __init__(self, config: SynQConfig, *, first: str | None, last: str | None, symmetric_weights: bool) -> None:
@@ -32,8 +34,12 @@ class LayerPolicy:
             return self.config.last_layer_bits
         return None
 
+    def pinned_w_bits(self, name: str) -> int | None:
+        """The weight bits ``first_layer_bits``/``last_layer_bits`` fix for layer ``name`` (None: a budget chooses)."""
+        return self._override(name)
+
     def w_bits(self, name: str) -> int:
-        return self._override(name) or self.config.w_bits
+        return self.config.layer_w_bits.get(name) or self._override(name) or self.config.w_bits
 
     def a_bits(self, name: str) -> int:
         return self._override(name) or self.config.a_bits
@@ -47,7 +53,8 @@ class LayerPolicy:
     def act_quantizer(self, name: str, bits: int | None = None) -> ActQuantizer:
         """An activation quantizer for the tensor called ``name`` (bits from the owning layer's policy)."""
         c = self.config
-        q = ActQuantizer(bits or self.a_bits(name), c.act_symmetric, c.ema_momentum, c.ste, c.learnable_act_scale,
+        bits = c.layer_a_bits.get(name) or bits or self.a_bits(name)
+        q = ActQuantizer(bits, c.act_symmetric, c.ema_momentum, c.ste, c.learnable_act_scale,
                          range_init=c.act_range_init, search_p=c.range_search_p)
         q.name = name
         return q

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..architectures import get_spec
-from ..config import SynQConfig
+from ..config import SynQConfig, has_weight_budget
 from ..errors import SynQError, UnsupportedModelError
 from ..model_info import model_logits
 from .coverage import COVERAGE_ATTR, example_input, static_coverage, trace_coverage
@@ -74,9 +74,31 @@ def quantize_model(
             module.name = module.name or name
             if device is not None and device.type != "meta":  # new quantizers follow the model's device
                 module.to(device)
+    _check_layer_bits(model, config)
     setattr(model, SYNQ_CONFIG_ATTR, config.replace(weight_symmetric=symmetric))
     _record_coverage(model, spec, config, excluded, on_gap, example_input)
     return model
+
+
+def _check_layer_bits(model: nn.Module, config: SynQConfig) -> None:
+    """Refuse per-layer bits naming no quantizer of ``model``, and a weight budget whose bits are not chosen yet."""
+    layers = [n for n, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))]
+    acts = [m.name for m in model.modules() if isinstance(m, ActQuantizer)]
+    for field, names, what in (("layer_w_bits", layers, "quantized layer"), ("layer_a_bits", acts, "activation quantizer")):
+        unknown = sorted(set(getattr(config, field)) - set(names))
+        if unknown:
+            raise SynQError(f"{field} names {len(unknown)} {what}(s) {type(model).__name__} does not have: "
+                            f"{', '.join(unknown[:4])}{' ...' if len(unknown) > 4 else ''} (it has {', '.join(names[:4])}"
+                            f"{' ...' if len(names) > 4 else ''})")
+    if has_weight_budget(config):
+        missing = [n for n in layers if n not in config.layer_w_bits]
+        if missing:
+            raise SynQError(f"the weight budget's per-layer bits are not chosen yet ({len(missing)} layer(s), e.g. "
+                            f"{missing[0]}): allocate them first (synq_hf.mixed.plan_mixed_precision; "
+                            "SynQQuantizer.quantize and ptq do it)")
+    if config.avg_a_bits is not None and not config.layer_a_bits:
+        raise SynQError("the activation budget's per-quantizer bits are not chosen yet: allocate them first "
+                        "(synq_hf.mixed.plan_mixed_precision; SynQQuantizer.quantize and ptq do it)")
 
 
 def _record_coverage(model, spec, config, excluded, on_gap, example) -> None:  # noqa: ANN001
@@ -93,8 +115,9 @@ def _record_coverage(model, spec, config, excluded, on_gap, example) -> None:  #
     if report is None:
         report = static_coverage(model, rules=rules, excluded=excluded)
     report = {"architecture": spec.name, "placement": spec.placement,
-              "deploy_placement": config.deploy_placement, "w_bits": config.w_bits,
-              "a_bits": config.a_bits, "rules": rules, **report}
+              "deploy_placement": config.deploy_placement,
+              "w_bits": None if config.layer_w_bits else config.w_bits,  # mixed: the layers' own bits below
+              "a_bits": None if config.layer_a_bits else config.a_bits, "rules": rules, **report}
     setattr(model, COVERAGE_ATTR, report)
     gaps = report["gaps"]
     if gaps:
