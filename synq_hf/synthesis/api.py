@@ -214,7 +214,8 @@ def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch,
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed)
     if family == "cnn":
         objective = BNStatsObjective(teacher, beta=cfg.synthesis_ce_beta, gamma=cfg.synthesis_ce_gamma,
-                                     augment=cfg.synthesis_augment, generator=aug_gen, host_rng=host_rng)
+                                     augment=cfg.synthesis_augment, generator=aug_gen, host_rng=host_rng,
+                                     reduction=cfg.synthesis_bn_reduction)
         clamp = None
     else:
         objective = PatchSimilarityObjective(teacher, family=family, tv_weight=cfg.synthesis_tv_weight,

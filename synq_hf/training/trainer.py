@@ -219,7 +219,7 @@ class SynQTrainer(Trainer):
         config = trainer_config(model, args, config)
         config.validate()
         self.cam_target: CamTarget | None = None
-        target = resolve_cam_target(teacher) if config.lambda_cam > 0 else None
+        target = resolve_cam_target(teacher, config.cam_layer) if config.lambda_cam > 0 else None
         num_classes = num_classes or model_num_classes(teacher)
         image_shape = image_shape or model_image_shape(teacher)
         if num_classes is None:
@@ -353,7 +353,8 @@ class SynQTrainer(Trainer):
             loss = loss + cfg.perturbed_weight * adv
             parts["perturbed"] = adv
         if target is not None:
-            cam = cam_alignment_loss(student_cam(s_logits, s_act, cam_classes, target), t_cam)
+            s_cam = student_cam(s_logits, s_act, cam_classes, target, size=tuple(x.shape[-2:]))
+            cam = cam_alignment_loss(s_cam, t_cam)
             loss = loss + cfg.lambda_cam * cam
             parts["cam"] = cam
         self._check_finite(loss, parts, num_classes=s_logits.shape[-1])
