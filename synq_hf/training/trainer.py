@@ -37,13 +37,14 @@ from ..architectures import get_spec
 from ..config import CONFIG_NAME, LossSettings, SynQConfig
 from ..errors import CheckpointError, ConfigError, DataError, SynQError
 from ..model_info import model_logits, model_num_classes
-from ..quant.quantize import SYNQ_CONFIG_ATTR, act_quantizers, calibrate, deploy_convert
+from ..quant.quantize import SYNQ_CONFIG_ATTR, act_quantizers, calibrate, deploy_convert, iter_batches
 from .arguments import SynQTrainingArguments
 from .cam import CamHook, CamTarget, resolve_cam_target, student_cam, teacher_forward_cam
 from .collator import (
     PIXELS,
     BatchTransform,
     SyntheticCollator,
+    calibration_images,
     low_pass_dataset,
     validate_synthetic_dataset,
 )
@@ -230,7 +231,7 @@ class SynQTrainer(Trainer):
         family = spec.family
         self.synq_config = config.resolve(family=family, input_size=size)
         cfg = self.synq_config
-        self._raw_dataset = train_dataset  # calibration reads it when calibrate_filtered is off
+        self._raw_dataset = train_dataset  # calibration_images filters its first images itself
         if cfg.lpf_mode == "once":
             train_dataset = low_pass_dataset(train_dataset, cfg.lpf_d0)
         self.batch_transform = BatchTransform(
@@ -264,25 +265,15 @@ class SynQTrainer(Trainer):
             raise DataError(f"the teacher predicts {logits.shape[-1]} classes, the dataset has {num_classes}")
 
     def calibrate_if_needed(self) -> bool:
-        """Calibrate activation ranges if any quantizer lacks one (then frozen): on the filtered synthetic images,
-        or on the raw ones with ``calibrate_filtered=False``."""
+        """Calibrate activation ranges if any quantizer lacks one (then frozen) on :func:`calibration_images`: the
+        filtered synthetic images, or the raw ones with ``calibrate_filtered=False``."""
         quantizers = act_quantizers(self.model)
         if not quantizers or all(q._is_calibrated for q in quantizers):
             return False
-        cfg = self.synq_config
-        dataset = self.train_dataset if cfg.calibrate_filtered else self._raw_dataset
-        n = min(cfg.calibration_num_images, len(dataset))
-        bs = cfg.calibration_batch_size
-        collate = SyntheticCollator()
-        per_batch = self.batch_transform.lpf_d0 if cfg.calibrate_filtered else None
-
-        def batches() -> Iterator[torch.Tensor]:
-            for i in range(0, n, bs):
-                x = collate([dataset[j] for j in range(i, min(i + bs, n))])[PIXELS]
-                yield BatchTransform(lpf_d0=per_batch)(x.to(self.args.device), step=0) if per_batch else x
-
-        calibrate(self.model, batches(), device=self.args.device, progress=not self.args.disable_tqdm,
-                  total=-(-n // bs))
+        images = calibration_images(self._raw_dataset, self.synq_config)  # the same images PTQ calibrates on
+        bs = self.synq_config.calibration_batch_size
+        calibrate(self.model, iter_batches(images, bs), device=self.args.device, progress=not self.args.disable_tqdm,
+                  total=-(-len(images) // bs))
         return True
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
