@@ -3,10 +3,12 @@
 SynQ step = ``SynQTrainer.compute_loss`` (teacher forward with its Grad-CAM, student forward, KD +
 selective CE + CAM; extras off) + backward. Floor = teacher forward (no grad) + student forward +
 backward of a plain CE. Neither includes the optimizer update. Timings are medians over interleaved
-repeats (floor, step, floor, step, ...) after warm-up, so load drift hits both alike.
+repeats (floor, step, floor, step, ...) after warm-up, so load drift hits both alike. CNNs time one step per
+``--cam-layers`` entry in the same run (Grad-CAM at the last conv's output, and classic CAM at the pooling
+input), each against the same floor.
 
     python benchmarks/finetune_speed.py --json            # ResNet-20 @256 and DeiT-tiny-sized @32
-    python benchmarks/finetune_speed.py --models resnet20 --repeats 10
+    python benchmarks/finetune_speed.py --json --models resnet20 --threads 1 --repeats 10 --cam-layers last_conv,pool
 """
 
 from __future__ import annotations
@@ -64,24 +66,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(name: str, repeats: int, warmup: int) -> dict[str, object]:
-    """Median seconds of a SynQ step and of the floor for one model, and their ratio."""
+def bench(name: str, repeats: int, warmup: int, cam_layers: list[str]) -> dict[str, object]:
+    """Median seconds of a SynQ step (per CAM layer for CNNs) and of the floor for one model, and their ratios."""
     teacher, cfg, batch, size = _models(name)
     teacher.eval()
     student = quantize_model(copy.deepcopy(teacher), cfg)
     noise = torch.randn(2 * batch, 3, size, size)
     calibrate(student, noise.split(batch), progress=False)  # ranges from random normalized noise
     ds = _dataset(batch, size, teacher.num_classes)
+    family = "vit" if name == "deit_tiny" else "cnn"
+    layers = cam_layers if family == "cnn" else [cfg.cam_layer]  # ViTs have one CAM layer
+    trainers = {}
     with tempfile.TemporaryDirectory() as out:
-        resolved = cfg.resolve(family="vit" if name == "deit_tiny" else "cnn", input_size=size)
+        resolved = cfg.resolve(family=family, input_size=size)
         args = build_training_args(resolved.replace(train_batch_size=batch), out, max_steps=1, progress=False)
-        trainer = SynQTrainer(student, teacher, args, ds, cfg)
+        for layer in layers:
+            trainers[layer] = SynQTrainer(student, teacher, args, ds, cfg.replace(cam_layer=layer))
+    trainer = trainers[layers[0]]
     device = trainer.args.device
     inputs = {k: v.to(device) for k, v in trainer.data_collator([ds[i] for i in range(batch)]).items()}
     model, t = trainer.model, trainer.teacher
 
-    def synq_step() -> None:
-        trainer.compute_loss(model, inputs).backward()
+    def synq_step(layer: str) -> None:
+        trainers[layer].compute_loss(model, inputs).backward()
         model.zero_grad(set_to_none=True)
 
     def floor_step() -> None:
@@ -99,14 +106,22 @@ def bench(name: str, repeats: int, warmup: int) -> dict[str, object]:
         return time.perf_counter() - start
 
     for _ in range(warmup):
-        floor_step(), synq_step()
-    floors, steps = [], []
+        floor_step()
+        for layer in layers:
+            synq_step(layer)
+    floors: list[float] = []
+    steps: dict[str, list[float]] = {layer: [] for layer in layers}
     for _ in range(repeats):
         floors.append(timed(floor_step))
-        steps.append(timed(synq_step))
-    step_s, floor_s = statistics.median(steps), statistics.median(floors)
+        for layer in layers:
+            steps[layer].append(timed(lambda layer=layer: synq_step(layer)))
+    floor_s = statistics.median(floors)
+    per_layer = {layer: {"step_s": round(statistics.median(v), 4), "ratio": round(statistics.median(v) / floor_s, 3)}
+                 for layer, v in steps.items()}
+    first = per_layer[layers[0]]
     return {"model": name, "batch": batch, "device": str(device), "threads": torch.get_num_threads(),
-            "step_s": round(step_s, 4), "floor_s": round(floor_s, 4), "ratio": round(step_s / floor_s, 3)}
+            "cam_layer": layers[0], "step_s": first["step_s"], "floor_s": round(floor_s, 4),
+            "ratio": first["ratio"], "cam_layers": per_layer if family == "cnn" else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,18 +130,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--cam-layers", default="last_conv,pool",
+                        help="CNNs: comma-separated cam_layer values, each timed against the same floor")
     parser.add_argument("--json", action="store_true", help="one JSON object per model on stdout")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for name in args.models.split(","):
-        result = bench(name.strip(), args.repeats, args.warmup)
+        layers = [v.strip() for v in args.cam_layers.split(",") if v.strip()]
+        unknown = sorted(set(layers) - {"last_conv", "pool"})
+        if unknown or not layers:
+            raise SystemExit(f"--cam-layers takes last_conv and/or pool, got {args.cam_layers!r}")
+        result = bench(name.strip(), args.repeats, args.warmup, layers)
         if args.json:
             print(json.dumps(result), flush=True)
         else:
-            print(f"{result['model']}: SynQ step {result['step_s']:.4f} s, floor {result['floor_s']:.4f} s, "
-                  f"ratio {result['ratio']:.3f} (batch {result['batch']}, {result['device']})", flush=True)
+            for layer, r in (result["cam_layers"] or {result["cam_layer"]: result}).items():
+                print(f"{result['model']} ({layer}): SynQ step {r['step_s']:.4f} s, floor {result['floor_s']:.4f} s, "
+                      f"ratio {r['ratio']:.3f} (batch {result['batch']}, {result['device']})", flush=True)
     return 0
 
 
