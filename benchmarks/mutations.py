@@ -76,7 +76,6 @@ MUTATIONS: tuple[Mutation, ...] = (
 
 WIRING_TESTS = (
     "tests/test_trainer_wiring.py",
-    "tests/test_cam.py",
     "tests/test_losses.py",
     "tests/test_demo_guard.py",
 )

@@ -100,8 +100,10 @@ def test_timm_swin_uses_last_stage_channels_last():
                           img_size=56, window_size=7)
     target = resolve_cam_target(m)
     assert (target.module, target.layout, target.family) == ("layers.1", "nhwc", "swin")
-    cam = teacher_forward_cam(m.eval(), torch.randn(2, 3, 56, 56), target, None)[1]
-    assert cam.shape == (2, 49)
+    x = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    logits, cam = teacher_forward_cam(m.eval(), x, target, None)
+    assert cam.shape == (2, 49)  # the last stage's 7x7 positions, channels last
+    assert torch.allclose(cam, textbook_grad_cam(m, x, logits.argmax(1), target), atol=1e-5)
 
 
 def test_unsupported_model_raises():
