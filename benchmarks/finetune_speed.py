@@ -79,8 +79,9 @@ def bench(name: str, repeats: int, warmup: int, cam_layers: list[str]) -> dict[s
     trainers = {}
     with tempfile.TemporaryDirectory() as out:
         resolved = cfg.resolve(family=family, input_size=size)
-        args = build_training_args(resolved.replace(train_batch_size=batch), out, max_steps=1, progress=False)
         for layer in layers:
+            run = resolved.replace(train_batch_size=batch, cam_layer=layer)
+            args = build_training_args(run, out, max_steps=1, progress=False)
             trainers[layer] = SynQTrainer(student, teacher, args, ds, cfg.replace(cam_layer=layer))
     trainer = trainers[layers[0]]
     device = trainer.args.device
