@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -86,10 +87,8 @@ def noisy_dataset(dataset: datasets.Dataset, noise: str, level: float, data_conf
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    budget = bench.BUDGETS[args.budget]
+    budget = dataclasses.replace(bench.BUDGETS[args.budget], eval_every=args.eval_every)
     if args.steps is not None:
-        import dataclasses
-
         budget = dataclasses.replace(budget, max_steps=args.steps)
     noises = [n.strip() for n in args.noises.split(",") if n.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -147,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default="lossless", help="test files: lossless, jpeg or both")
     parser.add_argument("--seed", type=int, default=0, help="synthesis, noise and fine-tuning seed")
     parser.add_argument("--steps", type=int, default=None, help="override the budget's fine-tuning steps")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="also evaluate every N steps for the best step (0, the default: the final model only)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
