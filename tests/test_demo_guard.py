@@ -52,10 +52,11 @@ def test_synq_beats_ptq_calibrated_on_the_same_filtered_images(guard_run):
 
 def test_one_step_on_a_fixed_batch_lowers_kd_and_cam(guard_run, tmp_path):
     """The gradient of the total loss points downhill for KD and for the CAM term: a sign error in either
-    (or a CAM map that does not depend on the student) shows as a rise."""
+    (or a CAM map that does not depend on the student) shows as a rise. lambda_CAM is raised to 500 for this
+    step so that the CAM term's own gradient, not KD's, decides where L_CAM goes."""
     q, student, _ = guard_run
     student = student.requires_grad_(True)
-    cfg = q.config.replace(max_grad_norm=0.0)
+    cfg = q.config.replace(max_grad_norm=0.0, lambda_cam=500.0)
     args = build_training_args(cfg, str(tmp_path), max_steps=1, progress=False, use_cpu=True, save_strategy="no")
     trainer = SynQTrainer(student, q.teacher.model, args, q.synthetic, cfg)
     batch = SyntheticCollator()([q.synthetic[i] for i in range(64)])
