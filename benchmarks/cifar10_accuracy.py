@@ -2,7 +2,8 @@
 
 One synthetic set is made per seed (or loaded from ``--synthetic DIR``, where new ones are also cached, one
 sub-folder per seed) and shared by every bit-width. Both PTQ baselines calibrate on exactly the images SynQ
-calibrates on: the synthetic set after the low-pass filter (``lpf_mode="once"``) or the raw set otherwise.
+calibrates on (``synq_hf.training.calibration_images``: the first images of the synthetic set, low-pass filtered
+for CNNs whatever ``lpf_mode`` is).
 The real-data ceiling (``--ceiling``) runs the same quantizer and fine-tuning on N real *training* images
 (``train-jpeg-q75.parquet``, never used by the zero-shot path) instead of the synthetic ones.
 
@@ -51,7 +52,7 @@ from synq_hf.data import build_eval_transform, detect_columns  # noqa: E402
 from synq_hf.errors import ConfigError  # noqa: E402
 from synq_hf.quant import calibrate, iter_batches, quantize_model  # noqa: E402
 from synq_hf.synthesis.dataset import synthesis_metadata  # noqa: E402
-from synq_hf.training import TrainingDiverged, finetune, low_pass_dataset  # noqa: E402
+from synq_hf.training import TrainingDiverged, calibration_images, finetune  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_TEACHER = SHARED / "teachers" / "cifar10-resnet20"
@@ -162,15 +163,6 @@ def load_or_synthesize(teacher: Any, config: SynQConfig, budget: Budget, seed: i
         dataset.save_to_disk(folder)
         _log(f"saved the synthetic set to {folder}")
     return dataset, seconds
-
-
-def calibration_images(dataset: datasets.Dataset, config: SynQConfig) -> torch.Tensor:
-    """The images SynQ calibrates on: the first ``calibration_num_images``, low-pass filtered when it filters once
-    and the resolved ``calibrate_filtered`` (CNNs) says so."""
-    if config.lpf_mode == "once" and config.lpf_d0 and config.calibrate_filtered:
-        dataset = low_pass_dataset(dataset, config.lpf_d0)
-    images = dataset.with_format("torch")["pixel_values"][: config.calibration_num_images]
-    return images.float()
 
 
 def real_training_set(teacher: Any, n: int, template: datasets.Dataset) -> datasets.Dataset:

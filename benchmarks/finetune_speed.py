@@ -5,11 +5,13 @@ CAM; extras off) + backward. Floor = teacher forward (no grad) + student forward
 same precision and memory layout. Neither includes the optimizer update; ``optimizer_s`` (gradient clipping + SGD
 step + zero_grad) is timed on its own, ``train_step_s`` = step + optimizer is what a training step costs on the
 device, and ``data_s`` is the host's time to collate one batch from the dataset and copy it over (the Trainer's
-DataLoader runs it in the training process, ``dataloader_num_workers=0``). Timings are medians over interleaved repeats (floor, step, floor, step, ...) after warm-up,
-so load drift hits both alike.
+DataLoader runs it in the training process, ``dataloader_num_workers=0``). Timings are medians over interleaved
+repeats (floor, step, floor, step, ...) after warm-up, so load drift hits both alike. CNNs print one row per
+``--cam-layers`` entry (issue 21: Grad-CAM at the last conv's output, classic CAM at the pooling input), each with
+its own interleaved floor; ViTs have one CAM layer and print one row.
 
     python benchmarks/finetune_speed.py --json            # ResNet-20 @256 and DeiT-tiny-sized @32, CPU
-    python benchmarks/finetune_speed.py --models resnet20 --repeats 10
+    python benchmarks/finetune_speed.py --json --models resnet20 --threads 1 --repeats 10 --cam-layers last_conv,pool
     python benchmarks/finetune_speed.py --json --device cuda --precision fp32,bf16 --batch 16,256 \\
         --models resnet18,resnet50,mobilenetv2_100,deit_small_patch16_224,swin_tiny_patch4_window7_224
 
@@ -108,13 +110,16 @@ def make_trainer(teacher: torch.nn.Module, cfg: SynQConfig, batch: int, size: in
 
 def bench(name: str, repeats: int, warmup: int, device: str = "cpu", precision: str = "fp32", batch: int | None = None,
           size: int | None = None, compile_mode: str = "off", teacher: torch.nn.Module | None = None,
-          cfg: SynQConfig | None = None, calibration_images: int | None = None) -> dict[str, object]:
+          cfg: SynQConfig | None = None, calibration_images: int | None = None,
+          cam_layer: str | None = None) -> dict[str, object]:
     """Median seconds of a SynQ step, the floor and the optimizer update for one model; their ratio; peak memory."""
     if teacher is None:
         teacher, cfg, default_batch, size = build(name, size)
         batch = batch or default_batch
     assert cfg is not None and batch is not None and size is not None
     cfg = cfg.replace(finetune_precision=precision, finetune_compile=compile_mode)
+    if cam_layer is not None:
+        cfg = cfg.replace(cam_layer=cam_layer)
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -178,7 +183,8 @@ def bench(name: str, repeats: int, warmup: int, device: str = "cpu", precision: 
     step_s, floor_s, opt_s = statistics.median(steps), statistics.median(floors), statistics.median(opts)
     return {"model": name, "batch": batch, "size": size, "precision": precision, "compile": compile_mode,
             "device": str(device_t), "gpu": torch.cuda.get_device_name(device_t) if device_t.type == "cuda" else None,
-            "threads": torch.get_num_threads(), "step_s": round(step_s, 5), "floor_s": round(floor_s, 5),
+            "threads": torch.get_num_threads(), "cam_layer": cfg.cam_layer if get_spec(teacher).family == "cnn" else None,
+            "step_s": round(step_s, 5), "floor_s": round(floor_s, 5),
             "ratio": round(step_s / floor_s, 3), "optimizer_s": round(opt_s, 5),
             "train_step_s": round(step_s + opt_s, 5), "data_s": round(statistics.median(data_times), 5),
             "peak_memory_bytes": torch.cuda.max_memory_allocated(device_t) if device_t.type == "cuda" else None,
@@ -201,25 +207,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--cam-layers", default="last_conv,pool",
+                        help="CNNs: comma list of cam_layer values, one row each (ViTs: one row)")
     parser.add_argument("--json", action="store_true", help="one JSON object per model on stdout")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available on this machine")
+    layers = [v.strip() for v in args.cam_layers.split(",") if v.strip()]
+    if not layers or set(layers) - {"last_conv", "pool"}:
+        raise SystemExit(f"--cam-layers takes last_conv and/or pool, got {args.cam_layers!r}")
     torch.manual_seed(0)
     batches = [int(b) for b in args.batch.split(",")] if args.batch else [None]
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         for batch in batches:
             for precision in [p.strip() for p in args.precision.split(",") if p.strip()]:
-                result = bench(name, args.repeats, args.warmup, args.device, precision, batch, args.size,
-                               args.compile, calibration_images=args.calibration_images)
-                if args.json:
-                    print(json.dumps(result), flush=True)
-                else:
-                    print(f"{result['model']}: SynQ step {result['step_s']:.4f} s, floor {result['floor_s']:.4f} s, "
-                          f"ratio {result['ratio']:.3f} (batch {result['batch']}, {result['precision']}, "
-                          f"{result['device']})", flush=True)
+                for layer in layers:
+                    result = bench(name, args.repeats, args.warmup, args.device, precision, batch, args.size,
+                                   args.compile, calibration_images=args.calibration_images, cam_layer=layer)
+                    if args.json:
+                        print(json.dumps(result), flush=True)
+                    else:
+                        print(f"{result['model']} ({result['cam_layer'] or 'vit'}): SynQ step {result['step_s']:.4f} s, "
+                              f"floor {result['floor_s']:.4f} s, "
+                              f"ratio {result['ratio']:.3f} (batch {result['batch']}, {result['precision']}, "
+                              f"{result['device']})", flush=True)
+                    if result["cam_layer"] is None:
+                        break  # a ViT has one CAM layer
     return 0
 
 

@@ -86,7 +86,8 @@ def _objective(teacher: torch.nn.Module, family: str, cfg: SynQConfig, device: t
     if family == "cnn":
         return BNStatsObjective(teacher, beta=cfg.synthesis_ce_beta, gamma=cfg.synthesis_ce_gamma,
                                 augment=cfg.synthesis_augment, generator=gen, host_rng=random.Random(0),
-                                precision=precision, channels_last=wants_channels_last(family, device))
+                                precision=precision, channels_last=wants_channels_last(family, device),
+                                reduction=cfg.synthesis_bn_reduction)
     return PatchSimilarityObjective(teacher, family=family, tv_weight=cfg.synthesis_tv_weight,
                                     bandwidth=cfg.synthesis_kde_bandwidth, num_points=cfg.synthesis_kde_points,
                                     generator=gen, host_rng=random.Random(0), iterations=cfg.synthesis_iterations,

@@ -387,7 +387,9 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
             f"with SynQ's loss (Eq. 6): {'' if cfg.kd_weight == 1 else f'{cfg.kd_weight:g} × '}KL(teacher ‖ student) "
             f"at temperature {cfg.kd_temperature:g} (× T²), plus "
             f"{cfg.lambda_ce:g} × cross-entropy on easy samples only (teacher difficulty 1 − p_y ≤ τ = {tau}), plus "
-            f"{cam} × Grad-CAM alignment on the last feature map (target: {cfg.cam_target}). SGD"
+            f"{cam} × Grad-CAM alignment (CNNs: at the "
+            f"{'last conv output, as the authors' if cfg.cam_layer == 'last_conv' else 'global-pool input: classic CAM'}"
+            f"; target: {cfg.cam_target}). SGD"
             + (f" lr {cfg.learning_rate:g}" if cfg.learning_rate is not None else "")
             + f", momentum {cfg.momentum:g}, weight decay {cfg.weight_decay:g}"
             + (f", gradient norm clipped at {cfg.max_grad_norm:g}" if cfg.max_grad_norm else ", no gradient clipping")

@@ -186,17 +186,27 @@ class SynQQuantizer:
     ) -> nn.Module:
         """PTQ baseline (no fine-tuning) with the config's ranges, calibrated on ``calibration`` or the synthetic set.
 
-        ``calibration`` is a tensor of normalized images, a dataset with ``pixel_values`` or ``None``
-        (use ``.synthetic``, synthesizing it first if needed). ``source`` says what the images are
-        (e.g. ``{"source": "real", "data": "cifar10"}``) for the card. Returns the model (also ``.ptq_model``).
+        ``calibration`` is a tensor of normalized images, a dataset with ``pixel_values`` or ``None``: the
+        synthetic set (``.synthetic``, synthesized first if needed), of which PTQ takes exactly the images SynQ
+        calibrates on (:func:`synq_hf.training.calibration_images`: low-pass filtered for CNNs), so PTQ and SynQ
+        start from the same ranges. Other images are used as given; ``source`` says what they are (e.g.
+        ``{"source": "real", "data": "cifar10"}``) for the card. Returns the model (also ``.ptq_model``).
         """
         synthetic = calibration is None or (calibration is self.synthetic and source is None)
-        images = self._calibration_images(calibration, progress=progress)
+        if synthetic:
+            from .training import calibration_images
+
+            if self.synthetic is None:
+                self.synthesize(progress=progress)
+            images = calibration_images(self.synthetic, self.config)
+            record = self._synthetic_calibration_record(len(images))
+        else:
+            images = self._calibration_images(calibration)
+            record = dict(source or {"source": "provided"})
+            if "data" in record and record["data"] is not None:
+                record["data"] = public_name(record["data"])
+            record["num_images"] = len(images)
         self.allocate_bits(calibration if calibration is not None else self.synthetic, progress=progress)
-        record = {"source": "synthetic"} if synthetic else dict(source or {"source": "provided"})
-        if "data" in record and record["data"] is not None:
-            record["data"] = public_name(record["data"])
-        record["num_images"] = len(images)
         student = quantize_model(copy.deepcopy(self.teacher.model), self.config)
         batches = iter_batches(images, self.config.calibration_batch_size)
         total = -(-len(images) // self.config.calibration_batch_size)
@@ -257,13 +267,14 @@ class SynQQuantizer:
                 callbacks=[steps],
             )
         self.model.eval()
+        if self.method == "ptq" and "calibration" in self.record:  # a PTQ run before: now the reference baseline
+            self.record["ptq_reference_calibration"] = self.record["calibration"]
         self.method = "synq"
         self.timings["finetune_s"] = time.perf_counter() - start
         self.training = {"steps": steps.state.get("global_step"), "epochs": steps.state.get("epoch"),
                          "batch_size": steps.state.get("batch_size")}
-        n = min(self.config.calibration_num_images, len(self.synthetic))
-        self.record["calibration"] = {"source": "synthetic", "num_images": n,
-                                      "filtered": bool(self.config.calibrate_filtered and self.config.lpf_d0)}
+        self.record["calibration"] = self._synthetic_calibration_record(
+            min(self.config.calibration_num_images, len(self.synthetic)))
         self.record["training"] = dict(self.training, wall_time_s=self.timings["finetune_s"])
         return self.model
 
@@ -437,11 +448,16 @@ class SynQQuantizer:
                                       dataset=dataset)
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _calibration_images(self, calibration: Any | None, *, progress: bool) -> torch.Tensor:
-        if calibration is None:
-            if self.synthetic is None:
-                self.synthesize(progress=progress)
-            calibration = self.synthetic
+    def _synthetic_calibration_record(self, n: int) -> dict[str, Any]:
+        """What calibrated on the synthetic set: the first ``n`` images, low-pass filtered (with its D0) or not."""
+        filtered = bool(self.config.calibrate_filtered and self.config.lpf_d0)
+        record: dict[str, Any] = {"source": "synthetic", "num_images": n, "filtered": filtered}
+        if filtered:
+            record["lpf_d0"] = self.config.lpf_d0
+        return record
+
+    def _calibration_images(self, calibration: Any) -> torch.Tensor:
+        """User-given calibration images (a tensor or a dataset with ``pixel_values``), used as they are."""
         images = calibration if isinstance(calibration, torch.Tensor) else self._pixel_values(calibration)
         n = min(len(images), self.config.calibration_num_images)
         return images[:n].float()

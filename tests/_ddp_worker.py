@@ -41,8 +41,12 @@ def main(out: str) -> None:
                      learning_rate=0.05).resolve(family="cnn", input_size=32)
     args = build_training_args(cfg, out, max_steps=2, progress=False, use_cpu=True, save_strategy="no",
                                logging_steps=1)
-    trained = finetune(teacher, student, ds, cfg, output_dir=out, training_args=args)
     rank = int(os.environ["RANK"])
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student_before = {k: v.clone() for k, v in student.state_dict().items()}
+    trained = finetune(teacher, student, ds, cfg, output_dir=out, training_args=args)
+    torch.save(student_before, os.path.join(out, f"student_before_rank{rank}.pt"))
+    torch.save(teacher_before, os.path.join(out, f"teacher_before_rank{rank}.pt"))
     safetensors.torch.save_model(trained, os.path.join(out, f"rank{rank}.safetensors"))
     torch.save(teacher.state_dict(), os.path.join(out, f"teacher_after_rank{rank}.pt"))
 

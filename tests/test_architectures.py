@@ -14,6 +14,7 @@ import pytest
 import timm
 import torch
 import transformers as T
+from _grad_cam_reference import textbook_grad_cam
 from torch import nn
 
 from synq_hf import SynQConfig
@@ -157,9 +158,13 @@ def test_grad_cam_and_feature_blocks(arch: Arch) -> None:
     model = _float(arch)
     target = resolve_cam_target(model)
     assert target.family == get_spec(model).family
-    cam = compute_cam(model, _images(arch))
+    images = _images(arch)
+    cam = compute_cam(model, images)
     assert cam.dim() == 2 and cam.shape[0] == 2 and torch.isfinite(cam).all()
     assert float(cam.min()) >= 0.0 and float(cam.max()) <= 1.0
+    with torch.no_grad():
+        classes = model_logits(model, images).argmax(1)
+    assert torch.allclose(cam, textbook_grad_cam(model, images, classes, target), atol=1e-4)  # the map, not a shape
     blocks = feature_modules(model)
     assert blocks and all(model.get_submodule(b) is not None for b in blocks)
     # the same names resolve on the quantized copy (quantized layers are in-place subclasses)

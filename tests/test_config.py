@@ -37,6 +37,40 @@ def test_version_4_configs_keep_calibrating_on_filtered_images() -> None:
         SynQConfig(calibrate_filtered="no")
 
 
+def test_version_5_configs_keep_classic_cam_and_the_channel_sum() -> None:
+    """Before version 6, CNN Grad-CAM was taken at the pooling input and the BN loss summed over channels at every
+    input size; a saved config keeps meaning that, while new configs follow the authors (issue 21)."""
+    old = {"quant_method": "synq", "w_bits": 4, "a_bits": 4, "version": 5}
+    migrated = SynQConfig.from_dict(old)
+    assert (migrated.cam_layer, migrated.synthesis_bn_reduction, migrated.version) == ("pool", "sum", CONFIG_VERSION)
+    imagenet = migrated.resolve(family="cnn", input_size=224)
+    assert (imagenet.synthesis_ce_beta, imagenet.synthesis_ce_gamma) == (0.1, 0.5)  # what version 5 resolved to
+    cifar = migrated.resolve(family="cnn", input_size=32)
+    assert (cifar.synthesis_ce_beta, cifar.synthesis_ce_gamma) == (10.0, 2.0)
+    assert SynQConfig.from_dict({**old, "cam_layer": "last_conv"}).cam_layer == "last_conv"
+    with pytest.raises(ConfigError, match="cam_layer"):
+        SynQConfig(cam_layer="stage4")
+    with pytest.raises(ConfigError, match="synthesis_bn_reduction"):
+        SynQConfig(synthesis_bn_reduction="max")
+
+
+@pytest.mark.parametrize(("size", "reduction", "beta", "gamma"), [
+    (224, None, 0.1, 0.5),  # ImageNet-size: the authors' mean with their beta/gamma
+    (32, None, 10.0, 2.0),  # CIFAR: the channel sum with HAST's beta/gamma (chosen by measurement)
+    (32, "mean", 0.1, 0.5),  # the mean on CIFAR: the authors' CIFAR scripts' beta/gamma
+    (224, "sum", 0.1, 0.5),  # the sum on ImageNet: version 5's defaults
+])
+def test_ce_beta_gamma_follow_the_bn_reduction(size: int, reduction: str | None, beta: float, gamma: float) -> None:
+    from synq_hf.config import PAPER_SETTINGS
+
+    cfg = SynQConfig(synthesis_bn_reduction=reduction).resolve(family="cnn", input_size=size)
+    assert (cfg.synthesis_ce_beta, cfg.synthesis_ce_gamma) == (beta, gamma)
+    assert cfg.synthesis_bn_reduction == (reduction or ("mean" if size == 224 else "sum"))
+    imagenet = PAPER_SETTINGS["imagenet_cnn"]  # the ImageNet recipes record the authors' setting explicitly
+    assert (imagenet["synthesis_bn_reduction"], imagenet["synthesis_ce_beta"], imagenet["synthesis_ce_gamma"]) == (
+        "mean", 0.1, 0.5)
+
+
 @pytest.mark.parametrize(("field", "value"), [
     ("kd_weight", -1.0), ("max_grad_norm", -0.5), ("quantizer_lr", 0.0), ("range_search_p", 0.0),
     ("act_range_init", "percentile"), ("weight_range_init", "lsq"), ("augment", "mixup"),

@@ -79,16 +79,19 @@ def test_qdq_graph_reproduces_the_fake_quant_model(case: str, tmp_path: Path, on
     assert ("Clip" in ops) == ("w8a8" not in case)  # low-bit codes are clipped on the 8-bit container
     with torch.no_grad():
         expected = model_logits(q, x).numpy()
-    # the plain graph computes the fake-quant model (up to float rounding), at any batch size
+    # the plain graph computes the fake-quant model up to float rounding (measured: at most 3e-7 of the largest
+    # logit in every case, BENCHMARKS.md "Method fidelity"), at any batch size
     plain = _session(path, optimize=False)
     for n in (1, 8):
         got = plain.run(None, {"pixel_values": x[:n].numpy()})[0]
         assert got.shape == (n, 10)
-        np.testing.assert_allclose(got, expected[:n], atol=2e-2 * np.abs(expected).max(), rtol=0)
-    # onnxruntime's fused integer kernels run it and agree on the predicted class
+        np.testing.assert_allclose(got, expected[:n], atol=1e-4 * np.abs(expected).max(), rtol=0)
+    # onnxruntime's fused integer kernels run it: measured identical to the plain graph here; another CPU's integer
+    # kernels may requantize an activation one step apart, so allow 1% of the largest logit and one class of 8
     fused = _session(path, optimize=True, saved=tmp_path / "opt.onnx")
     got = fused.run(None, {"pixel_values": x.numpy()})[0]
-    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.75
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 7 / 8
+    np.testing.assert_allclose(got, expected, atol=1e-2 * np.abs(expected).max(), rtol=0)
     fused_ops = {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
     integer = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "ConvInteger"}
     assert fused_ops & integer, fused_ops

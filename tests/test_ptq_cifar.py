@@ -28,7 +28,7 @@ def _ptq(teacher: str, bits: int, calibration: Path, out: Path) -> None:
     assert main(args) == 0
 
 
-def test_resnet20_ptq_w8a8_matches_float_and_w4a4_is_worse(shared_data: Path, tmp_path: Path) -> None:
+def test_resnet20_ptq_w8a8_matches_float_and_w4a4_is_close_behind(shared_data: Path, tmp_path: Path) -> None:
     teacher = f"local-dir:{shared_data / 'teachers' / 'cifar10-resnet20'}"
     test = shared_data / "cifar10" / "test-lossless-first1017.parquet"
     calibration = shared_data / "cifar10" / "test-jpeg-q75.parquet"
@@ -38,4 +38,5 @@ def test_resnet20_ptq_w8a8_matches_float_and_w4a4_is_worse(shared_data: Path, tm
         _ptq(teacher, bits, calibration, tmp_path / f"w{bits}")
         top1[bits] = _evaluate(str(tmp_path / f"w{bits}"), test, tmp_path / f"w{bits}.json")
     assert abs(top1[8] - float_top1) <= 0.5, (float_top1, top1)
-    assert 10.0 < top1[4] < top1[8], (float_top1, top1)  # poor, but far above chance
+    # W4A4 with the searched ranges recorded 90.46 (BENCHMARKS.md, "The range-search exponent"); 1.5 points of slack
+    assert 88.96 <= top1[4] < top1[8], (float_top1, top1)

@@ -42,6 +42,34 @@ def test_group_bn_loss_matches_var_mean_and_gradcheck():
     assert torch.autograd.gradcheck(lambda t: _GroupBNStatsLoss.apply(t, 2, rm, rv), (x,))
 
 
+def test_channel_mean_is_the_authors_mse_loss_and_gradchecks():
+    """``reduction="mean"`` (the authors' ``nn.MSELoss`` over channels): the channel sum divided by C, in value and
+    gradient; the objective passes the config's reduction to every BN layer (issue 21)."""
+    x = torch.randn(6, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    rm, rv = torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5
+    var, mean = torch.var_mean(x.unflatten(0, (2, -1)), dim=(1, 3, 4), correction=0)
+    mse = torch.stack([nn.functional.mse_loss(mean[g], rm) + nn.functional.mse_loss(var[g], rv) for g in range(2)])
+    torch.testing.assert_close(_GroupBNStatsLoss.apply(x, 2, rm, rv, True), mse)
+    assert torch.autograd.gradcheck(lambda t: _GroupBNStatsLoss.apply(t, 2, rm, rv, True), (x,))
+
+
+def test_objective_reduction_divides_each_layer_by_its_channels(resnet):
+    """The objective's BN term is the mean over layers of each layer's squared errors divided by its channels."""
+    pixels, labels = torch.randn(1, 4, 3, 32, 32), torch.randint(10, (1, 4))
+    with BNStatsObjective(resnet, beta=0.0, gamma=1.0, augment=False, reduction="mean") as objective:
+        _, parts = objective(pixels, labels)
+    inputs = []
+    hooks = [m.register_forward_hook(lambda m, a, o: inputs.append((a[0], m))) for m in objective.layers]
+    with torch.no_grad():
+        resnet(pixels.flatten(0, 1))
+    for h in hooks:
+        h.remove()
+    per_layer = [float(_reference_bn_term(a, 1, m.running_mean, m.running_var)) / m.num_features for a, m in inputs]
+    assert float(parts["bn"][0]) == pytest.approx(sum(per_layer) / len(per_layer), rel=1e-4)
+    with pytest.raises(ValueError, match="reduction"):
+        BNStatsObjective(resnet, beta=0.0, gamma=1.0, augment=False, reduction="max")
+
+
 def test_groups_in_one_forward_equal_separate_forwards(resnet):
     pixels = torch.randn(3, 4, 3, 32, 32)
     labels = torch.randint(10, (3, 4))

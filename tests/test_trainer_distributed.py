@@ -31,7 +31,14 @@ def test_two_cpu_ranks_stay_in_sync(tmp_path):
     assert all(torch.equal(saved[k], r0[k]) for k in saved)
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["rank0.safetensors", "rank1.safetensors",
                                                                  STUDENT_WEIGHTS]
-    t0 = torch.load(out / "teacher_after_rank0.pt")
-    t1 = torch.load(out / "teacher_after_rank1.pt")
-    assert all(torch.equal(t0[k], t1[k]) for k in t0)
+    # the students trained (the ranks hold the same *changed* weights, not the untouched start) ...
+    for rank, weights in enumerate((r0, r1)):
+        before = torch.load(out / f"student_before_rank{rank}.pt")
+        changed = [k for k in weights if k.endswith(".weight") and k in before and not torch.equal(weights[k], before[k])]
+        assert len(changed) >= 10, changed
+    # ... while each rank's teacher stayed exactly as it was
+    for rank in (0, 1):
+        t_before = torch.load(out / f"teacher_before_rank{rank}.pt")
+        t_after = torch.load(out / f"teacher_after_rank{rank}.pt")
+        assert all(torch.equal(t_before[k], t_after[k]) for k in t_before)
     assert "loss_kd" in proc.stdout + proc.stderr

@@ -1,4 +1,4 @@
-"""What the CNN specs share: first/last layer, the Grad-CAM target before global pooling, block lookup."""
+"""What the CNN specs share: first/last layer, the Grad-CAM targets (last conv, pooling input), block lookup."""
 
 from __future__ import annotations
 
@@ -37,20 +37,52 @@ def first_last(model: nn.Module) -> tuple[str | None, str | None]:
     return first, last
 
 
-def pool_cam_target(model: nn.Module) -> CamTarget:
-    """The feature map entering global pooling: timm's ``global_pool`` (or ``head.global_pool``), else the
-    last ``nn.AdaptiveAvgPool2d`` (torchvision, transformers ResNet)."""
+AUTHORS_CAM_WEIGHT_FLOOR = 1e-10
+"""The authors' Grad-CAM clamps each channel weight (spatially averaged gradient) to at least this."""
+
+
+def _global_pool(model: nn.Module) -> str | None:
     names = dict(model.named_modules())
     for name in ("global_pool", "head.global_pool"):
         if name in names:
-            return CamTarget(name, "input", "nchw", 0, "cnn")
+            return name
     pools = [n for n, m in names.items() if isinstance(m, nn.AdaptiveAvgPool2d)]
-    if pools:
-        return CamTarget(pools[-1], "input", "nchw", 0, "cnn")
-    raise UnsupportedModelError(
-        f"cannot find a Grad-CAM target layer in {type(model).__name__}: expected a global average pool "
-        "(timm `global_pool` or nn.AdaptiveAvgPool2d)"
-    )
+    return pools[-1] if pools else None
+
+
+def pool_cam_target(model: nn.Module) -> CamTarget:
+    """``cam_layer="pool"``: the feature map entering global pooling, timm's ``global_pool`` (or
+    ``head.global_pool``), else the last ``nn.AdaptiveAvgPool2d`` (torchvision, transformers ResNet).
+
+    The gradient of a class score there is the same at every position (the pooling spreads it evenly), so
+    Grad-CAM at this layer is exactly classic CAM (Zhou et al. 2016).
+    """
+    pool = _global_pool(model)
+    if pool is None:
+        raise UnsupportedModelError(
+            f"cannot find a Grad-CAM target layer in {type(model).__name__}: expected a global average pool "
+            "(timm `global_pool` or nn.AdaptiveAvgPool2d)"
+        )
+    return CamTarget(pool, "input", "nchw", 0, "cnn")
+
+
+def last_conv_cam_target(model: nn.Module) -> CamTarget:
+    """``cam_layer="last_conv"``, the authors' Grad-CAM: the output of the last ``nn.Conv2d`` in ``named_modules()``.
+
+    That output comes before the conv's BatchNorm, the residual add and the ReLU, so the gradients of a class
+    score vary in space (at the pooling input they do not). As the authors' code does, the channel weights are
+    clamped to >= 1e-10 and the map is upsampled bilinearly to the input size. Convs registered after the global
+    pool (a timm MobileNetV3 ``conv_head`` runs on the pooled 1×1 map) are skipped: their map has no space.
+    """
+    modules = list(model.named_modules())
+    pool = _global_pool(model)
+    stop = next((i for i, (n, _) in enumerate(modules) if n == pool), len(modules)) if pool else len(modules)
+    convs = [n for n, m in modules[:stop] if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise UnsupportedModelError(
+            f"cannot find a Grad-CAM target layer in {type(model).__name__}: it has no nn.Conv2d before its global pool"
+        )
+    return CamTarget(convs[-1], "output", "nchw", 0, "cnn", weight_floor=AUTHORS_CAM_WEIGHT_FLOOR, upsample=True)
 
 
 def blocks_by_class(class_names: frozenset[str]) -> Callable[[nn.Module], list[str]]:

@@ -10,7 +10,14 @@ from __future__ import annotations
 from torch import nn
 
 from ..quant.placement.cnn import apply_layer_inputs
-from ._cnn import CNN_RULES, blocks_by_class, first_last, has_batchnorm, pool_cam_target
+from ._cnn import (
+    CNN_RULES,
+    blocks_by_class,
+    first_last,
+    has_batchnorm,
+    last_conv_cam_target,
+    pool_cam_target,
+)
 from .spec import ArchSpec
 
 BLOCKS = frozenset({
@@ -34,7 +41,8 @@ SPEC = ArchSpec(
     place=apply_layer_inputs,
     placement="layer_inputs",
     first_last=first_last,
-    cam_target=pool_cam_target,
+    cam_target=last_conv_cam_target,  # Grad-CAM at the last conv's output (the authors'); README, "Grad-CAM"
+    pool_cam_target=pool_cam_target,  # cam_layer="pool": classic CAM at the global-pooling input
     synthesis="bn_stats",
     feature_blocks=blocks_by_class(BLOCKS),
     float_rules={

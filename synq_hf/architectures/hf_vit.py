@@ -52,6 +52,7 @@ SPEC = ArchSpec(
     place=placement.apply,
     placement="psaq_vit",
     first_last=placement.first_last,
+    # Grad-CAM on the last layer's layernorm_before output, class tokens dropped; cam_layer (CNNs) does not apply
     cam_target=cam_target,
     synthesis="patch_similarity",
     feature_blocks=feature_blocks,

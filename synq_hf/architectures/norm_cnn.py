@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..quant.placement.cnn import apply_layer_inputs
-from ._cnn import CNN_RULES, blocks_by_class, first_last, pool_cam_target
+from ._cnn import CNN_RULES, blocks_by_class, first_last, last_conv_cam_target, pool_cam_target
 from .spec import ArchSpec, CamTarget
 
 _TIMM = ("ConvNeXt", "MambaOut", "EfficientNet")
@@ -24,8 +24,9 @@ def matches(model: nn.Module) -> bool:
     return bool(mro & set(_HF)) or (timm_model and bool(mro & set(_TIMM)))
 
 
-def cam_target(model: nn.Module) -> CamTarget:
-    """timm: the input of ``head.global_pool``; transformers ConvNeXt: the last stage's (B, C, H, W) output."""
+def classic_cam_target(model: nn.Module) -> CamTarget:
+    """``cam_layer="pool"``: timm's ``head.global_pool`` input; transformers ConvNeXt: the last stage's (B, C, H, W)
+    output, which its pooler averages."""
     base = getattr(model, "convnext", None) or getattr(model, "convnextv2", None)
     if base is not None:
         prefix = "convnext" if hasattr(model, "convnext") else "convnextv2"
@@ -42,7 +43,8 @@ SPEC = ArchSpec(
     place=apply_layer_inputs,
     placement="layer_inputs",
     first_last=first_last,
-    cam_target=cam_target,
+    cam_target=last_conv_cam_target,  # Grad-CAM at the last conv's output (the last block's depthwise conv)
+    pool_cam_target=classic_cam_target,  # cam_layer="pool": classic CAM at the pooling input
     synthesis=None,
     synthesis_hint="it has no BatchNorm statistics to match and no attention for patch-similarity synthesis; "
                    "quantize it with synthetic images made elsewhere (quantize(synthetic=...), --synthetic DIR)",

@@ -17,7 +17,14 @@ from torch import nn
 
 from ..quant.placement.cnn import DeploySite, apply_after_relu, apply_deploy_sites
 from ..quant.policy import LayerPolicy
-from ._cnn import CNN_RULES, blocks_by_class, first_last, has_batchnorm, pool_cam_target
+from ._cnn import (
+    CNN_RULES,
+    blocks_by_class,
+    first_last,
+    has_batchnorm,
+    last_conv_cam_target,
+    pool_cam_target,
+)
 from .spec import ArchSpec
 
 _PLAIN = frozenset({
@@ -81,7 +88,8 @@ SPEC = ArchSpec(
     place=apply_after_relu,
     placement="after_relu",
     first_last=first_last,
-    cam_target=pool_cam_target,
+    cam_target=last_conv_cam_target,  # Grad-CAM at the last conv's output (the authors'); README, "Grad-CAM"
+    pool_cam_target=pool_cam_target,  # cam_layer="pool": classic CAM at the global-pooling input
     synthesis="bn_stats",
     feature_blocks=blocks_by_class(frozenset({"BasicBlock", "Bottleneck"})),
     float_rules={

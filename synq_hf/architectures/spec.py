@@ -3,7 +3,8 @@
 A spec says how to recognise the family (``matches``), its config defaults (``family``), where the
 quantizers go (``place`` plus the ``placement`` kind and the ``float_rules`` that name what it leaves
 in float on purpose), its first layer and classifier (``first_last``), the Grad-CAM target
-(``cam_target``), the synthesis objective (``synthesis``), the blocks the extras align
+(``cam_target``; CNNs also ``pool_cam_target``, the classic CAM of ``cam_layer="pool"``), the
+synthesis objective (``synthesis``), the blocks the extras align
 (``feature_blocks``), the attention modules PSAQ-ViT synthesis hooks (``attention_modules``) and the extra
 quantizers an integer runtime needs (``deploy``, opt-in through ``deploy_placement``).
 """
@@ -31,6 +32,9 @@ class CamTarget:
 
     ``tokens`` tensors are (B, N, C) with ``num_prefix_tokens`` class/distillation tokens first (dropped
     from the map); ``nchw`` is a CNN feature map; ``nhwc`` a channels-last map (timm Swin stages).
+    ``weight_floor`` clamps the channel weights from below (the authors' Grad-CAM: 1e-10, so channels with
+    negative evidence drop out) and ``upsample`` resizes the map bilinearly to the input before its min-max
+    normalization (the authors' Grad-CAM; ``nchw`` only).
     """
 
     module: str
@@ -38,6 +42,8 @@ class CamTarget:
     layout: Layout
     num_prefix_tokens: int = 0
     family: str = "cnn"
+    weight_floor: float | None = None
+    upsample: bool = False
 
 
 # rule id -> what it leaves in float and why; the coverage report cites these ids
@@ -58,7 +64,7 @@ class ArchSpec:
     place: Callable[[nn.Module, LayerPolicy], None]
     placement: PlacementKind
     first_last: Callable[[nn.Module], tuple[str | None, str | None]]
-    cam_target: Callable[[nn.Module], CamTarget]
+    cam_target: Callable[[nn.Module], CamTarget]  # the family's Grad-CAM layer (CNNs: ``cam_layer="last_conv"``)
     synthesis: SynthesisKind | None
     feature_blocks: Callable[[nn.Module], list[str]]
     float_rules: dict[str, str] = field(default_factory=dict)
@@ -67,6 +73,8 @@ class ArchSpec:
     synthesis_hint: str = ""  # why synthesis is unavailable and what to do instead (when ``synthesis`` is None)
     # adds the quantizers of ``deploy_placement="int8"`` (integer runtimes) after ``place``; None: not offered
     deploy: Callable[[nn.Module, LayerPolicy], None] | None = None
+    # CNNs: the target of ``cam_layer="pool"`` (the global-pooling input: classic CAM); None: the family has one layer
+    pool_cam_target: Callable[[nn.Module], CamTarget] | None = None
 
     def rules(self) -> dict[str, str]:
         """Every rule this spec may cite for a tensor it leaves in float."""

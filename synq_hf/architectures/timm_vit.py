@@ -34,6 +34,7 @@ SPEC = ArchSpec(
     place=placement.apply,
     placement="psaq_vit",
     first_last=placement.first_last,
+    # Grad-CAM on the last block's first LayerNorm output, class tokens dropped; cam_layer (CNNs) does not apply
     cam_target=cam_target,
     synthesis="patch_similarity",
     feature_blocks=lambda model: [name for name, _ in placement.vit_blocks(model)],

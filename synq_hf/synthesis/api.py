@@ -223,7 +223,8 @@ def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch,
         objective = BNStatsObjective(teacher, beta=cfg.synthesis_ce_beta, gamma=cfg.synthesis_ce_gamma,
                                      augment=cfg.synthesis_augment, generator=aug_gen, host_rng=host_rng,
                                      precision=cfg.synthesis_precision,
-                                     channels_last=wants_channels_last(family, device))
+                                     channels_last=wants_channels_last(family, device),
+                                     reduction=cfg.synthesis_bn_reduction)
         clamp = None
     else:
         objective = PatchSimilarityObjective(teacher, family=family, tv_weight=cfg.synthesis_tv_weight,

@@ -2,7 +2,13 @@
 
 from .arguments import SynQTrainingArguments
 from .cam import CamTarget, compute_cam, resolve_cam_target
-from .collator import BatchTransform, SyntheticCollator, low_pass_dataset, validate_synthetic_dataset
+from .collator import (
+    BatchTransform,
+    SyntheticCollator,
+    calibration_images,
+    low_pass_dataset,
+    validate_synthetic_dataset,
+)
 from .finetune import build_training_args, finetune
 from .losses import cam_alignment_loss, kd_loss, selective_ce
 from .trainer import (
@@ -25,6 +31,7 @@ __all__ = [
     "TrainingDiverged",
     "TrainingInterrupted",
     "build_training_args",
+    "calibration_images",
     "cam_alignment_loss",
     "compute_cam",
     "finetune",

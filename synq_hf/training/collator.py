@@ -88,6 +88,23 @@ def low_pass_dataset(dataset: Any, d0: float, batch_size: int = 256) -> Any:
     ).with_format(None)
 
 
+def calibration_images(dataset: Any, config: Any) -> torch.Tensor:
+    """The images PTQ and SynQ both calibrate activation ranges on: the first ``calibration_num_images`` of the
+    synthetic ``dataset``, low-pass filtered with ``lpf_d0`` when the resolved ``calibrate_filtered`` says so
+    (CNNs), raw otherwise (ViTs), whatever ``lpf_mode`` is.
+
+    One function for ``SynQQuantizer.ptq()``, ``SynQTrainer`` and the benchmarks, so a "PTQ vs SynQ" comparison
+    never compares two calibration sets. ``config`` is a resolved ``SynQConfig``.
+    """
+    if config.calibrate_filtered is None or config.lpf_d0 is None:
+        raise DataError("calibration_images needs a resolved config (SynQConfig.resolve(family=..., input_size=...))")
+    n = min(config.calibration_num_images, len(dataset))
+    subset = dataset.select(range(n)) if n < len(dataset) else dataset
+    if config.calibrate_filtered:
+        subset = low_pass_dataset(subset, config.lpf_d0)
+    return torch.as_tensor(np.asarray(subset.with_format("numpy")[PIXELS], dtype=np.float32))
+
+
 class SyntheticCollator:
     """Stack dataset rows into ``{"pixel_values": float32 (B,C,H,W), "labels": int64 (B,)}``."""
 

@@ -45,13 +45,14 @@ from ..precision import (
     uncompile_blocks,
     wants_channels_last,
 )
-from ..quant.quantize import SYNQ_CONFIG_ATTR, act_quantizers, calibrate, deploy_convert
+from ..quant.quantize import SYNQ_CONFIG_ATTR, act_quantizers, calibrate, deploy_convert, iter_batches
 from .arguments import SynQTrainingArguments
 from .cam import CamHook, CamTarget, resolve_cam_target, student_cam, teacher_forward_cam
 from .collator import (
     PIXELS,
     BatchTransform,
     SyntheticCollator,
+    calibration_images,
     low_pass_dataset,
     validate_synthetic_dataset,
 )
@@ -233,7 +234,7 @@ class SynQTrainer(Trainer):
         config = trainer_config(model, args, config)
         config.validate()
         self.cam_target: CamTarget | None = None
-        target = resolve_cam_target(teacher) if config.lambda_cam > 0 else None
+        target = resolve_cam_target(teacher, config.cam_layer) if config.lambda_cam > 0 else None
         num_classes = num_classes or model_num_classes(teacher)
         image_shape = image_shape or model_image_shape(teacher)
         if num_classes is None:
@@ -246,7 +247,7 @@ class SynQTrainer(Trainer):
         cfg = self.synq_config
         self.precision = training_precision(cfg.finetune_precision, args)  # issue 24: autocast of both forwards
         check_precision(self.precision, args.device, what="finetune_precision")
-        self._raw_dataset = train_dataset  # calibration reads it when calibrate_filtered is off
+        self._raw_dataset = train_dataset  # calibration_images filters its first images itself
         if cfg.lpf_mode == "once":
             train_dataset = low_pass_dataset(train_dataset, cfg.lpf_d0)
         self.batch_transform = BatchTransform(
@@ -286,25 +287,15 @@ class SynQTrainer(Trainer):
             raise DataError(f"the teacher predicts {logits.shape[-1]} classes, the dataset has {num_classes}")
 
     def calibrate_if_needed(self) -> bool:
-        """Calibrate activation ranges if any quantizer lacks one (then frozen): on the filtered synthetic images,
-        or on the raw ones with ``calibrate_filtered=False``."""
+        """Calibrate activation ranges if any quantizer lacks one (then frozen) on :func:`calibration_images`: the
+        filtered synthetic images, or the raw ones with ``calibrate_filtered=False``."""
         quantizers = act_quantizers(self.model)
         if not quantizers or all(q._is_calibrated for q in quantizers):
             return False
-        cfg = self.synq_config
-        dataset = self.train_dataset if cfg.calibrate_filtered else self._raw_dataset
-        n = min(cfg.calibration_num_images, len(dataset))
-        bs = cfg.calibration_batch_size
-        collate = SyntheticCollator()
-        per_batch = self.batch_transform.lpf_d0 if cfg.calibrate_filtered else None
-
-        def batches() -> Iterator[torch.Tensor]:
-            for i in range(0, n, bs):
-                x = collate([dataset[j] for j in range(i, min(i + bs, n))])[PIXELS]
-                yield BatchTransform(lpf_d0=per_batch)(x.to(self.args.device), step=0) if per_batch else x
-
-        calibrate(self.model, batches(), device=self.args.device, progress=not self.args.disable_tqdm,
-                  total=-(-n // bs))
+        images = calibration_images(self._raw_dataset, self.synq_config)  # the same images PTQ calibrates on
+        bs = self.synq_config.calibration_batch_size
+        calibrate(self.model, iter_batches(images, bs), device=self.args.device, progress=not self.args.disable_tqdm,
+                  total=-(-len(images) // bs))
         return True
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -378,7 +369,8 @@ class SynQTrainer(Trainer):
             loss = loss + cfg.perturbed_weight * adv
             parts["perturbed"] = adv
         if target is not None:
-            cam = cam_alignment_loss(student_cam(s_logits, s_act, cam_classes, target), t_cam)
+            s_cam = student_cam(s_logits, s_act, cam_classes, target, size=tuple(x.shape[-2:]))
+            cam = cam_alignment_loss(s_cam, t_cam)
             loss = loss + cfg.lambda_cam * cam
             parts["cam"] = cam
         self._check_finite(loss, parts, num_classes=s_logits.shape[-1])
