@@ -65,7 +65,12 @@ def test_card_yaml_holds_the_measured_results(tmp_path):
 def test_ptq_card_and_card_without_results():
     card = _card(results=dict(fp_top1=99.6, ptq_top1=97.0, dataset="digits"), training=None)
     assert {r.metric_type for r in card.data.eval_results} == {"accuracy"}
-    assert "**Min-max PTQ on synthetic data — this model**" in card.text
+    assert "**PTQ, searched ranges, calibrated on 512 synthetic images — this model**" in card.text
+    assert "calibration used only synthetic images" in card.text  # nothing was fine-tuned
+    minmax = CFG.replace(act_range_init="minmax", weight_range_init="minmax")
+    card = _card(synq_config=minmax, results=dict(fp_top1=99.6, ptq_top1=97.0, dataset="digits"), training=None)
+    assert "**PTQ, min-max ranges, calibrated on 512 synthetic images — this model**" in card.text
+    assert "searched" not in card.text.split("## What was done")[0]
     bare = _card(results=None, synthetic_data=None, training=None, license=None)
     assert bare.data.eval_results is None and bare.data.license is None
     assert "No evaluation was run" in bare.text and "license of the base model applies" in bare.text

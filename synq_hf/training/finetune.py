@@ -12,6 +12,7 @@ from ..architectures import get_spec
 from ..config import SynQConfig
 from ..model_info import LoadedModel
 from .arguments import SynQTrainingArguments
+from .frozen import frozen
 from .trainer import SynQTrainer
 
 
@@ -58,9 +59,10 @@ def finetune(
         resolved = config.resolve(family=get_spec(teacher).family, input_size=size)
         args = build_training_args(resolved, output_dir, max_steps=max_steps, progress=progress,
                                    **(training_args or {}))
-    trainer = SynQTrainer(student, teacher, args, synthetic_dataset, config, augment=augment,
-                          image_shape=image_shape, num_classes=num_classes, callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    with frozen(teacher):  # the caller's teacher gets its train/eval mode and requires_grad back
+        trainer = SynQTrainer(student, teacher, args, synthetic_dataset, config, augment=augment,
+                              image_shape=image_shape, num_classes=num_classes, callbacks=callbacks)
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     if save_final:
         trainer.save_model(os.fspath(output_dir))
     return trainer.accelerator.unwrap_model(trainer.model)
