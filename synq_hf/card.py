@@ -176,7 +176,8 @@ def template_text() -> str:
     return (resources.files("synq_hf") / "assets" / TEMPLATE_NAME).read_text(encoding="utf-8")
 
 
-def _fmt_seconds(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
+    """A wall time as the card shows it: "42.0 s", "20 min 34 s" or "1 h 02 min"."""
     s = int(round(float(seconds)))
     if s < 60:
         return f"{float(seconds):.1f} s"
@@ -201,7 +202,7 @@ def _rows(data: Mapping[str, Any] | None, labels: Mapping[str, str], times_note:
         if value is None or key == "dataset_repo":
             continue
         timed = key.endswith("wall_time_s")
-        shown = _fmt_seconds(value) if timed else _fmt(value)
+        shown = format_seconds(value) if timed else _fmt(value)
         label = labels.get(key, key.replace("_", " ").capitalize()) + (times_note if timed else "")
         rows.append((label, shown.replace("|", "\\|")))
     return rows

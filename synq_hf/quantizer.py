@@ -359,6 +359,8 @@ class SynQQuantizer:
             results["dataset"] = results.pop("eval_data")
         if results and "eval_split" in results:
             results["split"] = results.pop("eval_split")
+        if results:  # evaluated on an in-memory dataset without a name: the card still needs to say on what
+            results.setdefault("dataset", "unnamed evaluation data")
         training = {"method": self.method}
         if self.method == "synq":
             training.update(steps=self.training.get("steps"), epochs=self.training.get("epochs"),
