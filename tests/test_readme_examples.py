@@ -66,7 +66,7 @@ def test_the_readme_marks_its_examples() -> None:
     assert any("--method ptq --w-bits 8 --a-bits 8" in c and "--deploy-placement" not in c for c in ran)
     assert any("--deploy-placement int8" in c for c in ran)
     numbers = sum(len(TOP1.findall(body)) for *_, body in checks)
-    assert numbers >= 6, numbers
+    assert numbers >= 5, numbers  # the demo's three, the two W8A8 examples
     for tolerance, _, _, _ in checks:
         assert 0 < tolerance <= 2.0
 
