@@ -1,5 +1,18 @@
 """synq_hf: SynQ zero-shot quantization (ICLR 2025) for timm and transformers image classifiers.
 
+Quickstart: ``synq-hf demo`` runs the whole method offline in about a minute. From Python::
+
+    from synq_hf import SynQQuantizer
+
+    q = SynQQuantizer.from_pretrained("timm/resnet18", w_bits=4, a_bits=4)   # any timm/transformers classifier
+    q.synthesize(num_images=512, iterations=500)   # images made from the model alone: no real data
+    q.quantize(max_steps=300)                      # calibrate on them, then SynQ fine-tuning
+    q.evaluate("imagenet-val-folder")              # optional: top-1/top-5 on real labelled images
+    q.save_pretrained("resnet18-synq-w4a4")        # model, config, results.json and a model card
+
+The same from the shell: ``synq-hf quantize timm/resnet18 --w-bits 4 --a-bits 4 --out resnet18-synq-w4a4``
+(``synq-hf quantize --help`` groups every option). ``SynQConfig`` holds every setting; the README explains them.
+
 ``import synq_hf`` is light (no torch, timm or transformers): the public names below load their module on
 first use (PEP 562), and the timm models and the transformers ``quant_method="synq"`` are registered as
 soon as those libraries are imported (:mod:`synq_hf.registration`).

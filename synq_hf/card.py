@@ -30,7 +30,44 @@ __all__ = [
 
 TEMPLATE_NAME = "model_card_template.md"
 _LIBRARIES = ("timm", "transformers")
-_METHODS = ("synq", "ptq")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodCard:
+    """How the card names one quantization method: its results row, title and summary, and whether it fine-tunes.
+
+    The texts may hold ``{ranges}`` (e.g. "searched ranges"), ``{data}`` (what calibrated it), ``{bits}``, ``{base}``
+    and ``{no_real_data}`` (" (no real data)" for a zero-shot model), filled from the run's config and records, so
+    no label states a setting that did not run.
+    """
+
+    row: str
+    title: str
+    summary: str
+    trained: bool
+
+
+METHOD_CARDS: dict[str, MethodCard] = {
+    "ptq": MethodCard(
+        row="PTQ, {ranges}, calibrated on {data}",
+        title="post-training quantization ({ranges}) calibrated on {data}{no_real_data}",
+        summary="A {bits} fake-quantized version of {base}: post-training quantization with {ranges} calibrated on "
+        "{data}{no_real_data}; nothing was fine-tuned.",
+        trained=False,
+    ),
+    "synq": MethodCard(
+        row="SynQ",
+        title="SynQ zero-shot quantization (synthetic data + synthesis-aware fine-tuning; no real data)",
+        summary="A {bits} fake-quantized version of {base}, produced **without any real data**: images synthesized "
+        "from the base model were used to calibrate and fine-tune it with SynQ (ICLR 2025), starting from {ranges}.",
+        trained=True,
+    ),
+}
+"""The methods a card can describe, in the order of its results table (after the float row); a new method adds
+its entry here (its results are ``<name>_top1``/``<name>_top5``)."""
+
+_RANGE_WORDS = {"search": "searched", "minmax": "min-max"}
+"""``act_range_init`` / ``weight_range_init`` values as the card says them."""
 _TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
 # An absolute POSIX (or ~) path: starts after whitespace, a quote, bracket, ``=``, ``,`` or ``:`` (``local-dir:/x``;
 # a URL's ``://`` never matches: a path component cannot be empty) and has at least two components.
@@ -39,7 +76,7 @@ _FILE_URI = re.compile(r"file://[^\s'\"`()\[\]{},|]+")
 _WINDOWS_PATH = re.compile(r"(?<![\w])[A-Za-z]:\\[^\s'\"`|]+")
 # A relative path that climbs or starts here (``../shared/x``, ``./x``): cut to its last name as well.
 _RELATIVE_PATH = re.compile(r"(?<![^\s'\"`(\[{=,:])\.\.?/[^\s'\"`()\[\]{},|]*")
-_RESULT_KEYS = {f"{m}_top{k}" for m in ("fp", "ptq", "synq") for k in (1, 5)} | {
+_RESULT_KEYS = {f"{m}_top{k}" for m in ("fp", *METHOD_CARDS) for k in (1, 5)} | {
     "dataset", "dataset_name", "dataset_config", "split", "num_samples", "method",
 }
 _SYNTHETIC_LABELS = {
@@ -139,7 +176,8 @@ def template_text() -> str:
     return (resources.files("synq_hf") / "assets" / TEMPLATE_NAME).read_text(encoding="utf-8")
 
 
-def _fmt_seconds(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
+    """A wall time as the card shows it: "42.0 s", "20 min 34 s" or "1 h 02 min"."""
     s = int(round(float(seconds)))
     if s < 60:
         return f"{float(seconds):.1f} s"
@@ -156,13 +194,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _rows(data: Mapping[str, Any] | None, labels: Mapping[str, str]) -> list[tuple[str, str]]:
+def _rows(data: Mapping[str, Any] | None, labels: Mapping[str, str], times_note: str = "") -> list[tuple[str, str]]:
+    """(label, value) rows of a record; wall times are formatted and carry ``times_note`` (e.g. how a resumed run's
+    parts were counted)."""
     rows = []
     for key, value in (data or {}).items():
         if value is None or key == "dataset_repo":
             continue
-        shown = _fmt_seconds(value) if key.endswith("wall_time_s") else _fmt(value)
-        rows.append((labels.get(key, key.replace("_", " ").capitalize()), shown.replace("|", "\\|")))
+        timed = key.endswith("wall_time_s")
+        shown = format_seconds(value) if timed else _fmt(value)
+        label = labels.get(key, key.replace("_", " ").capitalize()) + (times_note if timed else "")
+        rows.append((label, shown.replace("|", "\\|")))
     return rows
 
 
@@ -218,6 +260,26 @@ def _layer_rows(mixed: Mapping[str, Any] | None) -> tuple[list[dict[str, str]], 
     return weights, acts
 
 
+def resumed_note(resumed: Mapping[str, Any] | None) -> str:
+    """What a wall time of a resumed run covers: " (2 parts of a resumed run, added up)" or " (the last part only
+    of a resumed run)"; empty for a run done in one go."""
+    if not resumed:
+        return ""
+    parts = resumed.get("parts")
+    if resumed.get("summed") and parts:
+        return f" ({parts} parts of a resumed run, added up)"
+    return " (the last part only of a resumed run)"
+
+
+_USED_FROM_RECORD: dict[str, tuple[str, str]] = {
+    "calibration_num_images": ("calibration", "num_images"),
+    "num_images": ("synthetic", "num_images"),
+    "synthesis_iterations": ("synthetic", "iterations"),
+}
+"""Config fields whose value can differ from what ran, and the record (and key) that says what ran: the card shows
+both (e.g. ``calibration_num_images`` 512 with a 32-image synthetic set: 32 used)."""
+
+
 def _bits_text(cfg: SynQConfig, coverage: Mapping[str, Any] | None = None,
                mixed: Mapping[str, Any] | None = None) -> str:
     """E.g. ``W4A4 (4-bit weights, 4-bit activations, ...; coverage: ...)``; the label before `` (`` is only
@@ -257,10 +319,30 @@ def _check_keys(what: str, data: Mapping[str, Any], allowed: set[str]) -> None:
 def _method(results: Mapping[str, Any], training: Mapping[str, Any], method: str | None = None) -> str:
     method = method or results.get("method") or training.get("method")
     if method is None:
-        method = "ptq" if "ptq_top1" in results and "synq_top1" not in results else "synq"
-    if method not in _METHODS:
-        raise ConfigError(f"method={method!r} is not allowed; choose one of {list(_METHODS)}")
+        measured = [m for m in METHOD_CARDS if f"{m}_top1" in results]
+        method = measured[-1] if measured else "synq"
+    if method not in METHOD_CARDS:
+        raise ConfigError(f"method={method!r} is not allowed; choose one of {list(METHOD_CARDS)}")
     return method
+
+
+def ranges_phrase(cfg: SynQConfig) -> str:
+    """E.g. "searched ranges", "min-max ranges" or "min-max weight ranges, searched activation ranges"."""
+    weights, acts = _RANGE_WORDS[cfg.weight_range_init], _RANGE_WORDS[cfg.act_range_init]
+    if weights == acts:
+        return f"{weights} ranges"
+    return f"{weights} weight ranges, {acts} activation ranges"
+
+
+def _method_text(template: str, cfg: SynQConfig, calibration: Mapping[str, Any], **more: str) -> str:
+    zero_shot = calibration.get("source", "synthetic") == "synthetic"
+    return template.format(ranges=ranges_phrase(cfg), data=_calibration_phrase(calibration),
+                           no_real_data=" (no real data)" if zero_shot else "", **more)
+
+
+def method_row(method: str, cfg: SynQConfig, calibration: Mapping[str, Any]) -> str:
+    """The results-table label of ``method`` as it ran: its ranges and what calibrated them."""
+    return _method_text(METHOD_CARDS[method].row, cfg, calibration)
 
 
 def _accuracy(results: Mapping[str, Any], key: str) -> float | None:
@@ -287,7 +369,7 @@ def _calibration_phrase(calibration: Mapping[str, Any]) -> str:
 
 
 def _eval_results(
-    results: Mapping[str, Any], method: str, bits: str, ptq_label: str
+    results: Mapping[str, Any], method: str, bits: str, labels: Mapping[str, str]
 ) -> tuple[list[Any], list[dict[str, str]]]:
     """(EvalResult entries for model-index: this model's own metrics only, rows of the results table).
 
@@ -307,11 +389,8 @@ def _eval_results(
         dataset_config=results.get("dataset_config"),
         dataset_split=results.get("split"),
     )
-    entries = [
-        ("fp", "Float base model (reference)", "float"),
-        ("ptq", ptq_label + ("" if method == "ptq" else " (reference)"), bits),
-        ("synq", "SynQ", bits),
-    ]
+    entries = [("fp", "Float base model (reference)", "float")]
+    entries += [(m, labels[m] + ("" if m == method else " (reference)"), bits) for m in METHOD_CARDS]
     own, rows = [], []
     for prefix, label, row_bits in entries:
         top1, top5 = _accuracy(results, f"{prefix}_top1"), _accuracy(results, f"{prefix}_top5")
@@ -353,7 +432,7 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
             f"{_fmt(n)} images were generated from the base model alone, without any real image: starting from "
             f"Gaussian noise with random labels, the pixels were optimized for {_fmt(iters)} iterations{lr} to "
             f"{objective}, plus a hard-sample cross-entropy toward the labels. "
-            + (lpf if method == "synq" else "")
+            + (lpf if METHOD_CARDS[method].trained else "")
         ).strip()
     else:
         synthesis = "None: no images were synthesized for this model."
@@ -362,7 +441,7 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
               else f"min-max shrunk per channel to the lowest L{cfg.range_search_p:g} error")
     arange = (f"an EMA (momentum {cfg.ema_momentum:g}) of min/max" if cfg.act_range_init == "minmax"
               else f"the clip with the lowest L{cfg.range_search_p:g} error (histogram search)")
-    trained = method == "synq"
+    trained = METHOD_CARDS[method].trained
     quant = (
         f"Weights of every quantized convolution and linear layer: {cfg.weight_granularity.replace('_', '-')} {sym}"
         f"{wrange}, " + ("bits per layer (below)" if cfg.layer_w_bits else f"{cfg.w_bits}-bit")
@@ -373,7 +452,7 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
         f"{'learned (LSQ)' if cfg.learnable_act_scale and trained else 'frozen'}. Gradients: {cfg.ste} "
         "straight-through estimator."
     )
-    if method == "ptq":
+    if not trained:
         finetune = "None: this is post-training quantization (calibration only); nothing was fine-tuned."
     else:
         steps, epochs = training.get("steps"), training.get("epochs")
@@ -407,25 +486,6 @@ def _synthetic_dataset_text(dataset_repo: str | None) -> str:
     return "The synthetic images were not published."
 
 
-def _method_title(method: str, zero_shot: bool, calibrated_on: str) -> str:
-    if method == "synq":
-        return "SynQ zero-shot quantization (synthetic data + synthesis-aware fine-tuning; no real data)"
-    if zero_shot:
-        return f"post-training quantization calibrated on {calibrated_on} (no real data)"
-    return f"post-training quantization calibrated on {calibrated_on}"
-
-
-def _summary(bits: str, base_display: str, method: str, zero_shot: bool, calibrated_on: str) -> str:
-    if method == "synq":
-        return (f"A {bits} fake-quantized version of {base_display}, produced **without any real data**: images "
-                "synthesized from the base model were used to calibrate and fine-tune it with SynQ (ICLR 2025).")
-    if zero_shot:
-        return (f"A {bits} fake-quantized version of {base_display}, produced **without any real data**: "
-                f"{calibrated_on} generated from the base model calibrated it (post-training quantization).")
-    return (f"A {bits} fake-quantized version of {base_display}: post-training quantization with its "
-            f"activation ranges calibrated on {calibrated_on}; nothing was fine-tuned.")
-
-
 def render_model_card(
     *,
     repo_id: str | None = None,
@@ -444,6 +504,8 @@ def render_model_card(
     load_id: str | None = None,
     coverage: Mapping[str, Any] | None = None,
     mixed_precision: Mapping[str, Any] | None = None,
+    reference_calibration: Mapping[str, Any] | None = None,
+    resumed: Mapping[str, Any] | None = None,
 ) -> Any:
     """Render the card of a quantized model as a ``huggingface_hub.ModelCard`` (save it as ``README.md``).
 
@@ -458,6 +520,12 @@ def render_model_card(
     records. ``repo_id`` (or ``load_id``, e.g. the folder name) is what the loading snippet loads. ``coverage`` is
     ``synq_hf.quant.coverage.coverage_summary`` of the model: which layers and inputs are quantized.
     ``mixed_precision`` (``MixedPrecisionPlan.to_record()``) adds the budget and the per-layer bits table.
+    ``reference_calibration`` is the calibration record of the reference rows (the PTQ a SynQ model is compared
+    with). ``resumed`` (``{"parts": N, "summed": bool}``) marks a run resumed after an interruption: wall times
+    then say whether they add up every part or cover the last one only.
+
+    Every label comes from these records and the config (ranges, image counts, real or synthetic data): the card
+    states what ran, and :data:`METHOD_CARDS` names each method.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -479,6 +547,10 @@ def render_model_card(
     calibration.setdefault("source", "synthetic")
     if "num_images" not in calibration and calibration["source"] == "synthetic" and synthetic.get("num_images"):
         calibration["num_images"] = min(cfg.calibration_num_images, int(synthetic["num_images"]))
+    # what calibrated the reference rows (the PTQ a SynQ run is compared with): its own record, else this model's
+    # images without the claim that they were filtered (only fine-tuning filters them)
+    reference = sanitize(dict(reference_calibration)) if reference_calibration else {
+        k: v for k, v in calibration.items() if k != "filtered"}
     zero_shot = calibration["source"] == "synthetic"
     mixed = _is_mixed(cfg)
     bits_short = _mixed_short(cfg, mixed_precision) if mixed else f"W{cfg.w_bits}A{cfg.a_bits}"
@@ -488,8 +560,11 @@ def render_model_card(
     bits_text = _bits_text(cfg, coverage, mixed_precision)
     weight_rows, act_rows = _layer_rows(mixed_precision)
     calibrated_on = _calibration_phrase(calibration)
-    ptq_label = "Min-max PTQ on " + ("synthetic data" if zero_shot else calibrated_on.split(" ", 1)[-1])
-    evals, result_rows = _eval_results(results, method, bits_short, ptq_label) if results else ([], [])
+    labels = {m: method_row(m, cfg, calibration if m == method else reference) for m in METHOD_CARDS}
+    evals, result_rows = _eval_results(results, method, bits_short, labels) if results else ([], [])
+    records = {"calibration": calibration, "synthetic": synthetic}
+    used = {name: records[record].get(key) for name, (record, key) in _USED_FROM_RECORD.items()}
+    times_note = resumed_note(resumed)
     dataset_repo = synthetic.get("dataset_repo")
 
     tags = ["synq-hf", "quantized", *(["zero-shot-quantization"] if zero_shot else []), "fake-quantization", tag,
@@ -515,11 +590,13 @@ def render_model_card(
         "load_id": load_id,
         "library": library,
         "base_display": base_display,
-        "method_title": _method_title(method, zero_shot, calibrated_on),
-        "summary": _summary(bits_text.split(" (")[0], base_display, method, zero_shot, calibrated_on),
+        "method_title": _method_text(METHOD_CARDS[method].title, cfg, calibration),
+        "summary": _method_text(METHOD_CARDS[method].summary, cfg, calibration, bits=bits_text.split(" (")[0],
+                                base=base_display),
         "data_note": (
-            "The quantized models never saw these images (or any real image): calibration and fine-tuning used "
-            "only synthetic images generated from the base model." if zero_shot else
+            "The quantized models never saw these images (or any real image): "
+            + ("calibration and fine-tuning" if METHOD_CARDS[method].trained else "calibration")
+            + " used only synthetic images generated from the base model." if zero_shot else
             f"This model's activation ranges were calibrated on {calibrated_on}"
             + (f" (the first {calibration['skip']} rows skipped)" if calibration.get("skip") else "") + "."
         ),
@@ -540,11 +617,12 @@ def render_model_card(
         "eval_dataset_display": results.get("dataset_name") or results.get("dataset"),
         "eval_split": results.get("split"),
         "eval_num_samples": f"{results['num_samples']:,}" if results.get("num_samples") else None,
-        "synthetic_rows": _rows(synthetic, _SYNTHETIC_LABELS),
+        "synthetic_rows": _rows(synthetic, _SYNTHETIC_LABELS, times_note),
         "synthetic_dataset_text": _synthetic_dataset_text(dataset_repo),
-        "training_rows": _rows(training, _TRAINING_LABELS),
+        "training_rows": _rows(training, _TRAINING_LABELS, times_note),
         "config_rows": [
             (f.name, ("replaced by the budget" if f.name in replaced else _fmt(getattr(cfg, f.name))).replace("|", "\\|"),
+             f"{_fmt(used[f.name])} used" if used.get(f.name) not in (None, getattr(cfg, f.name)) else "",
              help_text[f.name].replace("|", "\\|"))
             for f in dataclasses.fields(cfg)
         ],

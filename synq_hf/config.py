@@ -158,13 +158,16 @@ def _number(low: float = 0.0, high: float | None = None, *, open_low: bool = Fal
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, check: Callable[[str, Any], None] | None = None,
-       trainer: str | None = None) -> Any:
+       trainer: str | None = None, group: str | None = None) -> Any:
     """A dataclass field carrying its help text, allowed values and check (used by validation, CLI and docs).
 
     ``check(name, value)`` raises ``ConfigError`` for a value that is not allowed (``None`` is always allowed
-    when the default is ``None``); ``trainer`` names the ``TrainingArguments`` field a schedule field sets.
+    when the default is ``None``); ``trainer`` names the ``TrainingArguments`` field a schedule field sets;
+    ``group`` files the field under a documentation/``--help`` group other than its part's (e.g. "calibration").
     """
     meta: dict[str, Any] = {"help": help}
+    if group is not None:  # issue 22: --help groups
+        meta["group"] = group
     if choices is not None:
         meta["choices"] = choices
     if check is not None:
@@ -220,18 +223,18 @@ class QuantizationSettings:
     )
     act_range_init: Literal["minmax", "search"] = _f(
         "search", "Activation range: EMA min-max, or the clip with the lowest Lp error (histogram search).",
-        ("minmax", "search"),
+        ("minmax", "search"), group="calibration",
     )
     weight_range_init: Literal["minmax", "search"] = _f(
         "search", "Weight range per output channel: min-max, or min-max shrunk by the ratio with the lowest Lp error.",
-        ("minmax", "search"),
+        ("minmax", "search"), group="calibration",
     )
     range_search_p: float = _f(
         RANGE_SEARCH_P, "Exponent p of the Lp error minimized by the range searches (2: MSE; 3 weighs the clipped tail more).",
-        check=_number(open_low=True),
+        check=_number(open_low=True), group="calibration",
     )
     ema_momentum: float = _f(0.9, "EMA momentum of the min/max observers during calibration (0 < m < 1).",
-                             check=_number(0.0, 1.0, open_low=True, open_high=True))
+                             check=_number(0.0, 1.0, open_low=True, open_high=True), group="calibration")
 
     # -- ViT/DeiT/Swin placement (issue 13) -------------------------------------------------------
     vit_placement: Literal["psaq", "loose"] = _f(
@@ -259,20 +262,22 @@ class QuantizationSettings:
         "of uniform 3-bit weights); per-layer weight bits are chosen from w_bits_candidates to fit it, by their "
         "sensitivity on the synthetic images. Replaces w_bits. Counts every stored tensor (packed codes at their "
         "bit-width, scales, zero points, biases, BatchNorm, activation ranges), not the file header.",
-        check=_size_budget,
+        check=_size_budget, group="mixed",
     )
     avg_w_bits: float | None = _f(
         None, "Mixed precision: the average bits per quantized weight (e.g. 3.5); per-layer weight bits are chosen "
         "from w_bits_candidates by their sensitivity. Replaces w_bits; exclusive with size_budget.", check=_avg_bits,
+        group="mixed",
     )
     avg_a_bits: float | None = _f(
         None, "Mixed precision of activations: the average bits per activation value (weighted by its elements per "
         "image); each activation quantizer's bits are chosen from a_bits_candidates. Replaces a_bits; None keeps "
-        "every activation at a_bits.", check=_avg_bits,
+        "every activation at a_bits.", check=_avg_bits, group="mixed",
     )
-    w_bits_candidates: list[int] = _f([2, 3, 4, 8], "Weight bit-widths a budget may give a layer.", check=_bits_list)
+    w_bits_candidates: list[int] = _f([2, 3, 4, 8], "Weight bit-widths a budget may give a layer.", check=_bits_list,
+                                      group="mixed")
     a_bits_candidates: list[int] = _f([4, 8], "Activation bit-widths avg_a_bits may give a quantizer.",
-                                      check=_bits_list)
+                                      check=_bits_list, group="mixed")
     layer_w_bits: dict[str, int] = _f(
         {}, "Weight bits per quantized layer (module name -> bits), over w_bits and first/last_layer_bits; a budget "
         "fills it, so a saved mixed model rebuilds the same quantizers.", check=_layer_bits,
@@ -286,12 +291,14 @@ class QuantizationSettings:
 class SynthesisSettings:
     """How the synthetic images are made, and how many of them calibrate the activation ranges."""
 
-    calibration_num_images: int = _f(512, "Images used to calibrate activation ranges.", check=_int_at_least(1))
-    calibration_batch_size: int = _f(64, "Batch size of the calibration forward passes.", check=_int_at_least(1))
+    calibration_num_images: int = _f(512, "Images used to calibrate activation ranges.", check=_int_at_least(1),
+                                     group="calibration")
+    calibration_batch_size: int = _f(64, "Batch size of the calibration forward passes.", check=_int_at_least(1),
+                                     group="calibration")
     # -- mixed precision (issue 26) --
     sensitivity_num_images: int = _f(
         256, "Mixed precision: synthetic images on which each layer's sensitivity (KL of the model's output to the "
-        "float model's when only that layer is quantized) is measured.", check=_int_at_least(1),
+        "float model's when only that layer is quantized) is measured.", check=_int_at_least(1), group="mixed",
     )
     num_images: int = _f(5120, "Number of synthetic images to generate.", check=_int_at_least(1))
     synthesis_iterations: int = _f(1000, "Optimization iterations per synthetic batch.", check=_int_at_least(0))
@@ -576,6 +583,19 @@ class SynQQuantizationConfig(QuantizationSettings, _ConfigIO, QuantizationConfig
 class SynQConfig(FinetuneSettings, SynthesisSettings, QuantizationSettings, _ConfigIO, QuantizationConfigMixin):
     """Configuration of SynQ zero-shot quantization: quantizer, calibration, synthesis and fine-tuning.
 
+    ``SynQConfig(w_bits=4, a_bits=4)`` is the paper's setting; every field is a keyword (and a ``synq-hf quantize``
+    flag, ``w_bits`` -> ``--w-bits``). The most used, by group (``SynQConfig.field_help()`` describes all of them):
+
+    * quantizer (:class:`QuantizationSettings`): ``w_bits``, ``a_bits``, ``weight_symmetric``,
+      ``first_layer_bits``, ``last_layer_bits``, ``include``, ``exclude``, ``deploy_placement``;
+    * calibration: ``calibration_num_images``, ``act_range_init``, ``weight_range_init`` (``"search"`` or
+      ``"minmax"``);
+    * synthesis (:class:`SynthesisSettings`): ``num_images``, ``synthesis_iterations``, ``synthesis_batch_size``;
+    * fine-tuning (:class:`LossSettings`, :class:`ScheduleSettings`): ``lpf_d0``, ``tau``, ``lambda_ce``,
+      ``lambda_cam``, ``learning_rate``, ``train_batch_size``, ``num_epochs``, ``max_steps``, ``augment``;
+    * ``seed``.
+
+    Fields left ``None`` get the paper's value for the teacher's family and input size (:meth:`resolve`).
     It is also the ``quantization_config`` of transformers models (``quant_method="synq"``), so
     ``AutoModelForImageClassification.from_pretrained(id, quantization_config=SynQConfig(...))`` works
     once ``synq_hf`` is imported; the model then saves only :meth:`quantization_config`.

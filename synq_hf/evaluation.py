@@ -17,7 +17,7 @@ from .distributed import processes
 from .errors import DataError
 from .model_info import LoadedModel, model_logits, model_num_classes
 
-__all__ = ["METRIC_PATH", "evaluate_model", "load_topk_metric", "topk_hits"]
+__all__ = ["METRIC_PATH", "check_labels", "evaluate_model", "load_topk_metric", "topk_hits"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def load_topk_metric(config_name: str = "logits") -> Any:
     return evaluate.load(str(METRIC_PATH), config_name, keep_in_memory=True)
 
 
-def _check_labels(dataset: Any, label_column: str, num_classes: int | None) -> None:
+def check_labels(dataset: Any, label_column: str, num_classes: int | None) -> None:
     """Fail early when the dataset's labels cannot index the model's classes."""
     import datasets
 
@@ -102,7 +102,7 @@ def evaluate_model(
     if n == 0:
         raise DataError("the dataset is empty")
     num_classes = model_num_classes(model)
-    _check_labels(dataset, label_col, num_classes)
+    check_labels(dataset, label_col, num_classes)
     procs = processes(distributed)
     start, stop = procs.rank * n // procs.world, (procs.rank + 1) * n // procs.world
 

@@ -26,7 +26,7 @@ from .errors import ConfigError, SynQError
 from .sources.folders import is_synq_config
 
 __all__ = [
-    "OUTPUT_PATTERNS", "OutputError", "check_output", "is_local_name", "is_synq_output", "make_shareable",
+    "OUTPUT_PATTERNS", "OutputError", "check_output", "check_output_file", "is_local_name", "is_synq_output", "make_shareable",
     "output_error", "public_name", "write_file", "write_output",
 ]
 
@@ -102,16 +102,20 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def check_output(out: str | os.PathLike, *, overwrite: bool = False, flag: str = "--out") -> Path:
+def check_output(out: str | os.PathLike, *, overwrite: bool = False, flag: str = "--out",
+                 create_parents: bool = True) -> Path:
     """Refuse, before any work, an output that cannot be written or must not be replaced; returns the path.
 
     Refused: the current directory, its parents, the home directory, a file, a non-empty folder without
     ``overwrite``, and (even with ``overwrite``) a folder holding anything synq_hf did not write. The nearest
-    existing parent must accept a new folder (probed by creating and removing one).
+    existing parent must accept a new folder (probed by creating and removing one). With ``create_parents=False``
+    (the command line) a missing parent folder is refused too, never created silently.
     """
     path = Path(out).expanduser()
     resolved = path.resolve()
     name = f"{flag} {out}".strip()
+    if not create_parents and not path.parent.exists():
+        raise OutputError(f"{name}: the folder {path.parent} does not exist; create it first (mkdir -p {path.parent})")
     why = _protected(resolved)
     if why is not None:
         raise OutputError(f"{name} {why}; synq_hf writes a new folder: name one, e.g. {flag or 'save_dir='} my-model")
@@ -128,12 +132,46 @@ def check_output(out: str | os.PathLike, *, overwrite: bool = False, flag: str =
             shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
             raise OutputError(f"{name} holds files synq_hf did not write ({shown}); refusing to replace it "
                               "even with --overwrite: move them or choose another folder")
+        if not os.access(path, os.W_OK | os.X_OK):  # replacing a folder moves it: that needs write access to it
+            raise OutputError(f"cannot write {name}: permission denied (the folder is not writable)")
     parent = _nearest_existing(resolved.parent)
     if not parent.is_dir():
         raise OutputError(f"cannot write {name}: {parent} is not a folder")
     try:
         probe = tempfile.mkdtemp(prefix=f".{path.name}{_PARTIAL}", dir=parent)
         os.rmdir(probe)
+    except OSError as e:
+        raise OutputError(f"cannot write {name}: {e.strerror or e} ({parent})") from None
+    return path
+
+
+def check_output_file(out: str | os.PathLike, *, overwrite: bool = False, flag: str = "--out",
+                      ours: Callable[[Path], bool] | None = None, kind: str = "a file") -> Path:
+    """:func:`check_output` for one file (an export): refuse, before any work, what must not be replaced.
+
+    Refused: a folder; a missing parent folder (never created silently); an existing file without ``overwrite``,
+    and with it one that ``ours(path)`` does not recognise as an earlier synq_hf output; a parent folder that does
+    not accept a new file (probed by creating and removing one).
+    """
+    path = Path(out).expanduser()
+    name = f"{flag} {out}".strip()
+    if path.is_dir():
+        raise OutputError(f"{name} is a folder; give a file name, e.g. {flag or 'out='} model.onnx")
+    parent = path.parent
+    if not parent.exists():
+        raise OutputError(f"{name}: the folder {parent} does not exist; create it first (mkdir -p {parent})")
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {name}: {parent} is not a folder")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputError(f"{name} exists; pass --overwrite to replace it")
+        if ours is not None and not ours(path):
+            raise OutputError(f"{name} is not {kind} written by synq_hf; refusing to replace it even with "
+                              "--overwrite: move it or choose another name")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         raise OutputError(f"cannot write {name}: {e.strerror or e} ({parent})") from None
     return path

@@ -267,8 +267,10 @@ class SynQQuantizer:
                 callbacks=[steps],
             )
         self.model.eval()
-        if self.method == "ptq" and "calibration" in self.record:  # a PTQ run before: now the reference baseline
-            self.record["ptq_reference_calibration"] = self.record["calibration"]
+        if self.method == "ptq" and "calibration" in self.record:  # ptq() ran first: it is now the reference
+            self.record["ptq_reference_calibration"] = self.record.pop("calibration")
+        if resume_from_checkpoint:  # only this part is timed here (the CLI adds earlier parts: add_earlier_parts)
+            self.record.setdefault("resumed", {"parts": None, "summed": False})
         self.method = "synq"
         self.timings["finetune_s"] = time.perf_counter() - start
         self.training = {"steps": steps.state.get("global_step"), "epochs": steps.state.get("epoch"),
@@ -277,6 +279,21 @@ class SynQQuantizer:
             min(self.config.calibration_num_images, len(self.synthetic)))
         self.record["training"] = dict(self.training, wall_time_s=self.timings["finetune_s"])
         return self.model
+
+    def add_earlier_parts(self, earlier: dict[str, float], parts: int) -> None:
+        """Count the wall time of the earlier parts of an interrupted run that this one resumed.
+
+        ``earlier`` holds their ``synthesis_s``, ``finetune_s`` and ``total_s``; ``parts`` counts every part, this
+        one included. results.json and the model card then report the whole run and say it was resumed.
+        """
+        for key in ("synthesis_s", "finetune_s"):
+            if earlier.get(key):
+                self.timings[key] = self.timings.get(key, 0.0) + float(earlier[key])
+        self._start -= float(earlier.get("total_s") or 0.0)
+        for record, key in (("synthesis", "synthesis_s"), ("training", "finetune_s")):
+            if record in self.record and key in self.timings:
+                self.record[record]["wall_time_s"] = self.timings[key]
+        self.record["resumed"] = {"parts": parts, "summed": True}
 
     # -- step 3: evaluation -----------------------------------------------------------------------
     def evaluate(
@@ -393,6 +410,8 @@ class SynQQuantizer:
             results["dataset"] = results.pop("eval_data")
         if results and "eval_split" in results:
             results["split"] = results.pop("eval_split")
+        if results:  # evaluated on an in-memory dataset without a name: the card still needs to say on what
+            results.setdefault("dataset", "unnamed evaluation data")
         training = {"method": self.method}
         if self.method == "synq":
             training.update(steps=self.training.get("steps"), epochs=self.training.get("epochs"),
@@ -408,6 +427,8 @@ class SynQQuantizer:
             "results": results,
             "synthetic_data": synthetic,
             "calibration": self.record.get("calibration"),
+            "reference_calibration": self.record.get("ptq_reference_calibration"),
+            "resumed": self.record.get("resumed"),
             "training": training,
             "license": self.teacher.extra.get("license"),
             "recipe": self.recipe,

@@ -65,7 +65,12 @@ def test_card_yaml_holds_the_measured_results(tmp_path):
 def test_ptq_card_and_card_without_results():
     card = _card(results=dict(fp_top1=99.6, ptq_top1=97.0, dataset="digits"), training=None)
     assert {r.metric_type for r in card.data.eval_results} == {"accuracy"}
-    assert "**Min-max PTQ on synthetic data — this model**" in card.text
+    assert "**PTQ, searched ranges, calibrated on 512 synthetic images — this model**" in card.text
+    assert "calibration used only synthetic images" in card.text  # nothing was fine-tuned
+    minmax = CFG.replace(act_range_init="minmax", weight_range_init="minmax")
+    card = _card(synq_config=minmax, results=dict(fp_top1=99.6, ptq_top1=97.0, dataset="digits"), training=None)
+    assert "**PTQ, min-max ranges, calibrated on 512 synthetic images — this model**" in card.text
+    assert "searched" not in card.text.split("## What was done")[0]
     bare = _card(results=None, synthetic_data=None, training=None, license=None)
     assert bare.data.eval_results is None and bare.data.license is None
     assert "No evaluation was run" in bare.text and "license of the base model applies" in bare.text
@@ -193,3 +198,134 @@ def test_card_states_the_activation_coverage_and_only_claims_true_bits():
     gap = dict(coverage, gaps=2)
     assert "2 activation(s) left float without a rule" in str(
         render_model_card(base_model="m", library="timm", synq_config=cfg, coverage=gap))
+
+
+# -- cards of real runs: every claim checked against results.json ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """A random CIFAR ResNet-20 loaded as a teacher, 8 synthetic images, and 8 real-looking labelled images."""
+    import datasets
+    import numpy as np
+    import timm
+    from PIL import Image
+    from timm.models import save_for_hf
+
+    import synq_hf
+    from synq_hf.synthesis import synthesize
+
+    folder = tmp_path_factory.mktemp("teacher") / "r20"
+    torch.manual_seed(0)
+    save_for_hf(timm.create_model("cifar_resnet20").eval(), folder, safe_serialization=True)
+    loaded = synq_hf.load_model(f"local-dir:{folder}")
+    cfg = SynQConfig(num_images=8, synthesis_iterations=2, synthesis_batch_size=8)
+    synthetic = synthesize(loaded.model, cfg, data_config=loaded.data_config, progress=False,
+                           class_names=loaded.class_names, teacher_id="r20")
+    rng = np.random.default_rng(0)
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
+    real = datasets.Dataset.from_dict(
+        {"img": [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(8)],
+         "label": list(range(8))}, features=features)
+    return loaded, synthetic, real
+
+
+_CASES = [(m, r, s, res) for m in ("ptq", "synq") for r in ("search", "minmax") for s in ("synthetic", "real")
+          for res in ("no", "summed", "last part")
+          if not (m == "synq" and s == "real") and not (m == "ptq" and res == "last part")]
+
+
+_RUNS: dict = {}
+
+
+def _run(tiny_run, method: str, ranges: str, source: str, work) -> object:  # noqa: ANN001
+    """The quantizer after one run of (method, ranges, data source), evaluated; each case works on a copy."""
+    from synq_hf import SynQQuantizer
+    from synq_hf.data import build_eval_transform, collate_images
+
+    key = (method, ranges, source)
+    if key not in _RUNS:
+        loaded, synthetic, real = tiny_run
+        cfg = SynQConfig(w_bits=4, a_bits=4, act_range_init=ranges, weight_range_init=ranges, max_steps=2,
+                         train_batch_size=4, calibration_batch_size=4)  # calibration_num_images stays 512: 8 exist
+        q = SynQQuantizer(loaded, cfg, device="cpu")
+        if method == "ptq" and source == "real":
+            images = collate_images(list(real["img"]), build_eval_transform(loaded.data_config))
+            q.ptq(images, source={"source": "real", "data": "/somewhere/cal.parquet", "num_images": len(images)},
+                  progress=False)
+        elif method == "ptq":
+            q.synthetic = synthetic
+            q.record_synthetic(synthetic)
+            q.ptq(progress=False)
+        else:
+            q.quantize(synthetic, progress=False, output_dir=work / "-".join(key))
+            q.ptq(progress=False)
+        for which in ("float", method) if method == "ptq" else ("float", "ptq", "synq"):
+            q.evaluate(real, which=which, progress=False)
+        _RUNS[key] = (q, work / "-".join(key))
+    return _RUNS[key]
+
+
+@pytest.mark.parametrize(("method", "ranges", "source", "resumed"), _CASES, ids=["-".join(c) for c in _CASES])
+def test_card_of_a_run_states_only_what_results_json_records(method, ranges, source, resumed, tiny_run, tmp_path,
+                                                              tmp_path_factory):
+    """method x range init x calibration data x resumed: the card's labels, counts and times are the record's."""
+    import copy
+    import json
+
+    from synq_hf.training import last_checkpoint
+
+    base, work = _run(tiny_run, method, ranges, source, tmp_path_factory.getbasetemp())
+    q = copy.deepcopy(base)
+    if resumed == "last part":  # the Python API resumed: only this part is timed, and the card says so
+        q.quantize(progress=False, output_dir=work, resume_from_checkpoint=last_checkpoint(str(work)))
+        q.evaluate(tiny_run[2], which="synq", progress=False)
+    if resumed == "summed":  # what the CLI does after --resume
+        earlier = {"synthesis_s": 61.0, "total_s": 3700.0, **({"finetune_s": 122.0} if method == "synq" else {})}
+        q.add_earlier_parts(earlier, parts=3)
+    folder = q.save_pretrained(tmp_path / "out")
+    record = json.loads((folder / "results.json").read_text())
+    card = ModelCard.load(folder / "README.md")
+    text = card.text
+    config = record["config"]
+
+    # the results table: each row's accuracy and label from the record
+    rows = dict(re.findall(r"^\| (.+?) \| (?:W4A4|float) \| ([\d.]+) \|", text, flags=re.M))
+    assert float(rows["Float base model (reference)"]) == record["fp_top1"]
+    ptq_label = next(label for label in rows if label.lstrip("*").startswith("PTQ"))
+    assert float(rows[ptq_label]) == record["ptq_top1"]
+    words = "searched ranges" if config["act_range_init"] == config["weight_range_init"] == "search" else \
+        "min-max ranges"
+    assert words in ptq_label and ("min-max" in ptq_label) == (ranges == "minmax")
+    ptq_cal = record["calibration"] if method == "ptq" else record["ptq_reference_calibration"]
+    kind = "real" if ptq_cal["source"] == "real" else "synthetic"
+    assert f"calibrated on {ptq_cal['num_images']} {kind} images" in ptq_label
+    assert ("— this model" in ptq_label) == (method == "ptq")
+    if method == "synq":
+        assert float(rows["**SynQ — this model**"]) == record["synq_top1"]
+    assert ("zero-shot-quantization" in card.data.tags) == (record["calibration"]["source"] == "synthetic")
+
+    # the hyperparameter table shows what really calibrated the ranges
+    used = record["calibration"]["num_images"]
+    assert config["calibration_num_images"] == 512 and used == 8
+    assert "| `calibration_num_images` | `512` (8 used) |" in text
+
+    # what was done
+    assert ("nothing was fine-tuned" in text) == (method == "ptq")
+    if method == "synq":
+        assert f"for {record['training']['steps']} steps" in text and "8 low-pass filtered synthetic images" in text
+
+    # wall times: the record's, and a resumed run says how they were counted
+    compute = dict(re.findall(r"^\| ((?:Total|Synthesis|Fine-tuning) wall time[^|]*) \| ([^|]+) \|", text, re.M))
+    notes = {"no": "", "summed": " (3 parts of a resumed run, added up)",
+             "last part": " (the last part only of a resumed run)"}
+    assert record.get("resumed") == {"no": None, "summed": {"parts": 3, "summed": True},
+                                     "last part": {"parts": None, "summed": False}}[resumed]
+    from synq_hf.card import format_seconds
+    assert compute[f"Total wall time{notes[resumed]}"].strip() == format_seconds(record["total_s"])
+    for key, label in (("synthesis_s", "Synthesis wall time"), ("finetune_s", "Fine-tuning wall time")):
+        if record.get(key) is not None:
+            assert compute[f"{label}{notes[resumed]}"].strip() == format_seconds(record[key])
+    if resumed == "summed":
+        assert record["total_s"] >= 3700.0 and (method == "ptq" or record["finetune_s"] >= 122.0)
+    assert "/somewhere" not in card.content

@@ -35,7 +35,7 @@ def test_paper_budget_is_the_papers_schedule():
     assert (budget.num_images, budget.iterations, budget.num_epochs, budget.max_steps) == (5120, 1000, 100.0, None)
 
 
-@pytest.mark.slow
+@pytest.mark.smoke
 def test_smoke_budget_prints_json_rows(shared_data, tmp_path, capsys):
     bench = _load_benchmark()
     synthetic = tmp_path / "synthetic"
@@ -66,6 +66,7 @@ def test_smoke_budget_prints_json_rows(shared_data, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.guard
 def test_synq_beats_the_ptq_it_starts_from(shared_data, capsys):
     """CI guard of the headline: at a reduced budget SynQ must clearly beat clip-searched PTQ on the same
     calibration images (the model fine-tuning starts from), and no loss may go non-finite."""

@@ -84,7 +84,7 @@ def test_bad_depth() -> None:
         CifarResNet(depth=21)
 
 
-@pytest.mark.slow
+@pytest.mark.smoke
 @pytest.mark.parametrize("depth", [20, 56])
 def test_teachers_load_strictly(shared_data, depth: int) -> None:
     folder = shared_data / "teachers" / f"cifar10-resnet{depth}"

@@ -44,6 +44,9 @@ def test_json_output(
 ) -> None:
     folder, data = model_and_data
     out_json = tmp_path / "out" / "result.json"
+    missing = main(["evaluate", f"local-dir:{folder}", "--data", str(data), "--json", str(out_json), "--no-progress"])
+    assert missing == 1 and "does not exist; create it first" in capsys.readouterr().err  # never created silently
+    out_json.parent.mkdir()
     code = main(
         [
             "evaluate",

@@ -84,6 +84,7 @@ def test_bad_input_is_one_clear_line(teacher_dir: Path, tmp_path: Path, capsys: 
 
 
 @pytest.mark.slow
+@pytest.mark.guard
 def test_demo_beats_ptq_offline(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--no-progress", "--json", str(tmp_path / "demo.json")]) == 0

@@ -158,7 +158,7 @@ def test_metric_file_is_package_data() -> None:
     assert any(rel.match(p) for p in patterns)
 
 
-@pytest.mark.slow
+@pytest.mark.smoke
 @pytest.mark.parametrize("depth,expected", [(20, 91.64), (56, 92.72)])
 def test_shared_teachers_float_accuracy(shared_data: Path, depth: int, expected: float) -> None:
     from synq_hf import load_image_dataset, load_model

@@ -319,7 +319,7 @@ def test_detect_family_unsupported() -> None:
         detect_family(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)))
 
 
-@pytest.mark.slow
+@pytest.mark.smoke
 def test_shared_teacher_metadata(shared_data: Path) -> None:
     lm = load_model(f"local-dir:{shared_data / 'teachers' / 'cifar10-resnet56'}")
     assert lm.family == "cnn" and lm.class_names == CIFAR_LABELS and lm.input_size == 32

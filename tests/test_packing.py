@@ -117,7 +117,7 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir())
 
 
-@pytest.mark.slow
+@pytest.mark.smoke
 @pytest.mark.parametrize("teacher", ["cifar10-resnet20", "cifar10-vit-tiny"])
 def test_packed_w4a4_folder_is_five_times_smaller(teacher: str, shared_data: Path, tmp_path: Path) -> None:
     import synq_hf  # noqa: F401  registers cifar_resnet*

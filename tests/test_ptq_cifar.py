@@ -13,7 +13,7 @@ import pytest
 
 from synq_hf.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.guard]
 
 
 def _evaluate(model: str, data: Path, out: Path) -> float:

@@ -186,7 +186,7 @@ def test_timm_hub_name_resolves_to_tagged_repo_without_network(tmp_path: Path) -
     assert q.teacher.family == "cnn" and q.teacher.num_classes == 1000 and q.config.lpf_d0 == 80.0
 
 
-@pytest.mark.slow
+@pytest.mark.smoke
 def test_shared_teacher_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     """The shared CIFAR ResNet-20 through the whole pipeline at a tiny budget, evaluated on real images."""
     teacher = shared_data / "teachers" / "cifar10-resnet20"

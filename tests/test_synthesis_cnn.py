@@ -220,22 +220,23 @@ def test_bad_counts_raise_config_error(resnet, kwargs, match):
 
 
 @pytest.mark.slow
+@pytest.mark.guard
 def test_shared_resnet20_quality(shared_data):
-    """512 images x 500 iterations: the teacher agrees with >= 95% of labels, BN loss falls >= 100x."""
+    """256 images x 200 iterations (the README's figure): the teacher agrees with >= 95% of labels, the BN loss
+    falls >= 100x. (512 x 500 took 17 CPU-minutes, most of the slow tier; this budget about 3.5: issue 22.)"""
     import synq_hf.models  # noqa: F401
     from synq_hf.model_info import model_logits
 
     teacher = timm.create_model(f"local-dir:{shared_data / 'teachers' / 'cifar10-resnet20'}", pretrained=True).eval()
     data_config = timm.data.resolve_model_data_config(teacher)
-    out = generate_synthetic(teacher, SynQConfig(synthesis_log_every=50, synthesis_groups_per_forward=2),
-                             data_config=data_config,
-                             num_images=512, iterations=500, seed=0, progress=False)
+    out = generate_synthetic(teacher, SynQConfig(synthesis_log_every=50), data_config=data_config,
+                             num_images=256, iterations=200, seed=0, progress=False)
     with torch.no_grad():
         agree = (model_logits(teacher, out.pixels).argmax(-1) == out.labels).float().mean().item()
     first = [h["bn"] for h in out.history if h["iteration"] == 1]
     assert agree >= 0.95, f"teacher agrees with {agree:.1%} of the assigned labels"
     # the BN loss of the images actually returned, per group, against the first logged value (mean of groups)
     with BNStatsObjective(teacher, beta=10.0, gamma=2.0, augment=False) as objective:
-        _, parts = objective(out.pixels.view(2, 256, 3, 32, 32), out.labels.view(2, 256))
+        _, parts = objective(out.pixels.view(1, 256, 3, 32, 32), out.labels.view(1, 256))
     final = parts["bn"].tolist()
     assert first and all(first[0] / max(f, 1e-12) >= 100 for f in final), f"BN loss {first[0]} -> {final}"

@@ -45,6 +45,7 @@ def test_smoke_budget_prints_json_rows(shared_data, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.guard
 def test_synq_beats_psaq_vit_at_w4a4(shared_data, capsys):
     """CI guard: at a reduced budget SynQ must beat PSAQ-ViT (min-max PTQ on the same 32 synthetic images) at W4A4
     on the shared ViT, without a non-finite loss."""

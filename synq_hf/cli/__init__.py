@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             signum = getattr(e, "signum", None) or int(signal.SIGTERM)
             return _interrupted(args, f"stopped by signal {signum} (fine-tuning checkpoint saved)", 128 + signum)
         print(f"synq-hf {args.command}: error: {e}", file=sys.stderr)
+        _kept_work(args)
         return 1
     finally:
         if previous is not None:
@@ -136,6 +137,16 @@ def _on_sigterm_raise_interrupt() -> Any:
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, handler)
+
+
+def _kept_work(args: argparse.Namespace) -> None:
+    """After a failure: if the work folder was kept (it holds synthetic images or checkpoints), say where it is and
+    how to continue once the problem is fixed, instead of starting the work over."""
+    resume = getattr(args, "resume_command", None)
+    work = getattr(args, "work_path", None)
+    if resume and work is not None and Path(work).is_dir():
+        print(f"synq-hf {args.command}: the work done so far is kept in {work}; after fixing that, resume with:\n"
+              f"  {resume}", file=sys.stderr)
 
 
 def _interrupted(args: argparse.Namespace, what: str, code: int) -> int:

@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import sys
+import time
 import types
 import typing
 from collections.abc import Iterable, Iterator
@@ -63,15 +64,119 @@ def default_work_dir(out: Path) -> Path:
     return out.with_name(out.name + ".synq-work")
 
 
+LOCK_FILE = ".lock"
+
+
+class WorkLock:
+    """An exclusive lock on a work folder, so two runs never share one (``flock`` on ``DIR/.lock``).
+
+    The operating system drops the lock when its process dies, so a lock left by a killed run never blocks the next
+    one. The file holds the owner's pid for the message. Where ``fcntl`` is missing (Windows) the pid in the file
+    decides: a live process holds the folder, a dead one's file is stale and taken over.
+    """
+
+    def __init__(self, work: Path) -> None:
+        self.path = Path(work) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise a one-line ``OutputError`` naming the run (pid) that holds it."""
+        for _ in range(10):  # retried only when the holder removed the file between our open and our lock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not self._lock(fd):
+                os.close(fd)
+                raise OutputError(f"another synq-hf run{self._owner()} is using the work folder {self.path.parent}; "
+                                  "wait for it to finish, or give this run another --out or --work-dir")
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self._fd = fd
+                return
+            os.close(fd)
+        raise OutputError(f"cannot lock the work folder {self.path.parent}: it keeps changing; try again")
+
+    @staticmethod
+    def _lock(fd: int) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: the pid decides
+            return WorkLock._pid_free(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    @staticmethod
+    def _pid_free(fd: int) -> bool:  # pragma: no cover - only where fcntl is missing
+        text = os.read(fd, 64).decode(errors="replace").strip()
+        if not text.isdigit() or int(text) == os.getpid():
+            return True
+        try:
+            os.kill(int(text), 0)
+        except OSError:
+            return True  # the owner is dead: a stale lock
+        return False
+
+    def _owner(self) -> str:
+        try:
+            pid = self.path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return ""
+        return f" (pid {pid})" if pid.isdigit() else ""
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (idempotent)."""
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+
 def open_work_dir(args: argparse.Namespace, fingerprint: dict[str, Any]) -> Path:
-    """Create (or, with ``--resume``, reopen) the work folder; record how to resume; refuse a foreign one.
+    """Create (or, with ``--resume``, reopen) the work folder, lock it, record how to resume; refuse a foreign one.
 
     ``fingerprint`` (model, method, config...) is saved in ``run.json``; ``--resume`` with different settings,
-    or a work folder left by an interrupted run without ``--resume``, is refused with one line.
+    or a work folder left by an interrupted run without ``--resume``, is refused with one line, and so is a work
+    folder another live run holds (:class:`WorkLock`). The lock is ``args.work_lock`` until :func:`work_session` ends.
     """
     work = Path(args.work_dir or default_work_dir(args.out)).expanduser()
     run_file = work / RUN_FILE
     fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
+    if work.exists() and not work.is_dir():
+        raise OutputError(f"--work-dir {work} exists and is not a folder; choose another")
+    if not work.parent.is_dir():
+        raise OutputError(f"--work-dir {work}: the folder {work.parent} does not exist; create it first")
+    created = not work.exists()
+    lock = WorkLock(work)
+    try:
+        work.mkdir(exist_ok=True)
+        lock.acquire()
+    except OSError as e:
+        raise OutputError(f"cannot write --work-dir {work}: {e.strerror or e}") from None
+    try:
+        _check_work_dir(args, work, run_file, fingerprint)
+        if not run_file.is_file():
+            run_file.write_text(json.dumps(fingerprint, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    except BaseException as e:
+        lock.release()
+        if created:
+            shutil.rmtree(work, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot write --work-dir {work}: {e.strerror or e}") from None
+        raise
+    args.resume_command = resume_command(args, work)
+    args.work_path = work
+    args.work_lock = lock
+    return work
+
+
+def _check_work_dir(args: argparse.Namespace, work: Path, run_file: Path, fingerprint: dict[str, Any]) -> None:
     if run_file.is_file():
         try:
             saved = json.loads(run_file.read_text(encoding="utf-8"))
@@ -86,17 +191,8 @@ def open_work_dir(args: argparse.Namespace, fingerprint: dict[str, Any]) -> Path
                                   "resume with the same command, or delete that folder")
     elif args.resume:
         raise CheckpointError(f"--resume: {work} holds no interrupted run to continue")
-    elif work.exists() and (not work.is_dir() or any(work.iterdir())):
+    elif any(p.name != LOCK_FILE for p in work.iterdir()):
         raise OutputError(f"--work-dir {work} exists and is not an empty folder; choose another")
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-        if not run_file.is_file():
-            run_file.write_text(json.dumps(fingerprint, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    except OSError as e:
-        raise OutputError(f"cannot write --work-dir {work}: {e.strerror or e}") from None
-    args.resume_command = resume_command(args, work)
-    args.work_path = work
-    return work
 
 
 def resume_command(args: argparse.Namespace, work: Path) -> str:
@@ -112,8 +208,9 @@ def resume_command(args: argparse.Namespace, work: Path) -> str:
 
 
 def close_work_dir(work: Path, names: tuple[str, ...]) -> None:
-    """After success: remove what this run wrote in ``work`` (``names`` and run.json), and ``work`` if empty."""
-    for name in (*names, RUN_FILE):
+    """After success: remove what this run wrote in ``work`` (``names``, run.json and the lock), and ``work`` if
+    empty."""
+    for name in (*names, RUN_FILE, LOCK_FILE):
         path = work / name
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -139,11 +236,61 @@ def work_session(args: argparse.Namespace, fingerprint: dict[str, Any], items: t
         if not any(_has_content(work / name) for name in items):
             close_work_dir(work, items)
         raise
-    close_work_dir(work, items)
+    else:
+        close_work_dir(work, items)
+    finally:
+        args.work_lock.release()
 
 
 def _has_content(path: Path) -> bool:
     return path.is_dir() and any(p.name != "groups.json" for p in path.iterdir())
+
+
+class PartClock:
+    """Wall time of each phase of a run, added up over the parts of an interrupted and resumed run.
+
+    A part that fails or is interrupted saves its times (:meth:`save`, plus the earlier parts) to ``timings.json`` in
+    the work folder; the part that resumes it reads them back as :attr:`earlier`, so the saved model reports the
+    whole run, not only its last part.
+    """
+
+    FILE = "timings.json"
+
+    def __init__(self, work: Path | None) -> None:
+        self.path = Path(work) / self.FILE if work is not None else None
+        self.earlier: dict[str, float] = {}
+        if self.path is not None and self.path.is_file():
+            try:
+                self.earlier = {k: float(v) for k, v in json.loads(self.path.read_text(encoding="utf-8")).items()}
+            except (OSError, ValueError, TypeError, AttributeError):
+                logger.warning("%s is unreadable: the earlier parts' wall times are not counted", self.path)
+        self.parts = int(self.earlier.pop("parts", 0)) + 1
+        self.now: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time one phase (``synthesis_s``, ``finetune_s``) of this part, also when it fails or is interrupted."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.now[name] = self.now.get(name, 0.0) + time.perf_counter() - start
+
+    def totals(self) -> dict[str, float]:
+        """Every part's seconds added up, this one's so far included, and ``parts``."""
+        out = {k: self.earlier.get(k, 0.0) + self.now.get(k, 0.0) for k in {*self.earlier, *self.now}}
+        out["total_s"] = self.earlier.get("total_s", 0.0) + time.perf_counter() - self._start
+        return {**out, "parts": self.parts}
+
+    def save(self) -> None:
+        """Write :meth:`totals` into the work folder (if there is one); never raises."""
+        if self.path is None or not self.path.parent.is_dir():
+            return
+        try:
+            self.path.write_text(json.dumps(self.totals(), sort_keys=True) + "\n", encoding="utf-8")
+        except OSError as e:
+            logger.warning("cannot record this part's wall time in %s: %s", self.path, e.strerror or e)
 
 
 def add_hub_arguments(p: argparse.ArgumentParser) -> None:
@@ -180,21 +327,21 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def start_run(args: argparse.Namespace) -> torch.device:
     """What a subcommand writing ``--out`` checks before any work (never after hours of it): ``--device``, and
-    ``--out`` (a new folder, or an earlier synq-hf output with ``--overwrite``)."""
+    ``--out`` (a new folder in an existing one, or an earlier synq-hf output with ``--overwrite``)."""
     device = resolve_device(args.device)
-    check_output(args.out, overwrite=args.overwrite)
+    check_output(args.out, overwrite=args.overwrite, create_parents=False)
     return device
 
 
 @contextlib.contextmanager
-def writing_out(out: Path) -> Iterator[None]:
+def writing_out(out: Path, flag: str = "--out") -> Iterator[None]:
     """An ``OSError`` while writing ``--out`` (disk full, no permission) becomes a one-line ``OutputError``."""
     try:
         yield
     except OutputError:
         raise
     except OSError as e:
-        raise output_error(out, e) from e
+        raise output_error(out, e, flag=flag) from e
 
 
 def load_cli_model(args: argparse.Namespace, device: torch.device | None = None) -> Any:
@@ -235,28 +382,102 @@ def _flag_type(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, fields: Iterable[str] | None = None) -> None:
+CONFIG_GROUPS: dict[str, tuple[str, str]] = {
+    "quantizer": ("quantizer", "what shapes the quantized model (saved with it as its quantization_config)"),
+    "calibration": ("calibration", "the images and the searches that set the quantization ranges"),
+    "synthesis": ("synthesis", "the synthetic images made from the model itself (no real data)"),
+    "fine-tuning": ("fine-tuning (--method synq)", "SynQ's loss (Eq. 6) and its SGD schedule"),
+    "mixed": ("mixed precision", "per-layer bits chosen under a size or average-bits budget"),
+    "run": ("run", "seed, device, work folder and the Hub"),
+}
+"""``--help`` groups, in the order shown (the README's SynQConfig groups): key -> (title, description)."""
+
+_PART_GROUPS = {"QuantizationSettings": "quantizer", "SynthesisSettings": "synthesis", "LossSettings": "fine-tuning",
+                "ScheduleSettings": "fine-tuning", "SynQConfig": "run"}
+"""The group of a field without a ``group`` in its metadata: the settings part (dataclass) that declares it."""
+
+_PART_FIRST = ("ScheduleSettings",)
+"""Parts whose flags come first in a shared group (the schedule's learning rate, batch and steps are set more
+often than the loss weights and extras)."""
+
+
+def _part_of(name: str) -> str:
+    """The settings dataclass that declares a ``SynQConfig`` field (its name)."""
+    import dataclasses
+
+    from ..config import SynQConfig
+
+    for cls in SynQConfig.__mro__:
+        if dataclasses.is_dataclass(cls) and name in cls.__dict__.get("__annotations__", {}):
+            return cls.__name__
+    return "SynQConfig"
+
+
+def config_field_group(name: str) -> str:
+    """The ``--help`` group of a ``SynQConfig`` field: its metadata's ``group``, else its part's.
+
+    A part not listed in :data:`_PART_GROUPS` (a new settings dataclass) is its own group, named after its class.
+    """
+    from ..config import SynQConfig
+
+    group = SynQConfig.__dataclass_fields__[name].metadata.get("group")
+    if group:
+        return group
+    part = _part_of(name)
+    return _PART_GROUPS.get(part, part)
+
+
+def config_groups(parser: argparse.ArgumentParser, fields: Iterable[str] | None = None,
+                  extra: Iterable[str] = ("run",)) -> dict[str, Any]:
+    """Create the ``--help`` groups of ``fields`` (default: every flag field) plus ``extra``, in
+    :data:`CONFIG_GROUPS` order, and return them by key, so a command files its own options beside the fields."""
+    import dataclasses
+
+    from ..config import SynQConfig
+
+    names = [f.name for f in dataclasses.fields(SynQConfig) if f.name not in _NOT_FLAGS]
+    wanted = set(fields) if fields is not None else set(names)
+    keys = {config_field_group(n) for n in names if n in wanted} | set(extra)
+    order = [k for k in CONFIG_GROUPS if k in keys] + sorted(k for k in keys if k not in CONFIG_GROUPS)
+    parts = {c.__name__: c for c in SynQConfig.__mro__}
+    groups = {}
+    for key in order:
+        if key in CONFIG_GROUPS:
+            title, description = CONFIG_GROUPS[key]
+        else:  # a settings part without an entry: named after its class, described by its docstring
+            doc = (getattr(parts.get(key), "__doc__", None) or "").strip()
+            title, description = key.removesuffix("Settings").lower(), doc.split("\n")[0] or None
+        groups[key] = parser.add_argument_group(title, description)
+    return groups
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, fields: Iterable[str] | None = None,
+                         groups: dict[str, Any] | None = None, config_group: Any = None) -> None:
     """``--config`` and one flag per ``SynQConfig`` field (all of them, or ``fields``), generated from the dataclass.
 
-    Types, choices and help come from the fields; the default shown is the field's. A flag left out leaves the
-    value of ``--config`` (or the field default) alone: see :func:`config_from_args`.
+    Types, choices and help come from the fields; the default shown is the field's. Each flag goes to its field's
+    ``--help`` group (:func:`config_field_group`; ``groups`` from :func:`config_groups`, created here if absent);
+    ``--config`` goes to ``config_group`` (default: the first group).
+    A flag left out leaves the value of ``--config`` (or the field default) alone: see :func:`config_from_args`.
     """
     import dataclasses
 
     from ..config import SynQConfig
 
-    group = parser.add_argument_group(
-        "SynQConfig", "every setting of the method; --config is read first, the flags below change single fields")
-    group.add_argument("--config", metavar="JSON",
-                       help="SynQConfig as a JSON file or an inline JSON object ('{\"w_bits\": 3}')")
+    groups = groups if groups is not None else config_groups(parser, fields)
+    first = next(iter(groups.values()))
+    (config_group or first).add_argument("--config", metavar="JSON",
+                       help="every SynQConfig setting as a JSON file or an inline JSON object ('{\"w_bits\": 3}'), "
+                       "read first; the flags change single fields")
     hints = typing.get_type_hints(SynQConfig)
     wanted = set(fields) if fields is not None else None
-    for f in dataclasses.fields(SynQConfig):
-        if f.name in _NOT_FLAGS or (wanted is not None and f.name not in wanted):
-            continue
+    chosen = [f for f in dataclasses.fields(SynQConfig)
+              if f.name not in _NOT_FLAGS and (wanted is None or f.name in wanted)]
+    for f in sorted(chosen, key=lambda f: _part_of(f.name) not in _PART_FIRST):  # stable: field order otherwise
         kind, many = _flag_type(hints[f.name])
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        help_text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
+        shown = "" if default is None else f" (default: {default})"  # a None default's help says what None means
+        help_text = f"{f.metadata.get('help', '')}{shown}".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -268,6 +489,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, fields: Iterable[str] 
                 kwargs["nargs"] = "*"
             if f.metadata.get("choices"):
                 kwargs.update(choices=f.metadata["choices"], metavar=None)
+        group = groups.get(config_field_group(f.name)) or first
         group.add_argument(config_flag(f.name), **kwargs)
 
 

@@ -41,10 +41,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..demo.run import DEMO_CONFIG, run_demo
-    from ..outputs import check_output
+    from ..outputs import check_output, check_output_file
     from .common import result
 
-    check_output(args.out, overwrite=args.overwrite)  # before any work
+    check_output(args.out, overwrite=args.overwrite, create_parents=False)  # before any work
+    if args.json:
+        check_output_file(args.json, overwrite=True, flag="--json")
     if not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(1)  # the digits CNN is tiny: one thread is fastest, above all on busy cores
     record = run_demo(args.out, config=DEMO_CONFIG.replace(seed=args.seed), overwrite=args.overwrite,
@@ -58,10 +60,9 @@ def run(args: argparse.Namespace) -> int:
                  f"total {record['wall_s']:.0f} s on {record['hardware']}")
     result(args, f"  saved to {args.out} (model, config, results.json, model card)")
     if args.json:
-        try:
-            args.json.write_text(json.dumps(record, indent=2) + "\n")
-        except OSError as e:
-            from ..outputs import output_error
+        from ..outputs import write_file
+        from .common import writing_out
 
-            raise output_error(args.json, e, flag="--json") from e
+        with writing_out(args.json, flag="--json"):
+            write_file(args.json, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8"))
     return 0

@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import add_model_arguments, load_cli_model, resolve_device, result
+from ..outputs import check_output_file, write_file
+from .common import add_model_arguments, load_cli_model, resolve_device, result, writing_out
 
 _EPILOG = """\
-examples:
-  synq-hf evaluate local-dir:teachers/cifar10-resnet20 --data cifar10/test-lossless-first1017.parquet
-  synq-hf evaluate ./resnet20-w4a4 --data parquet:cifar10/test-*.parquet --json result.json
+examples (from the repository root; the shared teacher and data run offline):
+  synq-hf evaluate local-dir:../shared/data/teachers/cifar10-resnet20 \\
+      --data ../shared/data/cifar10/test-lossless-first1017.parquet
+  synq-hf evaluate resnet20-w8a8-ptq --data 'parquet:../shared/data/cifar10/test-*.parquet' --json result.json
   synq-hf evaluate timm/resnet50.a1_in1k --data ./imagenet-val --batch-size 128 --limit 5000
 
 MODEL is a timm name (resnet18, timm/resnet50.a1_in1k), a Hub repo id (google/vit-base-patch16-224,
@@ -40,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label-column", metavar="C", help="label column (default: label/labels/fine_label)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per batch (default 256)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images")
-    p.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON to PATH")
+    p.add_argument("--json", type=Path, metavar="PATH",
+                   help="also write the result as JSON to PATH (replaced if it exists; its folder must exist)")
     add_model_arguments(p)
     p.set_defaults(func=run)
 
@@ -55,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be positive, got {args.limit}")
     device = resolve_device(args.device)
+    if args.json is not None:
+        check_output_file(args.json, overwrite=True, flag="--json")  # before the work, not after it
     logging.getLogger("timm").setLevel(logging.WARNING)  # its per-load INFO lines add nothing here
 
     loaded = load_cli_model(args)
@@ -88,9 +93,6 @@ def run(args: argparse.Namespace) -> int:
             "top1": round(metrics["top1"], 2),
             "top5": round(metrics["top5"], 2),
         }
-        try:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot write --json {args.json}: {e}") from e
+        with writing_out(args.json, flag="--json"):
+            write_file(args.json, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8"))
     return 0

@@ -25,9 +25,11 @@ from ..model_info import LoadedModel
 from ..outputs import public_name
 from ..quantizer import SynQQuantizer
 from .common import (
+    PartClock,
     add_config_arguments,
     add_run_arguments,
     config_from_args,
+    config_groups,
     load_cli_model,
     result,
     start_run,
@@ -38,31 +40,33 @@ from .common import (
 logger = logging.getLogger(__name__)
 
 _EPILOG = """\
-examples:
-  synq-hf quantize local-dir:teachers/cifar10-resnet20 --w-bits 4 --a-bits 4 --out resnet20-synq-w4a4 \\
-      --eval-data cifar10/test-lossless-first1017.parquet               # zero-shot SynQ (the default)
-  synq-hf quantize timm/resnet18 --w-bits 3 --a-bits 3 --synthetic synthetic-r18 --max-steps 2000 --out r18-w3a3
-  synq-hf quantize local-dir:teachers/cifar10-resnet20 --method ptq --w-bits 8 --a-bits 8 \\
-      --calibration-data cifar10/test-jpeg-q75.parquet --calibration-skip 1017 \\
+examples (from the repository root; the first needs the Hub, the others run offline on the shared teachers):
+  synq-hf quantize timm/resnet18 --w-bits 4 --a-bits 4 --num-images 512 --max-steps 300 --out resnet18-synq-w4a4
+  synq-hf quantize local-dir:../shared/data/teachers/cifar10-resnet20 --w-bits 4 --a-bits 4 \\
+      --num-images 512 --synthesis-iterations 200 --max-steps 300 --train-batch-size 128 \\
+      --eval-data ../shared/data/cifar10/test-lossless-first1017.parquet --out resnet20-synq-w4a4
+  synq-hf quantize local-dir:../shared/data/teachers/cifar10-resnet20 --method ptq --w-bits 8 --a-bits 8 \\
+      --calibration-data ../shared/data/cifar10/test-jpeg-q75.parquet --calibration-skip 1017 \\
       --calibration-num-images 256 --out resnet20-w8a8-ptq
-  synq-hf quantize timm/resnet18.a1_in1k --method ptq --w-bits 4 --a-bits 4 --out resnet18-w4a4-ptq
-  synq-hf quantize google/vit-base-patch16-224 --method ptq --config synq.json --out vit-w4a8-ptq
+  synq-hf quantize local-dir:../shared/data/teachers/cifar10-resnet20 --method ptq --w-bits 4 --a-bits 4 \\
+      --calibration-num-images 256 --synthesis-iterations 200 --out resnet20-w4a4-ptq-zero-shot
 
-SynQ synthesizes images from the model (or reuses --synthetic), calibrates activation ranges on them
-and fine-tunes against the float model; with --eval-data it also measures float and PTQ-on-synthetic
-top-1 and writes results.json next to the model.
-PTQ calibration images: the dataset (after --split, minus its first --calibration-skip rows) is shuffled
-with --seed and the first N images are taken, preprocessed with the model's eval transform. Without
---calibration-data the N images are synthesized from the model (zero-shot; slow on CPU).
-The output folder loads with `synq-hf evaluate DIR` and synq_hf.load_model(DIR).
+SynQ synthesizes images from the model (or reuses --synthetic), calibrates the ranges on them and fine-tunes
+against the float model; with --eval-data it also measures float and PTQ-on-synthetic top-1 (results.json).
+PTQ calibrates on --calibration-data (the rows after --calibration-skip, shuffled with --seed, the first
+--calibration-num-images taken) or, without it, on images synthesized from the model (zero-shot).
+--eval-data, --calibration-data and --out are checked before any work. The output folder loads with
+`synq-hf evaluate DIR` and synq_hf.load_model(DIR).
 
-Interrupted (Ctrl-C, SIGTERM)? The synthetic images (saved group by group) and the fine-tuning checkpoints are
+Interrupted (Ctrl-C, SIGTERM) or failed after the work? The synthetic images and the fine-tuning checkpoints are
 kept in the work folder (--work-dir, default OUT.synq-work beside --out) and the exact command to resume is
 printed: the same command with --resume. The resumed model equals an uninterrupted run's. The work folder is
-removed after a successful run. --overwrite replaces only an earlier synq-hf output, never other files.
+removed after a successful run; two runs cannot share one. --overwrite replaces only an earlier synq-hf output.
 """
 
-_WORK_ITEMS = ("synthetic-groups", "finetune", "mixed-precision")
+_USAGE = "synq-hf quantize MODEL --out DIR [--method {%s}] [--w-bits N] [--a-bits N] [--eval-data DATA] [options]"
+
+_WORK_ITEMS = ("synthetic-groups", "finetune", "mixed-precision", PartClock.FILE)
 
 
 @dataclass
@@ -75,38 +79,45 @@ class Calibration:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``quantize`` subcommand."""
+    """Add the ``quantize`` subcommand: its own options first, then every ``SynQConfig`` field, in README groups."""
     p = subparsers.add_parser(
         "quantize",
         help="quantize a float classifier (fake quantization) and save it",
         description="Quantize a float image classifier and save it as a folder that synq-hf evaluate and "
         "synq_hf.load_model reload with identical outputs.",
+        usage=_USAGE % ",".join(METHODS),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="timm name, Hub repo id, 'local-dir:PATH' or folder")
-    p.add_argument("--method", default="synq", choices=tuple(METHODS),
-                   help="synq (default): zero-shot SynQ (synthesis + calibration + fine-tuning); "
-                   "ptq: post-training quantization (calibration and range search only)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (must be new or empty)")
-    p.add_argument("--calibration-data", metavar="DATA",
-                   help="real images to calibrate on (parquet, dataset folder, ImageFolder or Hub id); "
-                   "default: images synthesized from the model")
-    p.add_argument("--calibration-skip", type=int, default=0, metavar="K",
-                   help="ignore the first K rows of the data (e.g. the rows you evaluate on)")
-    p.add_argument("--split", help="dataset split (default: test, validation, or the only split)")
-    p.add_argument("--image-column", metavar="C", help="image column (default: image/img/pixel_values)")
-    p.add_argument("--synthetic", type=Path, metavar="DIR",
-                   help="synq: reuse a synthetic dataset folder (synq-hf synthesize) instead of synthesizing")
-    p.add_argument("--loss-preset", choices=sorted(LOSS_PRESETS),
-                   help="synq: loss balance preset (paper: plain KL; authors: 20·T²·KL at T=20, crop+flip)")
-    p.add_argument("--eval-data", metavar="DATA",
-                   help="real labelled data: evaluate float, PTQ-on-synthetic and the result; writes results.json")
-    p.add_argument("--eval-split", metavar="S", help="split of --eval-data")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace DIR if it is an earlier synq-hf output (never a folder holding other files)")
-    add_run_arguments(p)
-    add_config_arguments(p)
+    main = p.add_argument_group("most used")
+    main.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (must be new or empty)")
+    main.add_argument("--method", default="synq", choices=tuple(METHODS),
+                      help="synq (default): zero-shot SynQ (synthesis + calibration + fine-tuning); "
+                      "ptq: post-training quantization (calibration and range search only)")
+    main.add_argument("--eval-data", metavar="DATA",
+                      help="real labelled data: evaluate float, PTQ and the result; writes results.json "
+                      "(parquet, dataset folder, ImageFolder or Hub id; checked before any work)")
+    main.add_argument("--eval-split", metavar="S", help="split of --eval-data")
+    main.add_argument("--overwrite", action="store_true",
+                      help="replace DIR if it is an earlier synq-hf output (never a folder holding other files)")
+    groups = config_groups(p)
+    cal = groups["calibration"]
+    cal.add_argument("--calibration-data", metavar="DATA",
+                     help="--method ptq: real images to calibrate on (parquet, dataset folder, ImageFolder or Hub "
+                     "id); default: images synthesized from the model")
+    cal.add_argument("--calibration-skip", type=int, default=0, metavar="K",
+                     help="ignore the first K rows of --calibration-data (e.g. the rows you evaluate on)")
+    cal.add_argument("--split", help="split of --calibration-data (default: test, validation, or the only split)")
+    cal.add_argument("--image-column", metavar="C", help="image column of --calibration-data (default: image/img)")
+    groups["synthesis"].add_argument("--synthetic", type=Path, metavar="DIR",
+                                     help="synq: reuse a synthetic dataset folder (synq-hf synthesize) instead of "
+                                     "synthesizing")
+    groups["fine-tuning"].add_argument("--loss-preset", choices=sorted(LOSS_PRESETS),
+                                       help="loss balance preset (paper: plain KL; authors: 20·T²·KL at T=20, "
+                                       "crop+flip)")
+    add_run_arguments(groups["run"])
+    add_config_arguments(p, groups=groups, config_group=main)
     p.set_defaults(func=run)
 
 
@@ -156,6 +167,7 @@ def real_calibration(args: argparse.Namespace, loaded: LoadedModel, config: SynQ
     indices = sample_indices(len(dataset), n, args.calibration_skip, config.seed)
     subset = raw_images(dataset.select_columns([image_column]).select(indices), image_column)
     transform = build_eval_transform(loaded.data_config)
+    collate_images(subset[: min(_PROBE_ROWS, n)][image_column], transform)  # broken images fail before any work
     bs = config.calibration_batch_size
 
     def batches() -> Iterator[torch.Tensor]:
@@ -180,17 +192,80 @@ def real_calibration(args: argparse.Namespace, loaded: LoadedModel, config: SynQ
 # --------------------------------------------------------------------------------------------------
 
 
-def run_ptq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
-    """Min-max PTQ: insert quantizers, calibrate activation ranges (real or synthetic images), no fine-tuning."""
+_PROBE_ROWS = 4
+"""Rows of ``--eval-data`` / ``--calibration-data`` decoded and preprocessed before any work."""
+
+
+@dataclass
+class Checked:
+    """What :func:`check_inputs` loaded and checked before the work, reused by the methods."""
+
+    eval_data: Any = None
+    calibration: Calibration | None = None
+    synthetic: Any = None
+
+
+def _probe_images(dataset: Any, column: str, loaded: LoadedModel, rows: Any) -> None:
+    """Decode and preprocess a few rows with the model's eval transform (a broken or odd image fails or warns now)."""
+    from ..data import build_eval_transform, collate_images, raw_images
+
+    subset = raw_images(dataset.select_columns([column]).select(rows), column)
+    collate_images(subset[column], build_eval_transform(loaded.data_config))
+
+
+def check_eval_data(args: argparse.Namespace, loaded: LoadedModel) -> Any:
+    """Load ``--eval-data`` and check it before any work: readable, an image and a label column, labels within the
+    model's classes, and a few rows that decode and preprocess. Returns the dataset (the evaluation reuses it)."""
+    from ..data import detect_columns, load_image_dataset
+    from ..evaluation import check_labels
+    from ..model_info import model_num_classes
+
+    try:
+        data = load_image_dataset(args.eval_data, split=args.eval_split)
+        image_column, label_column = detect_columns(data, None, None, require_label=True)
+        if len(data) == 0:
+            raise DataError("the dataset is empty")
+        check_labels(data, label_column, model_num_classes(loaded.model))
+        _probe_images(data, image_column, loaded, range(min(_PROBE_ROWS, len(data))))
+    except DataError as e:
+        raise DataError(f"--eval-data {args.eval_data}: {e}") from None
+    return data
+
+
+def check_inputs(args: argparse.Namespace, quantizer: SynQQuantizer) -> Checked:
+    """Everything the run reads, checked before any synthesis or training: ``--eval-data``, ``--calibration-data``
+    (the sampled rows exist and decode) and ``--synthetic`` (a synthetic dataset folder)."""
+    checked = Checked()
+    if args.eval_data:
+        checked.eval_data = check_eval_data(args, quantizer.teacher)
     if args.calibration_data:
-        calibration = real_calibration(args, quantizer.teacher, quantizer.config)
-        images = torch.cat(list(calibration.batches))
-        source = calibration.record
+        try:
+            checked.calibration = real_calibration(args, quantizer.teacher, quantizer.config)
+        except DataError as e:
+            raise DataError(f"--calibration-data {args.calibration_data}: {e}") from None
+    if args.synthetic:
+        from datasets import load_from_disk
+
+        try:
+            checked.synthetic = load_from_disk(os.fspath(args.synthetic))
+        except (FileNotFoundError, ValueError) as e:
+            raise DataError(f"--synthetic {args.synthetic} is not a dataset folder written by synq-hf synthesize: "
+                            f"{e}") from e
+    return checked
+
+
+def run_ptq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
+    """PTQ: insert quantizers, set the ranges on real (``--calibration-data``) or synthetic images; no fine-tuning."""
+    checked: Checked = args.checked
+    if checked.calibration is not None:
+        images = torch.cat(list(checked.calibration.batches))
+        source = checked.calibration.record
     else:
         logger.info("no --calibration-data: synthesizing %d calibration images from the model",
                     quantizer.config.calibration_num_images)
-        quantizer.synthesize(num_images=quantizer.config.calibration_num_images, progress=not args.no_progress,
-                             checkpoint_dir=args.work_path / "synthetic-groups")
+        with args.clock.phase("synthesis_s"):
+            quantizer.synthesize(num_images=quantizer.config.calibration_num_images, progress=not args.no_progress,
+                                 checkpoint_dir=args.work_path / "synthetic-groups")
         images, source = None, None
     quantizer.allocate_bits(images, cache_dir=work / "mixed-precision" if (work := getattr(args, "work_path", None)) else None,
                             progress=not args.no_progress)
@@ -201,17 +276,13 @@ def run_ptq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
 
 def run_synq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
     """SynQ: synthesize (or load ``--synthetic``), calibrate and fine-tune; with ``--eval-data`` compare to PTQ."""
-    from datasets import load_from_disk
-
     progress = not args.no_progress
-    if args.synthetic:
-        try:
-            quantizer.synthetic = load_from_disk(os.fspath(args.synthetic))
-        except (FileNotFoundError, ValueError) as e:
-            raise DataError(f"--synthetic {args.synthetic} is not a dataset folder written by synq-hf synthesize: "
-                            f"{e}") from e
+    checked: Checked = args.checked
+    if checked.synthetic is not None:
+        quantizer.synthetic = checked.synthetic
     else:
-        quantizer.synthesize(progress=progress, checkpoint_dir=args.work_path / "synthetic-groups")
+        with args.clock.phase("synthesis_s"):
+            quantizer.synthesize(progress=progress, checkpoint_dir=args.work_path / "synthetic-groups")
     from ..training.trainer import last_checkpoint
 
     quantizer.allocate_bits(cache_dir=args.work_path / "mixed-precision", progress=progress)  # with a budget
@@ -219,16 +290,15 @@ def run_synq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
     resume = last_checkpoint(os.fspath(finetune_dir)) if args.resume else None
     if resume:
         logger.info("resuming fine-tuning from %s", resume)
-    quantizer.quantize(progress=progress, output_dir=finetune_dir, resume_from_checkpoint=resume)
+    with args.clock.phase("finetune_s"):
+        quantizer.quantize(progress=progress, output_dir=finetune_dir, resume_from_checkpoint=resume)
     if args.eval_data:
         quantizer.ptq(progress=progress)
         _evaluate(args, quantizer, ("float", "ptq", "synq"))
 
 
 def _evaluate(args: argparse.Namespace, quantizer: SynQQuantizer, which: tuple[str, ...]) -> None:
-    from ..data import load_image_dataset
-
-    data = load_image_dataset(args.eval_data, split=args.eval_split)
+    data = args.checked.eval_data
     for name in which:
         quantizer.evaluate(data, which=name, progress=not args.no_progress)
     quantizer.results["eval_data"] = public_name(args.eval_data)  # results.json never holds a local path
@@ -258,14 +328,23 @@ def run(args: argparse.Namespace) -> int:
     fingerprint = {"command": "quantize", "model": args.model, "method": args.method, "config": config.to_dict(),
                    "synthetic": str(args.synthetic or "")}
     with work_session(args, fingerprint, _WORK_ITEMS) if uses_work else contextlib.nullcontext():
-        torch.manual_seed(config.seed)
-        loaded = load_cli_model(args, device)
-        if loaded.is_quantized:
-            raise SynQError(f"{args.model!r} is already quantized; pass its float base model ({loaded.base_model})")
-        quantizer = SynQQuantizer(loaded, config, device=device)
-        METHODS[args.method](args, quantizer)
-        with writing_out(args.out):
-            quantizer.save_pretrained(args.out, overwrite=args.overwrite)
+        args.clock = PartClock(getattr(args, "work_path", None))
+        try:
+            torch.manual_seed(config.seed)
+            loaded = load_cli_model(args, device)
+            if loaded.is_quantized:
+                raise SynQError(f"{args.model!r} is already quantized; pass its float base model "
+                                f"({loaded.base_model})")
+            quantizer = SynQQuantizer(loaded, config, device=device)
+            args.checked = check_inputs(args, quantizer)
+            METHODS[args.method](args, quantizer)
+            if args.clock.parts > 1:  # a resumed run: results.json and the card count every part's time
+                quantizer.add_earlier_parts(args.clock.earlier, args.clock.parts)
+            with writing_out(args.out):
+                quantizer.save_pretrained(args.out, overwrite=args.overwrite)
+        except BaseException:
+            args.clock.save()  # kept with the work folder, so a resumed run adds this part's time
+            raise
     record = quantizer.results_json()
     cfg = quantizer.config
     plan = quantizer.mixed_plan

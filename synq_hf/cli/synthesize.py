@@ -13,6 +13,7 @@ from .common import (
     add_deprecated_flag,
     add_run_arguments,
     config_from_args,
+    config_groups,
     load_cli_model,
     result,
     start_run,
@@ -21,12 +22,14 @@ from .common import (
 )
 
 _EPILOG = """\
-examples:
-  synq-hf synthesize local-dir:teachers/cifar10-resnet20 --out synthetic-r20 --num-images 5120
-  synq-hf synthesize deit_tiny_patch16_224.fb_in1k --out synthetic-deit --num-images 64 --synthesis-batch-size 32
-  synq-hf synthesize ./my-cnn --out data --num-images 512 --synthesis-iterations 500 --seed 1 --overwrite
-  synq-hf synthesize ./my-cnn --out data --config '{"num_images": 512, "synthesis_lr": 0.25}'
-  synq-hf synthesize local-dir:teachers/cifar10-resnet20 --out synthetic-r20 --push-to-hub me/r20-synthetic
+examples (from the repository root; the Hub ones need the network, the shared teacher runs offline):
+  synq-hf synthesize timm/resnet18 --out synthetic-r18 --num-images 512 --synthesis-iterations 500
+  synq-hf synthesize timm/deit_tiny_patch16_224.fb_in1k --out synthetic-deit --num-images 64 --synthesis-batch-size 32
+  synq-hf synthesize local-dir:../shared/data/teachers/cifar10-resnet20 --out synthetic-r20 \\
+      --num-images 512 --synthesis-iterations 200 --seed 1
+  synq-hf synthesize local-dir:../shared/data/teachers/cifar10-resnet20 --out synthetic-r20 --overwrite \\
+      --config '{"num_images": 256, "synthesis_lr": 0.25}'
+  synq-hf synthesize timm/resnet18 --out synthetic-r18 --num-images 512 --push-to-hub me/r18-synthetic
 
 Every synthesis field of SynQConfig is a flag (the same flag as in synq-hf quantize); --config (a JSON file or
 an inline JSON object) is read first. --batch-size, --iterations, --groups-per-forward and
@@ -53,16 +56,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "synthesize",
         help="synthesize a labelled image dataset from a classifier (no real data)",
         description="Synthesize images from a teacher classifier and save them as a datasets folder.",
+        usage="synq-hf synthesize MODEL --out DIR [--num-images N] [--synthesis-iterations N] [--seed N] [options]",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="model id or folder (timm name, Hub repo, local-dir:PATH)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (save_to_disk)")
-    p.add_argument("--overwrite", action="store_true", help="replace DIR if it is an earlier synthesize output")
-    p.add_argument("--push-to-hub", metavar="REPO_ID", help="then publish the dataset to this Hub dataset repo")
-    p.add_argument("--private", action="store_true", help="with --push-to-hub: make a new repo private")
-    add_run_arguments(p)
-    add_config_arguments(p, (*SYNTHESIS_FIELDS, "seed"))
+    main = p.add_argument_group("most used")
+    main.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (save_to_disk)")
+    main.add_argument("--overwrite", action="store_true", help="replace DIR if it is an earlier synthesize output")
+    main.add_argument("--push-to-hub", metavar="REPO_ID", help="then publish the dataset to this Hub dataset repo")
+    main.add_argument("--private", action="store_true", help="with --push-to-hub: make a new repo private")
+    fields = (*SYNTHESIS_FIELDS, "seed")
+    groups = config_groups(p, fields)
+    add_run_arguments(groups["run"])
+    add_config_arguments(p, fields, groups=groups, config_group=main)
     for old, field in (("--batch-size", "synthesis_batch_size"), ("--iterations", "synthesis_iterations"),
                        ("--groups-per-forward", "synthesis_groups_per_forward")):
         add_deprecated_flag(p, old, field, type=int)

@@ -93,10 +93,11 @@ def _check_counts(num_images: int, batch: int, iterations: int) -> None:
     if num_images % batch:
         lower, upper = num_images // batch * batch, (num_images // batch + 1) * batch
         hint = f"{lower} or {upper}" if lower else f"{upper}"
+        divisor = max(d for d in range(1, batch + 1) if num_images % d == 0)
         raise ConfigError(
             f"num_images={num_images} is not a multiple of synthesis_batch_size={batch} (BatchNorm statistics "
             f"and patch-similarity densities are per batch): set num_images (--num-images) to {hint}, or "
-            f"synthesis_batch_size (--batch-size / --synthesis-batch-size) to a divisor of {num_images}"
+            f"synthesis_batch_size (--synthesis-batch-size) to a divisor of {num_images} (e.g. {divisor})"
         )
 
 
@@ -180,6 +181,10 @@ def synthesize(
 ) -> datasets.Dataset:
     """Synthesize a labelled image dataset from ``teacher`` alone (SynQ step 1), as a ``datasets.Dataset``.
 
+    ``data_config`` (required: a bare module does not say its input size or normalization) is the teacher's
+    preprocessing as timm describes it (``input_size`` (C, H, W), ``mean``, ``std``): the images are made at that
+    size in the teacher's normalized input space (ViT pixels are kept within what [0, 1] maps to). Get it from
+    ``synq_hf.load_model(id).data_config`` or ``timm.data.resolve_model_data_config(teacher)``.
     CNNs with BatchNorm use BN-statistics synthesis, ViT/DeiT/Swin models PSAQ-ViT patch similarity. The
     dataset's ``info.description`` holds the teacher id, the resolved config and the seed (see
     ``synthesis_metadata``); the same seed gives the same pixels. ``checkpoint_dir`` saves each finished group

@@ -12,6 +12,7 @@ from ..architectures import get_spec
 from ..config import SynQConfig
 from ..model_info import LoadedModel
 from .arguments import SynQTrainingArguments
+from .frozen import frozen
 from .trainer import SynQTrainer
 
 
@@ -60,9 +61,10 @@ def finetune(
                                    **(training_args or {}))
         # overrides win: training_args={"bf16": True} selects bf16 fine-tuning (issue 24)
         config = config.replace(finetune_precision=args.finetune_precision)
-    trainer = SynQTrainer(student, teacher, args, synthetic_dataset, config, augment=augment,
-                          image_shape=image_shape, num_classes=num_classes, callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    with frozen(teacher):  # the caller's teacher gets its train/eval mode and requires_grad back
+        trainer = SynQTrainer(student, teacher, args, synthetic_dataset, config, augment=augment,
+                              image_shape=image_shape, num_classes=num_classes, callbacks=callbacks)
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     if save_final:
         trainer.save_model(os.fspath(output_dir))
     return trainer.accelerator.unwrap_model(trainer.model)

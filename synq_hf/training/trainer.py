@@ -58,6 +58,7 @@ from .collator import (
 )
 from .divergence import DivergenceMonitor
 from .extras import FeatureCapture, feature_alignment_loss, feature_modules, sign_perturbation
+from .frozen import ModuleState, frozen
 from .losses import cam_alignment_loss, kd_loss, masked_ce, selective_ce
 
 logger = logging.getLogger(__name__)
@@ -259,6 +260,10 @@ class SynQTrainer(Trainer):
         self.add_callback(_StopOnSignal(self))
         for cb in callbacks or []:
             self.add_callback(cb)
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ConfigError("the student has no parameter that requires gradients (was it copied from a frozen "
+                              "model?): call student.requires_grad_(True) before fine-tuning it")
+        self._teacher_state = ModuleState.of(teacher)  # the caller's; train() gives it back
         self.teacher = teacher.eval().requires_grad_(False).to(self.args.device)
         self.cam_target = target
         self.hast_modules = feature_modules(teacher) if cfg.hast_feature_alignment else []
@@ -273,7 +278,11 @@ class SynQTrainer(Trainer):
         self._parts: dict[str, torch.Tensor] = {}
         self._parts_count = 0
         self._signal: int | None = None
-        self._check_teacher_accepts(train_dataset, num_classes)
+        try:
+            self._check_teacher_accepts(train_dataset, num_classes)
+        except BaseException:
+            self._teacher_state.restore(teacher)
+            raise
 
     # -- setup ------------------------------------------------------------------------------------
     def _check_teacher_accepts(self, dataset: Any, num_classes: int) -> None:
@@ -462,7 +471,7 @@ class SynQTrainer(Trainer):
         self.divergence_monitor.reset()
         self.compile_models()
         try:
-            with self._sigterm_handler():
+            with self._sigterm_handler(), frozen(self.teacher, restore=self._teacher_state):  # the caller's state after
                 out = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
             self._raise_if_diverged()
         finally:
