@@ -30,7 +30,7 @@ __all__ = [
 
 TEMPLATE_NAME = "model_card_template.md"
 _LIBRARIES = ("timm", "transformers")
-_METHODS = ("synq", "ptq")
+_METHODS = ("synq", "ptq", "reconstruct")
 _TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
 # An absolute POSIX (or ~) path: starts after whitespace, a quote, bracket, ``=``, ``,`` or ``:`` (``local-dir:/x``;
 # a URL's ``://`` never matches: a path component cannot be empty) and has at least two components.
@@ -39,7 +39,7 @@ _FILE_URI = re.compile(r"file://[^\s'\"`()\[\]{},|]+")
 _WINDOWS_PATH = re.compile(r"(?<![\w])[A-Za-z]:\\[^\s'\"`|]+")
 # A relative path that climbs or starts here (``../shared/x``, ``./x``): cut to its last name as well.
 _RELATIVE_PATH = re.compile(r"(?<![^\s'\"`(\[{=,:])\.\.?/[^\s'\"`()\[\]{},|]*")
-_RESULT_KEYS = {f"{m}_top{k}" for m in ("fp", "ptq", "synq") for k in (1, 5)} | {
+_RESULT_KEYS = {f"{m}_top{k}" for m in ("fp", "ptq", "synq", "reconstruct") for k in (1, 5)} | {
     "dataset", "dataset_name", "dataset_config", "split", "num_samples", "method",
 }
 _SYNTHETIC_LABELS = {
@@ -60,6 +60,9 @@ _TRAINING_LABELS = {
     "wall_time_s": "Total wall time",
     "synthesis_wall_time_s": "Synthesis wall time",
     "finetune_wall_time_s": "Fine-tuning wall time",
+    "units": "Reconstruction units (stem, blocks, head)",
+    "steps_per_unit": "Reconstruction steps per unit",
+    "reconstruct_wall_time_s": "Reconstruction wall time",
     "hardware": "Hardware",
     "num_devices": "Devices",
     "precision": "Precision",
@@ -231,7 +234,7 @@ def _calibration_phrase(calibration: Mapping[str, Any]) -> str:
 
 
 def _eval_results(
-    results: Mapping[str, Any], method: str, bits: str, ptq_label: str
+    results: Mapping[str, Any], method: str, bits: str, ptq_label: str, reconstruct_label: str = "Block reconstruction"
 ) -> tuple[list[Any], list[dict[str, str]]]:
     """(EvalResult entries for model-index: this model's own metrics only, rows of the results table).
 
@@ -255,6 +258,7 @@ def _eval_results(
         ("fp", "Float base model (reference)", "float"),
         ("ptq", ptq_label + ("" if method == "ptq" else " (reference)"), bits),
         ("synq", "SynQ", bits),
+        ("reconstruct", reconstruct_label, bits),
     ]
     own, rows = [], []
     for prefix, label, row_bits in entries:
@@ -274,7 +278,8 @@ def _eval_results(
             "top5": f"{top5:.2f}" if top5 is not None else "–",
         })
     if not rows:
-        raise ConfigError("results holds no accuracy: give at least one of fp_top1, ptq_top1, synq_top1")
+        raise ConfigError("results holds no accuracy: give at least one of fp_top1, ptq_top1, synq_top1, "
+                          "reconstruct_top1")
     return own, rows
 
 
@@ -297,7 +302,7 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
             f"{_fmt(n)} images were generated from the base model alone, without any real image: starting from "
             f"Gaussian noise with random labels, the pixels were optimized for {_fmt(iters)} iterations{lr} to "
             f"{objective}, plus a hard-sample cross-entropy toward the labels. "
-            + (lpf if method == "synq" else "")
+            + (lpf if method == "synq" or (method == "reconstruct" and cfg.reconstruct_synq) else "")
         ).strip()
     else:
         synthesis = "None: no images were synthesized for this model."
@@ -306,7 +311,7 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
               else f"min-max shrunk per channel to the lowest L{cfg.range_search_p:g} error")
     arange = (f"an EMA (momentum {cfg.ema_momentum:g}) of min/max" if cfg.act_range_init == "minmax"
               else f"the clip with the lowest L{cfg.range_search_p:g} error (histogram search)")
-    trained = method == "synq"
+    trained = method in ("synq", "reconstruct")
     quant = (
         f"Weights of every quantized convolution and linear layer: {cfg.weight_granularity.replace('_', '-')} {sym}"
         f"{wrange}, {cfg.w_bits}-bit"
@@ -319,6 +324,8 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
     )
     if method == "ptq":
         finetune = "None: this is post-training quantization (calibration only); nothing was fine-tuned."
+    elif method == "reconstruct":
+        finetune = _reconstruction_text(cfg, training)
     else:
         steps, epochs = training.get("steps"), training.get("epochs")
         length = (f"{steps} steps" + (f" ({_fmt(epochs)} epochs)" if epochs is not None else "")
@@ -339,7 +346,42 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
             + (f", batch {batch}" if batch else "")
             + f"; BatchNorm statistics frozen; seed {cfg.seed}."
         )
-    return {"synthesis_text": synthesis, "quant_text": quant, "finetune_text": finetune}
+    title = {"ptq": "Fine-tuning", "reconstruct": "Block reconstruction"}.get(method, "Fine-tuning")
+    return {"synthesis_text": synthesis, "quant_text": quant, "finetune_text": finetune, "finetune_title": title}
+
+
+def _reconstruction_text(cfg: SynQConfig, training: Mapping[str, Any]) -> str:
+    """How block reconstruction made the model (the card's step 3), from the config that ran."""
+    units = training.get("units")
+    steps = training.get("steps_per_unit") or cfg.reconstruct_iterations
+    rule = ("the first layer's weights at 8 bits reading the float image and the last layer's weights and input at "
+            "8 bits (Genie's rule)" if cfg.layer_rule == "genie" else "every layer at the same bit-width (uniform rule)")
+    text = (
+        f"Post-training quantization by block reconstruction (BRECQ/QDrop/Genie, zero-shot): "
+        + (f"{units} units" if units else "the units")
+        + f" (the stem, each block the architecture registry names, the head) were reconstructed one after another "
+        f"in network order, each against the float network's output of the same unit, from the inputs the already "
+        f"reconstructed units produce: {steps} Adam steps per unit of {cfg.reconstruct_batch_size} images, AdaRound "
+        f"soft rounding of the weights (rounding variables lr {cfg.reconstruct_lr:g}, regulariser weight "
+        f"{cfg.reconstruct_round_weight:g}, off for the first {cfg.reconstruct_warmup:g} of the steps, then beta from "
+        f"{cfg.reconstruct_beta_start:g} to {cfg.reconstruct_beta_end:g}), per-channel weight step sizes learned from "
+        f"the searched clip (lr {cfg.reconstruct_lr_weight_scale:g}), LSQ activation ranges learned from the searched "
+        f"ones (lr {cfg.reconstruct_lr_act_scale:g}), QDrop with probability {cfg.reconstruct_qdrop:g}; {rule}. "
+        "The rounding is hard at the end, so the weights are plain integer codes."
+    )
+    if cfg.reconstruct_synq:
+        tau = f"{cfg.tau:g}" if cfg.tau is not None else "auto"
+        if cfg.reconstruct_synq_stage == "last_block":
+            text += (f" SynQ on top: the images were low-pass filtered, and the last block's loss added "
+                     f"{cfg.lambda_ce:g} × selective cross-entropy (τ = {tau}) and {cfg.lambda_cam:g} × Grad-CAM "
+                     "alignment on the network output.")
+        else:
+            text += (f" SynQ on top: the images were low-pass filtered, and after the last unit "
+                     f"{cfg.reconstruct_synq_steps} steps of SynQ's loss on the whole network ({cfg.kd_weight:g} × KD at "
+                     f"T = {cfg.kd_temperature:g}, {cfg.lambda_ce:g} × selective cross-entropy with τ = {tau}, "
+                     f"{cfg.lambda_cam:g} × Grad-CAM alignment) trained the step sizes and activation ranges, every "
+                     "integer weight kept.")
+    return text + f" Seed {cfg.seed}."
 
 
 def _synthetic_dataset_text(dataset_repo: str | None) -> str:
@@ -350,6 +392,9 @@ def _synthetic_dataset_text(dataset_repo: str | None) -> str:
 
 
 def _method_title(method: str, zero_shot: bool, calibrated_on: str) -> str:
+    if method == "reconstruct":
+        return ("zero-shot post-training quantization by block reconstruction (Genie/BRECQ setting: synthetic data, "
+                "AdaRound, QDrop; no real data)" if zero_shot else "post-training quantization by block reconstruction")
     if method == "synq":
         return "SynQ zero-shot quantization (synthetic data + synthesis-aware fine-tuning; no real data)"
     if zero_shot:
@@ -358,6 +403,11 @@ def _method_title(method: str, zero_shot: bool, calibrated_on: str) -> str:
 
 
 def _summary(bits: str, base_display: str, method: str, zero_shot: bool, calibrated_on: str) -> str:
+    if method == "reconstruct":
+        return (f"A {bits} fake-quantized version of {base_display}"
+                + (", produced **without any real data**" if zero_shot else "")
+                + f": reconstructed block by block against the base model on {calibrated_on} (AdaRound rounding, "
+                "learned step sizes and activation ranges, QDrop).")
     if method == "synq":
         return (f"A {bits} fake-quantized version of {base_display}, produced **without any real data**: images "
                 "synthesized from the base model were used to calibrate and fine-tune it with SynQ (ICLR 2025).")
@@ -426,7 +476,9 @@ def render_model_card(
     bits_text = _bits_text(cfg, coverage)
     calibrated_on = _calibration_phrase(calibration)
     ptq_label = "Min-max PTQ on " + ("synthetic data" if zero_shot else calibrated_on.split(" ", 1)[-1])
-    evals, result_rows = _eval_results(results, method, tag.upper(), ptq_label) if results else ([], [])
+    rec_label = "Block reconstruction" + (" + SynQ" if cfg.reconstruct_synq else "")
+    evals, result_rows = (_eval_results(results, method, tag.upper(), ptq_label, rec_label) if results
+                          else ([], []))
     dataset_repo = synthetic.get("dataset_repo")
 
     tags = ["synq-hf", "quantized", *(["zero-shot-quantization"] if zero_shot else []), "fake-quantization", tag,

@@ -212,7 +212,7 @@ def load_cli_model(args: argparse.Namespace, device: torch.device | None = None)
 # SynQConfig fields as flags
 # --------------------------------------------------------------------------------------------------
 
-_NOT_FLAGS = ("quant_method", "version")
+_NOT_FLAGS = ("quant_method", "version", "method")  # method: `synq-hf quantize --method` sets it
 
 
 def config_flag(name: str) -> str:

@@ -47,6 +47,8 @@ examples:
       --calibration-num-images 256 --out resnet20-w8a8-ptq
   synq-hf quantize timm/resnet18.a1_in1k --method ptq --w-bits 4 --a-bits 4 --out resnet18-w4a4-ptq
   synq-hf quantize google/vit-base-patch16-224 --method ptq --config synq.json --out vit-w4a8-ptq
+  synq-hf quantize local-dir:teachers/cifar10-resnet20 --method reconstruct --w-bits 3 --a-bits 3 \
+      --reconstruct-iterations 1000 --reconstruct-num-images 512 --out resnet20-w3a3-recon   # one process
 
 SynQ synthesizes images from the model (or reuses --synthetic), calibrates activation ranges on them
 and fine-tunes against the float model; with --eval-data it also measures float and PTQ-on-synthetic
@@ -62,7 +64,7 @@ printed: the same command with --resume. The resumed model equals an uninterrupt
 removed after a successful run. --overwrite replaces only an earlier synq-hf output, never other files.
 """
 
-_WORK_ITEMS = ("synthetic-groups", "finetune")
+_WORK_ITEMS = ("synthetic-groups", "finetune", "reconstruction")
 
 
 @dataclass
@@ -85,9 +87,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="timm name, Hub repo id, 'local-dir:PATH' or folder")
-    p.add_argument("--method", default="synq", choices=tuple(METHODS),
-                   help="synq (default): zero-shot SynQ (synthesis + calibration + fine-tuning); "
-                   "ptq: post-training quantization (calibration and range search only)")
+    p.add_argument("--method", default=None, choices=tuple(METHODS),
+                   help="synq (default, or the --config's method): zero-shot SynQ (synthesis + calibration + "
+                   "fine-tuning); ptq: post-training quantization (calibration and range search only); reconstruct: "
+                   "zero-shot PTQ by block reconstruction (Genie/BRECQ: AdaRound, LSQ, QDrop; one process; "
+                   "--reconstruct-synq adds SynQ on top)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (must be new or empty)")
     p.add_argument("--calibration-data", metavar="DATA",
                    help="real images to calibrate on (parquet, dataset folder, ImageFolder or Hub id); "
@@ -97,7 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="dataset split (default: test, validation, or the only split)")
     p.add_argument("--image-column", metavar="C", help="image column (default: image/img/pixel_values)")
     p.add_argument("--synthetic", type=Path, metavar="DIR",
-                   help="synq: reuse a synthetic dataset folder (synq-hf synthesize) instead of synthesizing")
+                   help="synq, reconstruct: reuse a synthetic dataset folder (synq-hf synthesize) instead of "
+                   "synthesizing")
     p.add_argument("--loss-preset", choices=sorted(LOSS_PRESETS),
                    help="synq: loss balance preset (paper: plain KL; authors: 20·T²·KL at T=20, crop+flip)")
     p.add_argument("--eval-data", metavar="DATA",
@@ -199,15 +204,9 @@ def run_ptq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
 
 def run_synq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
     """SynQ: synthesize (or load ``--synthetic``), calibrate and fine-tune; with ``--eval-data`` compare to PTQ."""
-    from datasets import load_from_disk
-
     progress = not args.no_progress
     if args.synthetic:
-        try:
-            quantizer.synthetic = load_from_disk(os.fspath(args.synthetic))
-        except (FileNotFoundError, ValueError) as e:
-            raise DataError(f"--synthetic {args.synthetic} is not a dataset folder written by synq-hf synthesize: "
-                            f"{e}") from e
+        quantizer.synthetic = _load_synthetic(args.synthetic)
     else:
         quantizer.synthesize(progress=progress, checkpoint_dir=args.work_path / "synthetic-groups")
     from ..training.trainer import last_checkpoint
@@ -222,6 +221,36 @@ def run_synq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
         _evaluate(args, quantizer, ("float", "ptq", "synq"))
 
 
+def run_reconstruct(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
+    """Block reconstruction: synthesize (or load ``--synthetic``), reconstruct block by block (each finished block
+    saved to the work folder, ``--resume`` continues); with ``--eval-data`` compare to searched PTQ."""
+    progress = not args.no_progress
+    if args.synthetic:
+        quantizer.synthetic = _load_synthetic(args.synthetic)
+    else:
+        quantizer.synthesize(num_images=quantizer.config.reconstruct_num_images, progress=progress,
+                             checkpoint_dir=args.work_path / "synthetic-groups")
+    work = args.work_path / "reconstruction"
+    from ..reconstruction.engine import PROGRESS_FILE
+
+    resume = bool(args.resume and (work / PROGRESS_FILE).is_file())
+    if resume:
+        logger.info("resuming the reconstruction kept in %s", work)
+    quantizer.reconstruct(output_dir=work, resume=resume, progress=progress)
+    if args.eval_data:
+        quantizer.ptq(progress=progress)
+        _evaluate(args, quantizer, ("float", "ptq", "reconstruct"))
+
+
+def _load_synthetic(folder: Path) -> Any:
+    from datasets import load_from_disk
+
+    try:
+        return load_from_disk(os.fspath(folder))
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(f"--synthetic {folder} is not a dataset folder written by synq-hf synthesize: {e}") from e
+
+
 def _evaluate(args: argparse.Namespace, quantizer: SynQQuantizer, which: tuple[str, ...]) -> None:
     from ..data import load_image_dataset
 
@@ -232,24 +261,28 @@ def _evaluate(args: argparse.Namespace, quantizer: SynQQuantizer, which: tuple[s
     quantizer.results["eval_split"] = args.eval_split
 
 
-METHODS: dict[str, Callable[[argparse.Namespace, SynQQuantizer], None]] = {"synq": run_synq, "ptq": run_ptq}
+METHODS: dict[str, Callable[[argparse.Namespace, SynQQuantizer], None]] = {
+    "synq": run_synq, "ptq": run_ptq, "reconstruct": run_reconstruct}
 """``--method`` name -> function(args, quantizer) leaving the quantized model in ``quantizer``."""
 
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, load the model, quantize it with ``--method``, save it to ``--out``, print a summary."""
     config = build_config(args)
+    args.method = args.method or config.method
+    config = config.replace(method=args.method)
     if args.calibration_skip < 0:
         raise ConfigError(f"--calibration-skip must be >= 0, got {args.calibration_skip}")
     if args.calibration_skip and not args.calibration_data:
         raise ConfigError("--calibration-skip needs --calibration-data")
-    if args.method == "synq" and args.calibration_data:
-        raise ConfigError("--calibration-data is for --method ptq; SynQ is zero-shot (it calibrates on synthetic data)")
+    if args.method in ("synq", "reconstruct") and args.calibration_data:
+        raise ConfigError(f"--calibration-data is for --method ptq; {args.method} is zero-shot (it runs on synthetic "
+                          "data)")
     if args.method == "ptq" and (args.synthetic or getattr(args, "max_steps", None) is not None):
         raise ConfigError("--synthetic/--max-steps are for --method synq")
     check_not_input(args.out, args.model)
     device = start_run(args)
-    uses_work = args.method == "synq" or not args.calibration_data
+    uses_work = args.method in ("synq", "reconstruct") or not args.calibration_data
     if args.resume and not uses_work:
         raise ConfigError("--resume: PTQ on real calibration data has nothing to resume; run it again")
     fingerprint = {"command": "quantize", "model": args.model, "method": args.method, "config": config.to_dict(),
@@ -266,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
     record = quantizer.results_json()
     cfg = quantizer.config
     result(args, f"saved {args.method.upper()} W{cfg.w_bits}A{cfg.a_bits} {args.model} to {args.out}")
-    for key in ("fp_top1", "ptq_top1", "synq_top1"):
+    for key in ("fp_top1", "ptq_top1", "synq_top1", "reconstruct_top1"):
         if record.get(key) is not None:
             result(args, f"  {key:10s} {record[key]:6.2f}")
     return 0
