@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -168,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.no_progress:  # one line per finished unit instead of the progress bars
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+        logging.getLogger("synq_hf.reconstruction").setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     with contextlib.redirect_stdout(sys.stderr):

@@ -401,3 +401,37 @@ def test_config_version_6_migrates_older_configs_to_the_uniform_rule():
     old["version"] = 5
     cfg = SynQConfig.from_dict(old)
     assert cfg.layer_rule == "uniform" and cfg.version == CONFIG_VERSION == 6
+
+
+# -- the command line ----------------------------------------------------------------------------------------
+
+
+def test_cli_quantize_method_reconstruct(tmp_path, capsys):
+    import timm
+    from timm.models import save_for_hf
+
+    from _synq_tiny import synthetic_dataset
+    from synq_hf.cli import main
+    from synq_hf.hub import load_model
+
+    torch.manual_seed(0)
+    save_for_hf(trained_batchnorm(timm.create_model("cifar_resnet20", num_classes=10).eval()),
+                str(tmp_path / "teacher"), safe_serialization=True)
+    synthetic_dataset(8).save_to_disk(str(tmp_path / "syn"))
+    common = ["quantize", f"local-dir:{tmp_path / 'teacher'}", "--synthetic", str(tmp_path / "syn"), "--device", "cpu",
+              "--no-progress", "--w-bits", "4", "--a-bits", "4", "--reconstruct-iterations", "2",
+              "--reconstruct-num-images", "8", "--reconstruct-batch-size", "4", "--calibration-num-images", "8",
+              "--calibration-batch-size", "4"]
+    assert main([*common, "--method", "reconstruct", "--layer-rule", "genie", "--out", str(tmp_path / "a")]) == 0
+    assert "saved RECONSTRUCT W4A4" in capsys.readouterr().out
+    loaded = load_model(str(tmp_path / "a"))
+    assert loaded.synq_config.layer_rule == "genie" and loaded.model.conv1.weight_quantizer.bits == 8
+    assert not (tmp_path / "a.synq-work").exists()  # the work folder goes after a successful run
+    # the method may come from --config as well
+    assert main([*common, "--config", '{"method": "reconstruct"}', "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["method"] == "reconstruct"
+    capsys.readouterr()
+    assert main([*common, "--method", "reconstruct", "--calibration-data", str(tmp_path / "syn"), "--out",
+                 str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert "--calibration-data is for --method ptq; reconstruct is zero-shot" in err and "Traceback" not in err

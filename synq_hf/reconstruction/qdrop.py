@@ -67,37 +67,48 @@ class LSQDropFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
-                keep: torch.Tensor | None, qmin: int, qmax: int) -> torch.Tensor:
+                keep: torch.Tensor | None, qmin: int, qmax: int, zero: bool = False) -> torch.Tensor:
+        """``zero=True`` promises ``zero_point == 0`` (ranges anchored at 0, after a ReLU): fewer passes."""
         v = x / scale
-        shifted = torch.round(v) + zero_point
+        shifted = torch.round(v)
+        if not zero:
+            shifted += zero_point
         codes = shifted.clamp(qmin, qmax)
-        q = (codes - zero_point) * scale
+        q = codes * scale if zero else (codes - zero_point) * scale
         out = q if keep is None else torch.lerp(q, x, keep)
+        ctx.zero = zero
         ctx.save_for_backward(v, shifted, codes, scale, zero_point, keep)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        v, shifted, codes, scale, zero_point, keep = ctx.saved_tensors
-        inside = 1.0 - (shifted - codes).abs().clamp_(max=1.0)  # 1 inside the range, 0 where clamped (integers)
-        g = grad if keep is None else grad * (1.0 - keep)
-        grad_x = g * inside if keep is None else g * inside + grad * keep
+        v, shifted, codes, scale, zero_point, keep = ctx.saved_tensors  # never changed in place: a CAM term
+        outside = (shifted - codes).abs_().clamp_(max=1.0)  # 1 where clamped (integer distances), else 0
+        inside = 1.0 - outside
+        if keep is None:
+            g, grad_x = grad, grad * inside
+        else:
+            kept = grad * keep
+            g = grad - kept
+            grad_x = kept.addcmul_(g, inside)
         grad_scale = grad_zp = None
         if ctx.needs_input_grad[1]:
-            grad_scale = (g * ((codes - zero_point) - inside * v)).sum().reshape(scale.shape)
+            term = (codes if ctx.zero else codes - zero_point) - inside * v  # (c - z) - inside * v
+            grad_scale = torch.dot(g.reshape(-1), term.reshape(-1)).reshape(scale.shape)
         if ctx.needs_input_grad[2]:
-            grad_zp = ((g * (inside - 1.0)).sum() * scale).reshape(zero_point.shape)
-        return grad_x, grad_scale, grad_zp, None, None, None
+            grad_zp = (-torch.dot(g.reshape(-1), outside.reshape(-1)) * scale).reshape(zero_point.shape)
+        return grad_x, grad_scale, grad_zp, None, None, None, None
 
 
-def _forward(q: ActQuantizer, x: torch.Tensor, masks: MaskBank | None) -> torch.Tensor:
+def _forward(q: ActQuantizer, x: torch.Tensor, masks: MaskBank | None, nonnegative: bool,
+             zero: bool) -> torch.Tensor:
     qmin, qmax = qrange(q.bits, q.symmetric)
     xf = x.float()
     scale = q.scale.abs().clamp_min(_EPS)
-    zp = q.zero_point.detach() if q.nonnegative else q.zero_point
+    zp = q.zero_point.detach() if nonnegative else q.zero_point  # as ActQuantizer: fixed when anchored at 0
     zp = zp + (torch.clamp(torch.round(zp), qmin, qmax) - zp).detach()  # the integer zero point qparams() uses
     keep = masks(x.shape) if masks is not None else None
-    return LSQDropFunction.apply(xf, scale, zp, keep, qmin, qmax).to(x.dtype)
+    return LSQDropFunction.apply(xf, scale, zp, keep, qmin, qmax, zero).to(x.dtype)
 
 
 @contextmanager
@@ -106,9 +117,14 @@ def training_quantizers(quantizers: list[ActQuantizer], masks: MaskBank | None) 
     for q in quantizers:
         if not q.learnable or q.mode != "quantize":
             raise SynQError(f"activation quantizer {q.name} must be learnable and in quantize mode to reconstruct")
+    # ranges anchored at 0 keep a zero point of exactly 0 (ActQuantizer detaches it): checked once, not per step
+    flags = {}
+    for q in quantizers:
+        nonneg = q.nonnegative
+        flags[id(q)] = (nonneg, nonneg and float(torch.round(q.zero_point.detach()).abs().sum()) == 0.0)
     try:
         for q in quantizers:
-            q.forward = (lambda x, q=q: _forward(q, x, masks))  # an instance attribute shadows the class forward
+            q.forward = (lambda x, q=q: _forward(q, x, masks, *flags[id(q)]))  # shadows the class forward
         yield
     finally:
         for q in quantizers:
