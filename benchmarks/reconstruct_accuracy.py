@@ -127,6 +127,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                       progress=not args.no_progress)
                     seconds = time.perf_counter() - start
                     top1 = evaluate(model)
+                    exported = None
+                    if args.export and source == "synthetic":
+                        exported = export_check(teacher, model, Path(args.export) / f"W{w_bits}A{a_bits}-{rule}-"
+                                                f"{variant}", limit)
+                        base._log(json.dumps(exported))
                     for name in names:
                         row = {"bits": f"W{w_bits}A{a_bits}", "rule": rule, "variant": variant,
                                "images": source, "num_images": n, "data": name, "seed": args.seed,
@@ -135,6 +140,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "iterations_per_unit": cfg.reconstruct_iterations,
                                "batch_size": cfg.reconstruct_batch_size, "seconds": round(seconds, 1),
                                "unit_seconds": {u["unit"]: u["seconds"] for u in report.units}}
+                        if exported is not None:
+                            row["export"] = exported
                         rows.append(row)
                         base._log(json.dumps(row))
     total = time.perf_counter() - wall
@@ -143,6 +150,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "synthesis_seconds": round(synth_s, 1), "wall_seconds": round(total, 1),
             "config": {k: v for k, v in config.to_dict().items() if k.startswith(("reconstruct", "lambda", "tau",
                                                                                     "lpf", "kd_"))}}
+
+
+def export_check(teacher: Any, model: torch.nn.Module, folder: Path, limit: int | None) -> dict[str, Any]:
+    """Save the reconstructed model (packed), reload it, export it to ONNX: sizes, reload and onnxruntime agreement
+    on the lossless test images."""
+    import numpy as np
+    from timm.models import save_for_hf
+
+    from synq_hf import save_quantized
+    from synq_hf.data import build_eval_transform, collate_images
+    from synq_hf.export import export_onnx
+    from synq_hf.model_info import model_logits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_for_hf(teacher.model, str(folder / "float"), safe_serialization=True)
+    save_quantized(model, folder / "packed", base_model=str(base.DEFAULT_TEACHER), library="timm")
+    reloaded = load_model(str(folder / "packed")).model.eval()
+    data = load_image_dataset(f"parquet:{base.DATA_FILES['lossless']}")
+    data = data.select(range(min(limit or len(data), len(data))))
+    x = collate_images(list(data["img"]), build_eval_transform(teacher.data_config))
+    labels = np.asarray(data["label"])
+    with torch.no_grad():
+        fq = torch.cat([model_logits(model.eval(), x[i:i + 256]) for i in range(0, len(x), 256)])
+        again = torch.cat([model_logits(reloaded, x[i:i + 256]) for i in range(0, len(x), 256)])
+    onnx_path = export_onnx(model, folder / "model.onnx", input_size=teacher.data_config["input_size"])
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    ort_logits = np.concatenate([sess.run(None, {"pixel_values": x[i:i + 128].numpy()})[0]
+                                 for i in range(0, len(x), 128)])
+
+    def size(path: Path) -> int:
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+
+    fq_np = fq.numpy()
+    return {
+        "reload_identical_logits": bool(torch.equal(fq, again)),
+        "bytes": {"float_safetensors": (folder / "float" / "model.safetensors").stat().st_size,
+                  "packed_folder": size(folder / "packed"), "onnx_qdq": onnx_path.stat().st_size},
+        "packed_over_float": round(size(folder / "packed") / (folder / "float" / "model.safetensors").stat().st_size,
+                                   4),
+        "top1_fake_quant": round(float((fq_np.argmax(1) == labels).mean() * 100), 2),
+        "top1_onnxruntime": round(float((ort_logits.argmax(1) == labels).mean() * 100), 2),
+        "prediction_agreement": round(float((fq_np.argmax(1) == ort_logits.argmax(1)).mean() * 100), 2),
+        "max_abs_logit_diff": float(np.abs(ort_logits - fq_np).max()),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ceiling", action="store_true", help="also reconstruct on real training images")
     parser.add_argument("--ceiling-images", type=int, default=1024, help="real training images for --ceiling")
     parser.add_argument("--work-dir", default=None, help="keep per-unit checkpoints here (resumable)")
+    parser.add_argument("--export", default=None, metavar="DIR",
+                        help="save each reconstructed model (packed) there, reload it and export it to ONNX: sizes, "
+                        "identical logits, onnxruntime top-1 (use --set deploy_placement=int8 for integer kernels)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -11,7 +11,7 @@ from torch import nn
 from ..config import SynQConfig
 from ..errors import DataError, SynQError
 from ..lowpass import low_pass_filter
-from ..quant import calibrate, iter_batches, quantize_model
+from ..quant import calibrate, deploy_convert, iter_batches, quantize_model
 from .engine import ReconstructionReport, reconstruct
 from .synq import SynQTerms, synq_network_phase
 
@@ -83,4 +83,5 @@ def reconstruct_model(
                 return synq_network_phase(student, images, terms, config, seed=config.seed, progress=progress)
     report = reconstruct(teacher, student, images, config, work_dir=work_dir, progress=progress,
                          extra_loss_factory=factory, stop_after=stop_after, finish=finish)
+    deploy_convert(student, images[:1])  # deploy_placement="int8": biases back on the int32 grid of the new scales
     return student, report
