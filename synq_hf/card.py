@@ -379,7 +379,7 @@ def _reconstruction_text(cfg: SynQConfig, training: Mapping[str, Any]) -> str:
             text += (f" SynQ on top: the images were low-pass filtered, and after the last unit "
                      f"{cfg.reconstruct_synq_steps} steps of SynQ's loss on the whole network ({cfg.kd_weight:g} × KD at "
                      f"T = {cfg.kd_temperature:g}, {cfg.lambda_ce:g} × selective cross-entropy with τ = {tau}, "
-                     f"{cfg.lambda_cam:g} × Grad-CAM alignment) trained the step sizes and activation ranges, every "
+                     f"{cfg.lambda_cam:g} × Grad-CAM alignment) trained the step sizes, activation ranges, biases and normalization affines, every "
                      "integer weight kept.")
     return text + f" Seed {cfg.seed}."
 

@@ -334,7 +334,7 @@ class FinetuneSettings(ScheduleSettings, LossSettings):
         "Reconstruction + SynQ: where SynQ's terms act: 'last_block' adds lambda_ce x selective CE and lambda_cam x "
         "Grad-CAM alignment on the network output to the last block's loss; 'network' runs reconstruct_synq_steps "
         "steps of SynQ's whole loss (KD + selective CE + CAM) on the whole network after the last block, training "
-        "only step sizes and activation ranges (the integer weights stay as reconstructed).",
+        "only step sizes, activation ranges, biases and normalization affines (the integer weights stay).",
         ("last_block", "network"),
     )
     reconstruct_synq_steps: int = _f(300, "Reconstruction + SynQ: steps of the whole-network phase.",

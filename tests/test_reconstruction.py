@@ -188,6 +188,30 @@ def test_units_of_a_vit_are_its_blocks_between_the_embedding_and_the_head():
     assert any(q.startswith("blocks.0.attn.") for q in units[1].act_quantizers)
 
 
+def test_units_of_an_mbconv_net_and_of_a_swin_with_patch_merging():
+    import timm
+
+    torch.manual_seed(0)
+    mbv2 = timm.create_model("mobilenetv2_035", num_classes=10).eval()
+    config = _config()
+    x = torch.randn(4, 3, 32, 32)
+    student = _student(mbv2, config, x)
+    units = reconstruction_units(student, x[:2])
+    assert units[0].layers == ["conv_stem"] and units[-1].layers == ["conv_head", "classifier"]
+    assert [u.name for u in units[1:3]] == ["blocks.0.0", "blocks.1.0"]  # DepthwiseSeparable, then MBConv blocks
+    assert all(u.kind == "block" and u.chained for u in units[1:-1])
+    swin = timm.create_model("swin_tiny_patch4_window7_224", num_classes=10, embed_dim=24, depths=(1, 1),
+                             num_heads=(1, 2), img_size=56, window_size=7).eval()
+    config = SynQConfig(w_bits=4, a_bits=4, reconstruct_iterations=2, reconstruct_batch_size=2,
+                        reconstruct_num_images=4, calibration_num_images=4, calibration_batch_size=2).resolve(
+        family="swin", input_size=56)
+    model, report = reconstruct_model(swin, torch.randn(4, 3, 56, 56), config, progress=False)
+    assert [u["unit"] for u in report.units] == [
+        "stem", "layers.0.blocks.0", "layers.1.downsample.reduction", "layers.1.blocks.0", "head"]
+    units = reconstruction_units(model, torch.randn(2, 3, 56, 56))
+    assert units[2].kind == "layer" and not units[2].chained and units[3].chained  # patch merging: its own unit
+
+
 def test_each_unit_learns_from_the_quantized_previous_units(monkeypatch):
     """x: the float network's unit input; x_q: the input in the quantized network whose earlier units are already
     reconstructed (hard); y: the float unit's output."""

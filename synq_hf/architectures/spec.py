@@ -3,8 +3,8 @@
 A spec says how to recognise the family (``matches``), its config defaults (``family``), where the
 quantizers go (``place`` plus the ``placement`` kind and the ``float_rules`` that name what it leaves
 in float on purpose), its first layer and classifier (``first_last``), the Grad-CAM target
-(``cam_target``), the synthesis objective (``synthesis``), the blocks the extras align
-(``feature_blocks``), the attention modules PSAQ-ViT synthesis hooks (``attention_modules``) and the extra
+(``cam_target``), the synthesis objective (``synthesis``), the blocks the extras align and block reconstruction
+reconstructs one by one (``feature_blocks``: a residual block, an MBConv, a ViT/Swin block), the attention modules PSAQ-ViT synthesis hooks (``attention_modules``) and the extra
 quantizers an integer runtime needs (``deploy``, opt-in through ``deploy_placement``).
 """
 

@@ -8,9 +8,9 @@ so a change there applies here too. The teacher's logits and maps are computed o
 * ``reconstruct_synq_stage="last_block"``: the last block's loss adds ``lambda_ce`` × selective CE and ``lambda_cam``
   × Grad-CAM alignment on the network output (the block's output run through the head).
 * ``"network"``: after the last unit, ``reconstruct_synq_steps`` steps over the whole network of SynQ's Eq. 6
-  (``kd_weight`` × KD + ``lambda_ce`` × selective CE + ``lambda_cam`` × CAM), training only the weight step sizes
-  and the activation ranges: every weight keeps its integer code (:meth:`AdaRoundQuantizer.attach` with
-  ``fixed=True``), so the rounding stays hard.
+  (``kd_weight`` × KD + ``lambda_ce`` × selective CE + ``lambda_cam`` × CAM), training only continuous parameters
+  (weight step sizes, activation ranges, biases and normalization affines): every weight keeps its integer code
+  (:meth:`AdaRoundQuantizer.attach` with ``fixed=True``), so the rounding stays hard.
 """
 
 from __future__ import annotations
@@ -113,12 +113,24 @@ class SynQTerms:
         return LastBlock
 
 
+def _affine_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Biases and normalization scales/shifts: continuous parameters that leave every integer weight code as is."""
+    params: list[nn.Parameter] = []
+    for m in model.modules():
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)):
+            params += [p for p in (m.weight, m.bias) if p is not None]
+        elif isinstance(m, (QuantConv2d, QuantLinear)) and m.bias is not None:
+            params.append(m.bias)
+    return params
+
+
 def synq_network_phase(student: nn.Module, images: torch.Tensor, terms: SynQTerms, config: SynQConfig, *,
                        seed: int, progress: bool = True) -> dict[str, Any]:
     """SynQ's Eq. 6 on the whole reconstructed network for ``reconstruct_synq_steps`` steps, weight codes fixed.
 
-    Trains the per-channel weight step sizes and the LSQ activation ranges (Adam at the reconstruction learning
-    rates, cosine decay); writes the weights back at the end, still on their integer codes. Returns its record.
+    Trains the per-channel weight step sizes, the LSQ activation ranges and the biases and normalization layers'
+    affine parameters (Adam at ``reconstruct_lr_weight_scale``, the ranges at ``reconstruct_lr_act_scale``, cosine
+    decay): every integer weight code stays, so the rounding stays hard. Returns its record.
     """
     layers = [m for m in student.modules() if isinstance(m, (QuantConv2d, QuantLinear))
               and isinstance(m.weight_quantizer, WeightQuantizer) and m.weight_quantizer.enabled]
@@ -133,9 +145,10 @@ def synq_network_phase(student: nn.Module, images: torch.Tensor, terms: SynQTerm
     try:
         w_scales = [q.base.scale for q in fixed]
         a_params = [p for q in act_qs for p in (q.scale, q.zero_point)]
-        for p in (*w_scales, *a_params):
+        affine = _affine_parameters(student)
+        for p in (*w_scales, *a_params, *affine):
             p.requires_grad_(True)
-        groups = [g for g in ({"params": w_scales, "lr": config.reconstruct_lr_weight_scale},
+        groups = [g for g in ({"params": w_scales + affine, "lr": config.reconstruct_lr_weight_scale},
                               {"params": a_params, "lr": config.reconstruct_lr_act_scale}) if g["lr"] > 0]
         if not groups:
             raise SynQError("the SynQ network phase trains the step sizes: reconstruct_lr_weight_scale or "
