@@ -357,7 +357,7 @@ def _reconstruction_text(cfg: SynQConfig, training: Mapping[str, Any]) -> str:
     rule = ("the first layer's weights at 8 bits reading the float image and the last layer's weights and input at "
             "8 bits (Genie's rule)" if cfg.layer_rule == "genie" else "every layer at the same bit-width (uniform rule)")
     text = (
-        f"Post-training quantization by block reconstruction (BRECQ/QDrop/Genie, zero-shot): "
+        "Post-training quantization by block reconstruction (BRECQ/QDrop/Genie, zero-shot): "
         + (f"{units} units" if units else "the units")
         + f" (the stem, each block the architecture registry names, the head) were reconstructed one after another "
         f"in network order, each against the float network's output of the same unit, from the inputs the already "
@@ -379,8 +379,8 @@ def _reconstruction_text(cfg: SynQConfig, training: Mapping[str, Any]) -> str:
             text += (f" SynQ on top: the images were low-pass filtered, and after the last unit "
                      f"{cfg.reconstruct_synq_steps} steps of SynQ's loss on the whole network ({cfg.kd_weight:g} × KD at "
                      f"T = {cfg.kd_temperature:g}, {cfg.lambda_ce:g} × selective cross-entropy with τ = {tau}, "
-                     f"{cfg.lambda_cam:g} × Grad-CAM alignment) trained the step sizes, activation ranges, biases and normalization affines, every "
-                     "integer weight kept.")
+                     f"{cfg.lambda_cam:g} × Grad-CAM alignment) trained the step sizes, activation ranges, biases "
+                     "and normalization affines, every integer weight kept.")
     return text + f" Seed {cfg.seed}."
 
 

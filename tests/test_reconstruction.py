@@ -8,9 +8,9 @@ import json
 
 import pytest
 import torch
+from _synq_tiny import tiny_cifar_resnet, trained_batchnorm
 from torch import nn
 
-from _synq_tiny import tiny_cifar_resnet, trained_batchnorm
 from synq_hf import SynQConfig
 from synq_hf.errors import CheckpointError, ConfigError, SynQError
 from synq_hf.model_info import model_logits
@@ -19,12 +19,12 @@ from synq_hf.quant.packing import weight_codes
 from synq_hf.reconstruction import (
     AdaRoundQuantizer,
     RoundingSchedule,
+    engine,
     reconstruct,
     reconstruct_model,
     reconstruction_units,
     rectified_sigmoid,
 )
-from synq_hf.reconstruction import engine
 from synq_hf.reconstruction.api import reconstruction_config
 from synq_hf.reconstruction.qdrop import LSQDropFunction, MaskBank, qdrop_mix, training_quantizers
 
@@ -314,9 +314,9 @@ def test_quantizer_reconstructs_saves_packs_and_reloads_with_identical_logits(tm
     """SynQQuantizer(method="reconstruct") -> save_pretrained -> load_model: the same logits, a packed folder, a card
     that says how it was made, and a work folder that a second call resumes from."""
     import timm
+    from _synq_tiny import synthetic_dataset
     from timm.models import save_for_hf
 
-    from _synq_tiny import synthetic_dataset
     from synq_hf import SynQQuantizer
     from synq_hf.hub import load_model
 
@@ -432,9 +432,9 @@ def test_config_version_6_migrates_older_configs_to_the_uniform_rule():
 
 def test_cli_quantize_method_reconstruct(tmp_path, capsys):
     import timm
+    from _synq_tiny import synthetic_dataset
     from timm.models import save_for_hf
 
-    from _synq_tiny import synthetic_dataset
     from synq_hf.cli import main
     from synq_hf.hub import load_model
 
