@@ -101,8 +101,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     synthetic, synth_s = base.load_or_synthesize(teacher, config, budget_for_synthesis, args.seed, args.synthetic,
                                                  args.device, not args.no_progress)
     raw = synthetic.with_format("torch")[:]
-    sets = {"synthetic": (raw["pixel_values"].float().to(args.device), raw["label"].to(args.device))}
-    if args.ceiling:
+    sets = {} if args.ceiling_only else {"synthetic": (raw["pixel_values"].float().to(args.device),
+                                                        raw["label"].to(args.device))}
+    if args.ceiling or args.ceiling_only:
         real = base.real_training_set(teacher, args.ceiling_images, synthetic).with_format("torch")[:]
         sets["real"] = (real["pixel_values"].float().to(args.device), real["label"].to(args.device))
     rows: list[dict[str, Any]] = []
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synthetic", default=None, help="synthetic set folder to load, or to save a new one to")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a SynQConfig field")
     parser.add_argument("--ceiling", action="store_true", help="also reconstruct on real training images")
+    parser.add_argument("--ceiling-only", action="store_true", help="only the real-data ceiling rows")
     parser.add_argument("--ceiling-images", type=int, default=1024, help="real training images for --ceiling")
     parser.add_argument("--work-dir", default=None, help="keep per-unit checkpoints here (resumable)")
     parser.add_argument("--export", default=None, metavar="DIR",

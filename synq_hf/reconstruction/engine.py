@@ -43,7 +43,7 @@ from ..config import SynQConfig
 from ..errors import CheckpointError, ConfigError, SynQError
 from ..quant import ActQuantizer, WeightQuantizer, quant_mode
 from .qdrop import MaskBank, qdrop_mix, training_quantizers
-from .rounding import AdaRoundQuantizer, RoundingSchedule, rounding_regularizer
+from .rounding import AdaRoundQuantizer, RoundingSchedule, rectified_sigmoid, rounding_regularizer
 from .units import Unit, collect, reconstruction_units, run_unit
 
 __all__ = ["PROGRESS_FILE", "STATE_FILE", "ReconstructionReport", "reconstruct", "reconstruction_fingerprint"]
@@ -156,6 +156,15 @@ def _check_settings(config: SynQConfig) -> None:
 
 
 @torch.no_grad()
+def _undecided(quantizers: list[AdaRoundQuantizer]) -> float:
+    """Fraction of rounding variables still strictly between 0.01 and 0.99 (0 when the regulariser converged)."""
+    if not quantizers:
+        return 0.0
+    counts = [((h > 0.01) & (h < 0.99)).sum() for h in (rectified_sigmoid(q.logits) for q in quantizers)]
+    return round(float(torch.stack(counts).sum()) / sum(q.logits.numel() for q in quantizers), 4)
+
+
+@torch.no_grad()
 def _harden(quantizers: list[AdaRoundQuantizer]) -> None:
     for q in quantizers:
         q.harden()
@@ -257,6 +266,7 @@ def _optimize_unit(
                                     "reconstruct_lr_weight_scale / reconstruct_lr_act_scale")
                 bar.set_postfix({k: f"{v:.4g}" for k, v in last.items()}, refresh=False)
         bar.close()
+        undecided = _undecided(rounders)
         _harden(rounders)
         rounders = []
         seconds = time.perf_counter() - start
@@ -265,7 +275,8 @@ def _optimize_unit(
             q.restore()
         student.requires_grad_(False)
     return {"unit": unit.name, "kind": unit.kind, "layers": len(layers), "act_quantizers": len(act_qs),
-            "steps": steps, "seconds": round(seconds, 2), "final_losses": {k: round(v, 6) for k, v in last.items()}}
+            "steps": steps, "seconds": round(seconds, 2), "final_losses": {k: round(v, 6) for k, v in last.items()},
+            "undecided_rounding": undecided}
 
 
 @torch.no_grad()
@@ -334,8 +345,8 @@ def reconstruct(
                                         index=index, channels_first=channels_first, image_shape=image_shape,
                                         extra_loss=extra, progress=progress)
                 report.units.append(record)
-                logger.info("reconstructed %s (%d/%d) in %.1f s: %s", unit.name, index + 1, len(units),
-                            record["seconds"], record["final_losses"])
+                logger.info("reconstructed %s (%d/%d) in %.1f s: %s, undecided rounding %.4f", unit.name, index + 1,
+                            len(units), record["seconds"], record["final_losses"], record["undecided_rounding"])
                 if work is not None:
                     _save(student, work, fingerprint, report.units)
             following = units[index + 1] if index + 1 < len(units) else None
