@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                       progress=not args.no_progress)
                     seconds = time.perf_counter() - start
                     top1 = evaluate(model)
+                    fit = synthetic_fit(teacher.model, model, images[: n], args.device)
                     exported = None
                     if args.export and source == "synthetic":
                         exported = export_check(teacher, model, Path(args.export) / f"W{w_bits}A{a_bits}-{rule}-"
@@ -140,7 +141,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                ("ceiling_top1" if source == "real" else f"{variant}_top1"): top1[name],
                                "iterations_per_unit": cfg.reconstruct_iterations,
                                "batch_size": cfg.reconstruct_batch_size, "seconds": round(seconds, 1),
-                               "unit_seconds": {u["unit"]: u["seconds"] for u in report.units}}
+                               "unit_seconds": {u["unit"]: u["seconds"] for u in report.units},
+                               "undecided_rounding": max(u.get("undecided_rounding", 0.0) for u in report.units),
+                               **fit}
                         if exported is not None:
                             row["export"] = exported
                         rows.append(row)
@@ -151,6 +154,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "synthesis_seconds": round(synth_s, 1), "wall_seconds": round(total, 1),
             "config": {k: v for k, v in config.to_dict().items() if k.startswith(("reconstruct", "lambda", "tau",
                                                                                     "lpf", "kd_"))}}
+
+
+@torch.no_grad()
+def synthetic_fit(teacher: torch.nn.Module, model: torch.nn.Module, images: torch.Tensor, device: str
+                  ) -> dict[str, float]:
+    """How well the quantized model matches the float one on the (raw) images it was made from: mean KL and
+    top-1 agreement. A zero-shot criterion (no test data) to compare settings by."""
+    from synq_hf.model_info import model_logits
+
+    t = torch.cat([model_logits(teacher.eval(), images[i:i + 128].to(device)) for i in range(0, len(images), 128)])
+    s = torch.cat([model_logits(model.eval(), images[i:i + 128].to(device)) for i in range(0, len(images), 128)])
+    kl = torch.nn.functional.kl_div(s.log_softmax(-1), t.log_softmax(-1), reduction="batchmean", log_target=True)
+    return {"fit_kl": round(float(kl), 5), "fit_agreement": round(float((s.argmax(-1) == t.argmax(-1)).float().mean()), 4)}
 
 
 def export_check(teacher: Any, model: torch.nn.Module, folder: Path, limit: int | None) -> dict[str, Any]:
