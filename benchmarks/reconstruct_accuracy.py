@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "iterations_per_unit": cfg.reconstruct_iterations,
                                "batch_size": cfg.reconstruct_batch_size, "seconds": round(seconds, 1),
                                "unit_seconds": {u["unit"]: u["seconds"] for u in report.units},
+                               "unit_cpu_seconds": {u["unit"]: u.get("cpu_seconds") for u in report.units},
+                               "reconstruct_cpu_seconds": round(sum(u.get("cpu_seconds", 0) for u in report.units), 1),
                                "undecided_rounding": max(u.get("undecided_rounding", 0.0) for u in report.units),
                                **fit}
                         if exported is not None:

@@ -57,7 +57,8 @@ LOG_EVERY = 100  # steps between loss read-outs (the only host syncs of the loop
 
 @dataclass
 class ReconstructionReport:
-    """What ran: the units in order, and per unit its steps, wall seconds and final losses."""
+    """What ran: the units in order, and per unit its steps, wall and CPU seconds (this process, all threads) and
+    final losses."""
 
     units: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -227,7 +228,7 @@ def _optimize_unit(
         last: dict[str, float] = {}
         bar = tqdm(range(1, steps + 1), desc=f"reconstruct {index + 1}/{len(units)} {unit.name}", unit="step",
                    disable=not progress, leave=False)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for step in bar:
             if pos + batch > n:
                 order, pos = torch.randperm(n, generator=generator, device=device), 0
@@ -269,13 +270,13 @@ def _optimize_unit(
         undecided = _undecided(rounders)
         _harden(rounders)
         rounders = []
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     finally:
         for q in rounders:  # interrupted: the layer gets its own quantizer and weight back, unchanged
             q.restore()
         student.requires_grad_(False)
     return {"unit": unit.name, "kind": unit.kind, "layers": len(layers), "act_quantizers": len(act_qs),
-            "steps": steps, "seconds": round(seconds, 2), "final_losses": {k: round(v, 6) for k, v in last.items()},
+            "steps": steps, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "final_losses": {k: round(v, 6) for k, v in last.items()},
             "undecided_rounding": undecided}
 
 

@@ -140,7 +140,7 @@ def synq_network_phase(student: nn.Module, images: torch.Tensor, terms: SynQTerm
     student.requires_grad_(False)
     fixed = [AdaRoundQuantizer.attach(layer, fixed=True) for layer in layers]
     steps, batch = config.reconstruct_synq_steps, min(config.reconstruct_batch_size, len(images))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     last: dict[str, float] = {}
     try:
         w_scales = [q.base.scale for q in fixed]
@@ -189,4 +189,5 @@ def synq_network_phase(student: nn.Module, images: torch.Tensor, terms: SynQTerm
         student.requires_grad_(False)
     return {"unit": "synq-network", "kind": "network", "layers": len(layers), "act_quantizers": len(act_qs),
             "steps": steps, "seconds": round(time.perf_counter() - start, 2),
+            "cpu_seconds": round(time.process_time() - cpu_start, 2),
             "final_losses": {k: round(v, 6) for k, v in last.items()}}
