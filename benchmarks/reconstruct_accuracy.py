@@ -36,6 +36,7 @@ import cifar10_accuracy as base  # noqa: E402
 import torch  # noqa: E402
 
 from synq_hf import SynQConfig, SynQQuantizer, evaluate_model, load_image_dataset, load_model  # noqa: E402
+from synq_hf.lowpass import low_pass_filter  # noqa: E402
 from synq_hf.quant import ptq  # noqa: E402
 from synq_hf.reconstruction import reconstruct_model  # noqa: E402
 from synq_hf.reconstruction.api import reconstruction_images  # noqa: E402
@@ -68,7 +69,14 @@ BUDGETS: dict[str, Budget] = {
                                 "calibration_num_images": 16, "calibration_batch_size": 8,
                                 "reconstruct_synq_steps": 2}, eval_limit=64),
 }
-VARIANTS = {"recon": {"reconstruct_synq": False}, "recon_synq": {"reconstruct_synq": True}}
+VARIANTS = {
+    "recon": {"reconstruct_synq": False},
+    "recon_synq": {"reconstruct_synq": True},
+    # ablations of SynQ on top: only its filter (plain reconstruction on the filtered images), only its terms
+    # (reconstruct_synq on the raw images)
+    "recon_lpf": {"reconstruct_synq": False},
+    "recon_synq_raw": {"reconstruct_synq": True, "lpf_d0": 0.0},
+}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,6 +126,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                          reconstruct_num_images=n, calibration_num_images=min(
                                              n, config.calibration_num_images), **VARIANTS[variant])
                     start = time.perf_counter()
+                    raw_images = images
+                    if variant == "recon_lpf":
+                        images = low_pass_filter(images, config.lpf_d0)
                     ptq_model = ptq(teacher.model, cfg, reconstruction_images(images, cfg), progress=False,
                                     device=args.device)
                     ptq_top1 = evaluate(ptq_model)
@@ -128,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                       progress=not args.no_progress)
                     seconds = time.perf_counter() - start
                     top1 = evaluate(model)
-                    fit = synthetic_fit(teacher.model, model, images[: n], args.device)
+                    fit = synthetic_fit(teacher.model, model, raw_images[: n], args.device)  # always the raw ones
                     exported = None
                     if args.export and source == "synthetic":
                         exported = export_check(teacher, model, Path(args.export) / f"W{w_bits}A{a_bits}-{rule}-"
