@@ -37,8 +37,9 @@ class MethodCard:
     """How the card names one quantization method: its results row, title and summary, and whether it fine-tunes.
 
     The texts may hold ``{ranges}`` (e.g. "searched ranges"), ``{data}`` (what calibrated it), ``{bits}``, ``{base}``
-    and ``{no_real_data}`` (" (no real data)" for a zero-shot model), filled from the run's config and records, so
-    no label states a setting that did not run.
+    ``{no_real_data}`` (" (no real data)" for a zero-shot model) and ``{plus_synq}`` (" + SynQ" when block
+    reconstruction adds SynQ's terms), filled from the run's config and records, so no label states a setting that
+    did not run.
     """
 
     row: str
@@ -60,6 +61,13 @@ METHOD_CARDS: dict[str, MethodCard] = {
         title="SynQ zero-shot quantization (synthetic data + synthesis-aware fine-tuning; no real data)",
         summary="A {bits} fake-quantized version of {base}, produced **without any real data**: images synthesized "
         "from the base model were used to calibrate and fine-tune it with SynQ (ICLR 2025), starting from {ranges}.",
+        trained=True,
+    ),
+    "reconstruct": MethodCard(
+        row="Block reconstruction{plus_synq}",
+        title="post-training quantization by block reconstruction (AdaRound, QDrop{plus_synq}) on {data}{no_real_data}",
+        summary="A {bits} fake-quantized version of {base}: reconstructed block by block against the base model on "
+        "{data}{no_real_data} (AdaRound rounding, learned step sizes and activation ranges, QDrop{plus_synq}).",
         trained=True,
     ),
 }
@@ -97,6 +105,9 @@ _TRAINING_LABELS = {
     "wall_time_s": "Total wall time",
     "synthesis_wall_time_s": "Synthesis wall time",
     "finetune_wall_time_s": "Fine-tuning wall time",
+    "units": "Reconstruction units (stem, blocks, head)",
+    "steps_per_unit": "Reconstruction steps per unit",
+    "reconstruct_wall_time_s": "Reconstruction wall time",
     "hardware": "Hardware",
     "num_devices": "Devices",
     "precision": "Precision",
@@ -337,7 +348,8 @@ def ranges_phrase(cfg: SynQConfig) -> str:
 def _method_text(template: str, cfg: SynQConfig, calibration: Mapping[str, Any], **more: str) -> str:
     zero_shot = calibration.get("source", "synthetic") == "synthetic"
     return template.format(ranges=ranges_phrase(cfg), data=_calibration_phrase(calibration),
-                           no_real_data=" (no real data)" if zero_shot else "", **more)
+                           no_real_data=" (no real data)" if zero_shot else "",
+                           plus_synq=" + SynQ" if cfg.reconstruct_synq else "", **more)
 
 
 def method_row(method: str, cfg: SynQConfig, calibration: Mapping[str, Any]) -> str:
@@ -409,7 +421,8 @@ def _eval_results(
             "top5": f"{top5:.2f}" if top5 is not None else "–",
         })
     if not rows:
-        raise ConfigError("results holds no accuracy: give at least one of fp_top1, ptq_top1, synq_top1")
+        raise ConfigError("results holds no accuracy: give at least one of fp_top1, ptq_top1, synq_top1, "
+                          "reconstruct_top1")
     return own, rows
 
 
@@ -432,7 +445,7 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
             f"{_fmt(n)} images were generated from the base model alone, without any real image: starting from "
             f"Gaussian noise with random labels, the pixels were optimized for {_fmt(iters)} iterations{lr} to "
             f"{objective}, plus a hard-sample cross-entropy toward the labels. "
-            + (lpf if METHOD_CARDS[method].trained else "")
+            + (lpf if METHOD_CARDS[method].trained and (method != "reconstruct" or cfg.reconstruct_synq) else "")
         ).strip()
     else:
         synthesis = "None: no images were synthesized for this model."
@@ -454,6 +467,8 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
     )
     if not trained:
         finetune = "None: this is post-training quantization (calibration only); nothing was fine-tuned."
+    elif method == "reconstruct":
+        finetune = _reconstruction_text(cfg, training)
     else:
         steps, epochs = training.get("steps"), training.get("epochs")
         length = (f"{steps} steps" + (f" ({_fmt(epochs)} epochs)" if epochs is not None else "")
@@ -476,7 +491,42 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
             + (f", batch {batch}" if batch else "")
             + f"; BatchNorm statistics frozen; seed {cfg.seed}."
         )
-    return {"synthesis_text": synthesis, "quant_text": quant, "finetune_text": finetune}
+    title = {"ptq": "Fine-tuning", "reconstruct": "Block reconstruction"}.get(method, "Fine-tuning")
+    return {"synthesis_text": synthesis, "quant_text": quant, "finetune_text": finetune, "finetune_title": title}
+
+
+def _reconstruction_text(cfg: SynQConfig, training: Mapping[str, Any]) -> str:
+    """How block reconstruction made the model (the card's step 3), from the config that ran."""
+    units = training.get("units")
+    steps = training.get("steps_per_unit") or cfg.reconstruct_iterations
+    rule = ("the first layer's weights at 8 bits reading the float image and the last layer's weights and input at "
+            "8 bits (Genie's rule)" if cfg.layer_rule == "genie" else "every layer at the same bit-width (uniform rule)")
+    text = (
+        "Post-training quantization by block reconstruction (BRECQ/QDrop/Genie, zero-shot): "
+        + (f"{units} units" if units else "the units")
+        + f" (the stem, each block the architecture registry names, the head) were reconstructed one after another "
+        f"in network order, each against the float network's output of the same unit, from the inputs the already "
+        f"reconstructed units produce: {steps} Adam steps per unit of {cfg.reconstruct_batch_size} images, AdaRound "
+        f"soft rounding of the weights (rounding variables lr {cfg.reconstruct_lr:g}, regulariser weight "
+        f"{cfg.reconstruct_round_weight:g}, off for the first {cfg.reconstruct_warmup:g} of the steps, then beta from "
+        f"{cfg.reconstruct_beta_start:g} to {cfg.reconstruct_beta_end:g}), per-channel weight step sizes learned from "
+        f"the searched clip (lr {cfg.reconstruct_lr_weight_scale:g}), LSQ activation ranges learned from the searched "
+        f"ones (lr {cfg.reconstruct_lr_act_scale:g}), QDrop with probability {cfg.reconstruct_qdrop:g}; {rule}. "
+        "The rounding is hard at the end, so the weights are plain integer codes."
+    )
+    if cfg.reconstruct_synq:
+        tau = f"{cfg.tau:g}" if cfg.tau is not None else "auto"
+        if cfg.reconstruct_synq_stage == "last_block":
+            text += (f" SynQ on top: the images were low-pass filtered, and the last block's loss added "
+                     f"{cfg.lambda_ce:g} × selective cross-entropy (τ = {tau}) and {cfg.lambda_cam:g} × Grad-CAM "
+                     "alignment on the network output.")
+        else:
+            text += (f" SynQ on top: the images were low-pass filtered, and after the last unit "
+                     f"{cfg.reconstruct_synq_steps} steps of SynQ's loss on the whole network ({cfg.kd_weight:g} × KD at "
+                     f"T = {cfg.kd_temperature:g}, {cfg.lambda_ce:g} × selective cross-entropy with τ = {tau}, "
+                     f"{cfg.lambda_cam:g} × Grad-CAM alignment) trained the step sizes, activation ranges, biases "
+                     "and normalization affines, every integer weight kept.")
+    return text + f" Seed {cfg.seed}."
 
 
 def _synthetic_dataset_text(dataset_repo: str | None) -> str:

@@ -29,7 +29,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .errors import ConfigError
 
-CONFIG_VERSION = 6
+CONFIG_VERSION = 7
 """Schema version written into every saved config; bump it (and extend ``_MIGRATIONS``) on breaking changes."""
 
 CONFIG_NAME = "synq_config.json"
@@ -246,6 +246,15 @@ class QuantizationSettings:
         ("psaq", "loose"),
     )
 
+    # -- layer bit rule (issue 25) --------------------------------------------------------------
+    layer_rule: Literal["uniform", "genie"] = _f(
+        "uniform",
+        "Bit-widths of the first and last layer: 'uniform' gives every layer w_bits/a_bits (the paper; "
+        "first_layer_bits/last_layer_bits may override); 'genie' keeps the first layer's weights at 8 bits reading "
+        "the float image and the last layer's weights and input at 8 bits (Genie, BRECQ, QDrop).",
+        ("uniform", "genie"),
+    )
+
     # -- integer-runtime placement (issue 12) -----------------------------------------------------
     deploy_placement: Literal["off", "int8"] = _f(
         "off",
@@ -443,6 +452,51 @@ class ScheduleSettings:
 class FinetuneSettings(ScheduleSettings, LossSettings):
     """Everything about fine-tuning: the losses, then the schedule."""
 
+    # -- block reconstruction (issue 25) ----------------------------------------------------------
+    method: Literal["synq", "ptq", "reconstruct"] = _f(
+        "synq",
+        "What quantizes the model: 'synq' fine-tunes the whole network (QAT style, the paper's main setting); 'ptq' "
+        "calibrates only; 'reconstruct' reconstructs block by block against the float blocks (Genie/BRECQ: "
+        "AdaRound, learned weight scales, LSQ activation ranges, QDrop).",
+        ("synq", "ptq", "reconstruct"),
+    )
+    reconstruct_iterations: int = _f(20000, "Reconstruction: optimization steps per block (Genie, BRECQ: 20,000).",
+                                     check=_int_at_least(1), group="reconstruction")
+    reconstruct_batch_size: int = _f(32, "Reconstruction: images per step (Genie: 32).", check=_int_at_least(1), group="reconstruction")
+    reconstruct_num_images: int = _f(1024, "Reconstruction: synthetic images used, the first N of the set "
+                                     "(Genie: 1,024).", check=_int_at_least(1), group="reconstruction")
+    reconstruct_round_weight: float = _f(1.0, "Reconstruction: weight of AdaRound's rounding regulariser, summed "
+                                         "over the block's weights (Genie: 1; BRECQ: 0.01).", check=_number(), group="reconstruction")
+    reconstruct_beta_start: float = _f(20.0, "Reconstruction: exponent beta of the rounding regulariser when it "
+                                       "starts (AdaRound: 20).", check=_number(open_low=True), group="reconstruction")
+    reconstruct_beta_end: float = _f(2.0, "Reconstruction: beta at the last step, reached linearly (AdaRound: 2).",
+                                     check=_number(open_low=True), group="reconstruction")
+    reconstruct_warmup: float = _f(0.2, "Reconstruction: fraction of each block's steps without the rounding "
+                                   "regulariser (AdaRound: 0.2).", check=_number(0.0, 1.0, open_high=True), group="reconstruction")
+    reconstruct_qdrop: float = _f(0.5, "Reconstruction: QDrop probability that an element stays float at each "
+                                  "activation quantizer and the block input (0 disables QDrop; QDrop, Genie: 0.5).",
+                                  check=_number(0.0, 1.0), group="reconstruction")
+    reconstruct_lr: float = _f(1e-3, "Reconstruction: Adam learning rate of the rounding variables (Genie: 1e-3).",
+                               check=_number(open_low=True), group="reconstruction")
+    reconstruct_lr_weight_scale: float = _f(1e-4, "Reconstruction: Adam learning rate of the per-channel weight step "
+                                            "sizes, cosine decay (Genie: 1e-4; 0 keeps them).", check=_number(), group="reconstruction")
+    reconstruct_lr_act_scale: float = _f(4e-5, "Reconstruction: Adam learning rate of the LSQ activation ranges, "
+                                         "cosine decay (Genie: 4e-5; 0 keeps them).", check=_number(), group="reconstruction")
+    reconstruct_synq: bool = _f(False, "Reconstruction + SynQ: reconstruct on the low-pass filtered images (lpf_d0) "
+                                "and add SynQ's output terms (selective CE, Grad-CAM alignment; see "
+                                "reconstruct_synq_stage).", check=_check_bool, group="reconstruction")
+    reconstruct_synq_stage: Literal["last_block", "network"] = _f(
+        "network",
+        "Reconstruction + SynQ: where SynQ's terms act: 'last_block' adds lambda_ce x selective CE and lambda_cam x "
+        "Grad-CAM alignment on the network output to the last block's loss; 'network' runs reconstruct_synq_steps "
+        "steps of SynQ's whole loss (KD + selective CE + CAM) on the whole network after the last block, training "
+        "only step sizes, activation ranges, biases and normalization affines (the integer weights stay).",
+        ("last_block", "network"),
+        group="reconstruction",
+    )
+    reconstruct_synq_steps: int = _f(300, "Reconstruction + SynQ: steps of the whole-network phase.",
+                                     check=_int_at_least(1), group="reconstruction")
+
 
 def _fields(cls: Any) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
@@ -483,6 +537,12 @@ class _ConfigIO:
             if check is not None:
                 check(f.name, value)
         _check_mixed(self)
+        if self.layer_rule == "genie" and (self.first_layer_bits is not None or self.last_layer_bits is not None):
+            raise ConfigError("layer_rule='genie' keeps the first and last layer at 8 bits; leave first_layer_bits and "
+                              "last_layer_bits unset")
+        if getattr(self, "reconstruct_beta_end", 0.0) > getattr(self, "reconstruct_beta_start", float("inf")):
+            raise ConfigError(f"reconstruct_beta_end={self.reconstruct_beta_end!r} is above reconstruct_beta_start="
+                              f"{self.reconstruct_beta_start!r}; the rounding regulariser's beta decays from start to end")
         if self.version != CONFIG_VERSION:
             raise ConfigError(
                 f"version={self.version!r}: this synq_hf writes config version {CONFIG_VERSION}; "
@@ -720,8 +780,15 @@ def _v5_to_v6(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _v6_to_v7(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 7 adds ``layer_rule`` (issue 25); older checkpoints were built with the uniform rule."""
+    out = {"layer_rule": "uniform"}
+    out.update(data)
+    return out
+
+
 # Migrations from schema version N to N+1.
-_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
+_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
 
 
 def has_weight_budget(config: Any) -> bool:

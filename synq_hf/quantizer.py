@@ -25,7 +25,7 @@ from .outputs import is_local_name, public_name, write_output
 from .quant import calibrate, iter_batches, quantize_model
 
 RESULTS_NAME = "results.json"
-Which = Literal["synq", "ptq", "float"]
+Which = Literal["synq", "ptq", "reconstruct", "float"]
 
 
 class SynQQuantizer:
@@ -235,9 +235,20 @@ class SynQQuantizer:
         fine-tuning; ``augment`` (``"none"``, ``"shift_flip"``, ``"crop_flip"``) sets ``config.augment``;
         ``training_args`` is a ``TrainingArguments`` or a dict of overrides. Checkpoints
         go to ``output_dir`` (a temporary folder when omitted). Returns the model (also ``.model``).
+
+        With ``config.method="reconstruct"`` this runs :meth:`reconstruct` instead (``output_dir`` is its work
+        folder, ``resume_from_checkpoint`` resumes it), and with ``"ptq"`` :meth:`ptq` on the synthetic set.
         """
         from .training import finetune
 
+        if self.config.method == "reconstruct":
+            return self.reconstruct(synthetic, output_dir=output_dir, resume=bool(resume_from_checkpoint),
+                                    progress=progress)
+        if self.config.method == "ptq":
+            if synthetic is not None:
+                self.synthetic = synthetic
+                self.record_synthetic(synthetic)
+            return self.ptq(progress=progress)
         if augment is not None:
             self.config = self.config.replace(augment=augment)
 
@@ -295,6 +306,63 @@ class SynQQuantizer:
                 self.record[record]["wall_time_s"] = self.timings[key]
         self.record["resumed"] = {"parts": parts, "summed": True}
 
+    def reconstruct(
+        self,
+        synthetic: Any | None = None,
+        *,
+        output_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> nn.Module:
+        """Zero-shot PTQ by block reconstruction (Genie/BRECQ/QDrop/AdaRound), SynQ on top with ``reconstruct_synq``.
+
+        ``synthetic`` (a synthetic dataset; default ``.synthetic``, synthesized now with ``reconstruct_num_images``
+        images if absent) supplies the images and labels. Each finished block is saved to ``output_dir`` (a
+        temporary folder when omitted); ``resume=True`` continues a run interrupted there at its next block.
+        Runs on one process. Returns the model (also ``.model``): an ordinary fake-quant model, rounding hard.
+        """
+        from .reconstruction import reconstruct_model
+        from .reconstruction.api import reconstruction_config
+
+        self.config = reconstruction_config(self.config.replace(method="reconstruct"))
+        if synthetic is not None:
+            self.synthetic = synthetic
+            self.record_synthetic(synthetic)
+        elif self.synthetic is None:
+            self.synthesize(num_images=self.config.reconstruct_num_images, progress=progress)
+        columns = getattr(self.synthetic, "column_names", ())
+        if "pixel_values" not in columns or "label" not in columns:
+            raise DataError("reconstruction needs a synthetic dataset with 'pixel_values' and 'label' columns "
+                            "(written by synq-hf synthesize)")
+        data = self.synthetic.with_format("torch")[: self.config.reconstruct_num_images]
+        images, labels = data["pixel_values"].float().to(self.device), data["label"].long().to(self.device)
+        work = Path(output_dir) if output_dir is not None else None
+        if work is not None and not resume:
+            from .reconstruction.engine import PROGRESS_FILE
+
+            if (work / PROGRESS_FILE).is_file():
+                raise SynQError(f"{work} holds an interrupted reconstruction: pass resume=True to continue it, or "
+                                "delete that folder")
+        start = time.perf_counter()
+        with _work_dir(output_dir) as folder:
+            self.model, report = reconstruct_model(self.teacher.model, images, self.config, labels=labels,
+                                                   work_dir=folder, progress=progress)
+        self.model.eval()
+        self.method = "reconstruct"
+        self.timings["reconstruct_s"] = time.perf_counter() - start
+        cfg = self.config
+        filtered = bool(cfg.reconstruct_synq and cfg.lpf_d0)
+        self.record["calibration"] = {"source": "synthetic", "num_images": min(cfg.calibration_num_images,
+                                                                              len(images)), "filtered": filtered}
+        self.record["reconstruction"] = {
+            "num_images": len(images), "filtered": filtered, "iterations_per_unit": cfg.reconstruct_iterations,
+            "batch_size": cfg.reconstruct_batch_size, "units": [u["unit"] for u in report.units],
+            "synq": cfg.reconstruct_synq, "synq_stage": cfg.reconstruct_synq_stage if cfg.reconstruct_synq else None,
+            "layer_rule": cfg.layer_rule, "wall_time_s": self.timings["reconstruct_s"],
+            "resumed_units": report.resumed_units,
+        }
+        return self.model
+
     # -- step 3: evaluation -----------------------------------------------------------------------
     def evaluate(
         self,
@@ -317,17 +385,21 @@ class SynQQuantizer:
         from .evaluation import evaluate_model
 
         which = which or self.method or "float"
-        model = {"float": self.teacher.model, "ptq": self.ptq_model, "synq": self.model if self.method == "synq"
-                 else None}[which]
+        if which not in ("float", "ptq", "synq", "reconstruct"):
+            raise SynQError(f"which={which!r} is not allowed; choose one of ['float', 'ptq', 'synq', 'reconstruct']")
+        model = {"float": self.teacher.model, "ptq": self.ptq_model,
+                 "synq": self.model if self.method == "synq" else None,
+                 "reconstruct": self.model if self.method == "reconstruct" else None}[which]
         if model is None:
-            raise SynQError(f"there is no {which!r} model yet: run {'quantize()' if which == 'synq' else 'ptq()'} first")
+            step = {"synq": "quantize()", "reconstruct": "reconstruct()"}.get(which, "ptq()")
+            raise SynQError(f"there is no {which!r} model yet: run {step} first")
         name = data if isinstance(data, str) else getattr(getattr(data, "info", None), "dataset_name", None)
         if isinstance(data, str):
             data = load_image_dataset(data, split=split, image_column=image_column, label_column=label_column)
         metrics = evaluate_model(model, data, self.teacher.data_config, batch_size=batch_size, limit=limit,
                                  device=self.device, image_column=image_column, label_column=label_column,
                                  progress=progress)
-        prefix = {"float": "fp", "ptq": "ptq", "synq": "synq"}[which]
+        prefix = {"float": "fp", "ptq": "ptq", "synq": "synq", "reconstruct": "reconstruct"}[which]
         self.results[f"{prefix}_top1"] = metrics["top1"]
         self.results[f"{prefix}_top5"] = metrics["top5"]
         self.results["eval_data"] = public_name(name) if name else self.results.get("eval_data")
@@ -342,10 +414,12 @@ class SynQQuantizer:
             "fp_top1": self.results.get("fp_top1"),
             "ptq_top1": self.results.get("ptq_top1"),
             "synq_top1": self.results.get("synq_top1"),
+            **({"reconstruct_top1": self.results.get("reconstruct_top1")} if self.method == "reconstruct" else {}),
             "w_bits": None if self.config.layer_w_bits else self.config.w_bits,  # mixed: see mixed_precision
             "a_bits": None if self.config.layer_a_bits else self.config.a_bits,
             "synthesis_s": self.timings.get("synthesis_s"),
             "finetune_s": self.timings.get("finetune_s"),
+            **({"reconstruct_s": self.timings.get("reconstruct_s")} if self.method == "reconstruct" else {}),
             "total_s": self.timings.get("total_s", time.perf_counter() - self._start),
             "method": self.method,
             "base_model": public_name(self.teacher.model_id),
@@ -417,6 +491,10 @@ class SynQQuantizer:
             training.update(steps=self.training.get("steps"), epochs=self.training.get("epochs"),
                             batch_size=self.training.get("batch_size"),
                             finetune_wall_time_s=self.timings.get("finetune_s"))
+        elif self.method == "reconstruct":
+            rec = self.record.get("reconstruction", {})
+            training.update(units=len(rec.get("units", [])), steps_per_unit=rec.get("iterations_per_unit"),
+                            batch_size=rec.get("batch_size"), reconstruct_wall_time_s=self.timings.get("reconstruct_s"))
         training.update(synthesis_wall_time_s=self.timings.get("synthesis_s"),
                         wall_time_s=self.timings.get("total_s", time.perf_counter() - self._start),
                         hardware=hardware_description(self.device))

@@ -5,7 +5,8 @@ synthesize → quantize → (PTQ baseline and evaluation when ``--eval-data`` is
 records the recipe and every hyperparameter in the model card. It works under ``python`` and
 ``accelerate launch`` / ``torchrun`` (one machine or several): every process synthesizes its share of the
 groups and gets the whole set, all processes fine-tune (DDP) and evaluate their slice of the data (counts
-summed), and the main process alone saves and pushes.
+summed), and the main process alone saves and pushes. Block reconstruction (``method="reconstruct"``) runs on
+one process and refuses a multi-process launch; a rerun resumes after its last finished block.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Recipe:
 
 
 SMOKE_OVERRIDES = dict(num_images=16, synthesis_batch_size=8, synthesis_iterations=2, calibration_num_images=8,
-                       calibration_batch_size=8, train_batch_size=4, max_steps=2)
+                       calibration_batch_size=8, train_batch_size=4, max_steps=2, reconstruct_iterations=2,
+                       reconstruct_num_images=16, reconstruct_batch_size=8, reconstruct_synq_steps=2)
 
 
 def build_smoke_teacher(family: str, folder: Path) -> str:
@@ -135,13 +137,16 @@ def run_recipe(recipe: Recipe, argv: list[str] | None = None,
     # Without CUDA the Trainer must be told to use CPU processes (gloo), or each process trains alone.
     training_args = {"use_cpu": True} if state.device.type == "cpu" else None
     finetune_dir = out.parent / f".{out.name}-ckpt"  # the Trainer's checkpoints, removed after a successful save
-    quantizer.quantize(max_steps=args.max_steps or config.max_steps, output_dir=finetune_dir,
-                       training_args=training_args)
+    if config.method == "reconstruct":  # one process; a rerun resumes after the last finished block
+        quantizer.reconstruct(output_dir=finetune_dir, resume=True, progress=procs.is_main)
+    else:
+        quantizer.quantize(max_steps=args.max_steps or config.max_steps, output_dir=finetune_dir,
+                           training_args=training_args)
     if eval_data:
         with state.main_process_first():  # datasets builds its cache once
             load_image_dataset(eval_data)
         progress = procs.is_main
-        quantizer.evaluate(eval_data, which="synq", progress=progress)
+        quantizer.evaluate(eval_data, which=quantizer.method, progress=progress)
         quantizer.ptq(progress=progress)
         quantizer.evaluate(eval_data, which="ptq", progress=progress)
         quantizer.evaluate(eval_data, which="float", progress=progress)

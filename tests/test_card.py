@@ -298,7 +298,8 @@ def test_card_of_a_run_states_only_what_results_json_records(method, ranges, sou
         "min-max ranges"
     assert words in ptq_label and ("min-max" in ptq_label) == (ranges == "minmax")
     ptq_cal = record["calibration"] if method == "ptq" else record["ptq_reference_calibration"]
-    kind = "real" if ptq_cal["source"] == "real" else "synthetic"
+    kind = "real" if ptq_cal["source"] == "real" else {True: "low-pass filtered synthetic", False: "unfiltered synthetic",
+                                                         None: "synthetic"}[ptq_cal.get("filtered")]
     assert f"calibrated on {ptq_cal['num_images']} {kind} images" in ptq_label
     assert ("— this model" in ptq_label) == (method == "ptq")
     if method == "synq":

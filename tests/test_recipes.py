@@ -16,7 +16,7 @@ from synq_hf.recipe import Recipe, run_recipe, smoke_env
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("[!_]*.py"))
 EXPECTED = {"deit_w4a8", "deit_w8a8", "swin_t_w4a8", "resnet18_w4a4", "resnet18_w3a3", "resnet50_w4a4",
             "mobilenetv2_w4a4", "cifar10_resnet20_w4a4", "cifar10_resnet20_w3a3", "cifar10_vit_w4a8",
-            "cifar10_vit_w4a4"}
+            "cifar10_vit_w4a4", "cifar10_resnet20_reconstruct_w3a3"}
 
 
 def _recipe(path: Path) -> Recipe:
@@ -36,7 +36,7 @@ def test_recipe_smoke(path: Path, tmp_path: Path) -> None:
     assert f"W{recipe.config.w_bits}A{recipe.config.a_bits}" == bits
     results = []
     assert run_recipe(recipe, ["--smoke", "--out", str(tmp_path / "out")], on_result=results.append) == 0
-    assert results[0]["method"] == "synq" and results[0]["w_bits"] == recipe.config.w_bits
+    assert results[0]["method"] == recipe.config.method and results[0]["w_bits"] == recipe.config.w_bits
     card = (tmp_path / "out" / "README.md").read_text()
     assert path.stem in card  # the recipe is recorded in the card
     # after a successful save nothing is left beside --out: no synthesis groups, no Trainer checkpoints

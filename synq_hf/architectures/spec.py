@@ -4,8 +4,9 @@ A spec says how to recognise the family (``matches``), its config defaults (``fa
 quantizers go (``place`` plus the ``placement`` kind and the ``float_rules`` that name what it leaves
 in float on purpose), its first layer and classifier (``first_last``), the Grad-CAM target
 (``cam_target``; CNNs also ``pool_cam_target``, the classic CAM of ``cam_layer="pool"``), the
-synthesis objective (``synthesis``), the blocks the extras align
-(``feature_blocks``), the attention modules PSAQ-ViT synthesis hooks (``attention_modules``) and the extra
+synthesis objective (``synthesis``), the blocks the extras align and block reconstruction reconstructs one by one
+(``feature_blocks``: a residual block, an MBConv, a ViT/Swin block), the attention modules PSAQ-ViT synthesis hooks
+(``attention_modules``) and the extra
 quantizers an integer runtime needs (``deploy``, opt-in through ``deploy_placement``).
 """
 

@@ -359,7 +359,7 @@ def load_cli_model(args: argparse.Namespace, device: torch.device | None = None)
 # SynQConfig fields as flags
 # --------------------------------------------------------------------------------------------------
 
-_NOT_FLAGS = ("quant_method", "version")
+_NOT_FLAGS = ("quant_method", "version", "method")  # method: `synq-hf quantize --method` sets it
 
 
 def config_flag(name: str) -> str:
@@ -388,6 +388,8 @@ CONFIG_GROUPS: dict[str, tuple[str, str]] = {
     "synthesis": ("synthesis", "the synthetic images made from the model itself (no real data)"),
     "fine-tuning": ("fine-tuning (--method synq)", "SynQ's loss (Eq. 6) and its SGD schedule"),
     "mixed": ("mixed precision", "per-layer bits chosen under a size or average-bits budget"),
+    "reconstruction": ("block reconstruction (--method reconstruct)",
+                       "Genie/BRECQ-style reconstruction block by block: AdaRound, LSQ, QDrop, SynQ on top"),
     "run": ("run", "seed, device, work folder and the Hub"),
 }
 """``--help`` groups, in the order shown (the README's SynQConfig groups): key -> (title, description)."""

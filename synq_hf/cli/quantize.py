@@ -50,6 +50,8 @@ examples (from the repository root; the first needs the Hub, the others run offl
       --calibration-num-images 256 --out resnet20-w8a8-ptq
   synq-hf quantize local-dir:../shared/data/teachers/cifar10-resnet20 --method ptq --w-bits 4 --a-bits 4 \\
       --calibration-num-images 256 --synthesis-iterations 200 --out resnet20-w4a4-ptq-zero-shot
+  synq-hf quantize local-dir:../shared/data/teachers/cifar10-resnet20 --method reconstruct --w-bits 3 --a-bits 3 \\
+      --reconstruct-iterations 1000 --reconstruct-num-images 512 --out resnet20-w3a3-recon   # one process
 
 SynQ synthesizes images from the model (or reuses --synthetic), calibrates the ranges on them and fine-tunes
 against the float model; with --eval-data it also measures float and PTQ-on-synthetic top-1 (results.json).
@@ -66,7 +68,7 @@ removed after a successful run; two runs cannot share one. --overwrite replaces 
 
 _USAGE = "synq-hf quantize MODEL --out DIR [--method {%s}] [--w-bits N] [--a-bits N] [--eval-data DATA] [options]"
 
-_WORK_ITEMS = ("synthetic-groups", "finetune", "mixed-precision", PartClock.FILE)
+_WORK_ITEMS = ("synthetic-groups", "finetune", "mixed-precision", "reconstruction", PartClock.FILE)
 
 
 @dataclass
@@ -92,9 +94,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="timm name, Hub repo id, 'local-dir:PATH' or folder")
     main = p.add_argument_group("most used")
     main.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (must be new or empty)")
-    main.add_argument("--method", default="synq", choices=tuple(METHODS),
-                      help="synq (default): zero-shot SynQ (synthesis + calibration + fine-tuning); "
-                      "ptq: post-training quantization (calibration and range search only)")
+    main.add_argument("--method", default=None, choices=tuple(METHODS),
+                      help="synq (default, or the --config's method): zero-shot SynQ (synthesis + calibration + "
+                      "fine-tuning); ptq: post-training quantization (calibration and range search only); "
+                      "reconstruct: zero-shot PTQ by block reconstruction (Genie/BRECQ: AdaRound, LSQ, QDrop; one "
+                      "process; --reconstruct-synq adds SynQ on top)")
     main.add_argument("--eval-data", metavar="DATA",
                       help="real labelled data: evaluate float, PTQ and the result; writes results.json "
                       "(parquet, dataset folder, ImageFolder or Hub id; checked before any work)")
@@ -111,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cal.add_argument("--split", help="split of --calibration-data (default: test, validation, or the only split)")
     cal.add_argument("--image-column", metavar="C", help="image column of --calibration-data (default: image/img)")
     groups["synthesis"].add_argument("--synthetic", type=Path, metavar="DIR",
-                                     help="synq: reuse a synthetic dataset folder (synq-hf synthesize) instead of "
+                                     help="synq, reconstruct: reuse a synthetic dataset folder (synq-hf synthesize) instead of "
                                      "synthesizing")
     groups["fine-tuning"].add_argument("--loss-preset", choices=sorted(LOSS_PRESETS),
                                        help="loss balance preset (paper: plain KL; authors: 20·T²·KL at T=20, "
@@ -297,6 +301,29 @@ def run_synq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
         _evaluate(args, quantizer, ("float", "ptq", "synq"))
 
 
+def run_reconstruct(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
+    """Block reconstruction: synthesize (or load ``--synthetic``), reconstruct block by block (each finished block
+    saved to the work folder, ``--resume`` continues); with ``--eval-data`` compare to searched PTQ."""
+    progress = not args.no_progress
+    checked: Checked = args.checked
+    if checked.synthetic is not None:
+        quantizer.synthetic = checked.synthetic
+    else:
+        with args.clock.phase("synthesis_s"):
+            quantizer.synthesize(num_images=quantizer.config.reconstruct_num_images, progress=progress,
+                                 checkpoint_dir=args.work_path / "synthetic-groups")
+    work = args.work_path / "reconstruction"
+    from ..reconstruction.engine import PROGRESS_FILE
+
+    resume = bool(args.resume and (work / PROGRESS_FILE).is_file())
+    if resume:
+        logger.info("resuming the reconstruction kept in %s", work)
+    quantizer.reconstruct(output_dir=work, resume=resume, progress=progress)
+    if args.eval_data:
+        quantizer.ptq(progress=progress)
+        _evaluate(args, quantizer, ("float", "ptq", "reconstruct"))
+
+
 def _evaluate(args: argparse.Namespace, quantizer: SynQQuantizer, which: tuple[str, ...]) -> None:
     data = args.checked.eval_data
     for name in which:
@@ -305,24 +332,28 @@ def _evaluate(args: argparse.Namespace, quantizer: SynQQuantizer, which: tuple[s
     quantizer.results["eval_split"] = args.eval_split
 
 
-METHODS: dict[str, Callable[[argparse.Namespace, SynQQuantizer], None]] = {"synq": run_synq, "ptq": run_ptq}
+METHODS: dict[str, Callable[[argparse.Namespace, SynQQuantizer], None]] = {
+    "synq": run_synq, "ptq": run_ptq, "reconstruct": run_reconstruct}
 """``--method`` name -> function(args, quantizer) leaving the quantized model in ``quantizer``."""
 
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, load the model, quantize it with ``--method``, save it to ``--out``, print a summary."""
     config = build_config(args)
+    args.method = args.method or config.method
+    config = config.replace(method=args.method)
     if args.calibration_skip < 0:
         raise ConfigError(f"--calibration-skip must be >= 0, got {args.calibration_skip}")
     if args.calibration_skip and not args.calibration_data:
         raise ConfigError("--calibration-skip needs --calibration-data")
-    if args.method == "synq" and args.calibration_data:
-        raise ConfigError("--calibration-data is for --method ptq; SynQ is zero-shot (it calibrates on synthetic data)")
+    if args.method in ("synq", "reconstruct") and args.calibration_data:
+        raise ConfigError(f"--calibration-data is for --method ptq; {args.method} is zero-shot (it runs on synthetic "
+                          "data)")
     if args.method == "ptq" and (args.synthetic or getattr(args, "max_steps", None) is not None):
         raise ConfigError("--synthetic/--max-steps are for --method synq")
     check_not_input(args.out, args.model)
     device = start_run(args)
-    uses_work = args.method == "synq" or not args.calibration_data
+    uses_work = args.method in ("synq", "reconstruct") or not args.calibration_data
     if args.resume and not uses_work:
         raise ConfigError("--resume: PTQ on real calibration data has nothing to resume; run it again")
     fingerprint = {"command": "quantize", "model": args.model, "method": args.method, "config": config.to_dict(),
@@ -352,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
     result(args, f"saved {args.method.upper()} {bits} {args.model} to {args.out}")
     if plan is not None:
         result(args, f"  {plan.summary()}")
-    for key in ("fp_top1", "ptq_top1", "synq_top1"):
+    for key in ("fp_top1", "ptq_top1", "synq_top1", "reconstruct_top1"):
         if record.get(key) is not None:
             result(args, f"  {key:10s} {record[key]:6.2f}")
     return 0

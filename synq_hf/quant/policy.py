@@ -7,14 +7,17 @@ from fnmatch import fnmatchcase
 from ..config import SynQConfig
 from .quantizers import ActQuantizer, WeightQuantizer
 
+GENIE_BITS = 8
+"""Bit-width of the first and last layer under ``layer_rule="genie"`` (Genie, BRECQ, QDrop)."""
+
 
 class LayerPolicy:
     """Answers "quantize module NAME? with which quantizers?" for one model and config.
 
     ``first``/``last`` name the model's first layer and classifier, which get ``first_layer_bits``
-    / ``last_layer_bits`` when set. ``include`` / ``exclude`` globs match module names. Mixed precision:
-    ``layer_w_bits`` (layer name -> weight bits) and ``layer_a_bits`` (activation quantizer name -> bits) win over
-    both; a budget fills them (``synq_hf.mixed``).
+    / ``last_layer_bits`` when set, or 8 bits under ``layer_rule="genie"``. ``include`` / ``exclude`` globs match
+    module names. Mixed precision: ``layer_w_bits`` (layer name -> weight bits) and ``layer_a_bits`` (activation
+    quantizer name -> bits) win over both; a budget fills them (``synq_hf.mixed``).
     """
 
     def __init__(self, config: SynQConfig, *, first: str | None, last: str | None, symmetric_weights: bool) -> None:
@@ -28,6 +31,8 @@ class LayerPolicy:
         return not any(fnmatchcase(name, p) for p in self.config.exclude)
 
     def _override(self, name: str) -> int | None:
+        if self.config.layer_rule == "genie" and name in (self.first, self.last):
+            return GENIE_BITS
         if name == self.first and self.config.first_layer_bits is not None:
             return self.config.first_layer_bits
         if name == self.last and self.config.last_layer_bits is not None:
@@ -37,6 +42,18 @@ class LayerPolicy:
     def pinned_w_bits(self, name: str) -> int | None:
         """The weight bits ``first_layer_bits``/``last_layer_bits`` fix for layer ``name`` (None: a budget chooses)."""
         return self._override(name)
+
+    @property
+    def first_reads_float(self) -> bool:
+        """Whether the first layer's input (the image) stays float even where the placement would quantize it."""
+        return self.config.layer_rule == "genie"
+
+    def classifier_input_bits(self, name: str) -> int:
+        """Bits of activation quantizer ``name`` whose only reader is the classifier (through pooling): the last
+        layer's under ``layer_rule="genie"``, its own otherwise."""
+        if self.config.layer_rule == "genie" and self.last is not None:
+            return self.a_bits(self.last)
+        return self.a_bits(name)
 
     def w_bits(self, name: str) -> int:
         return self.config.layer_w_bits.get(name) or self._override(name) or self.config.w_bits

@@ -96,7 +96,7 @@ def place_transformer_quantizers(
         kind = type(module)
         if kind is nn.Conv2d:
             quantize_conv(module, policy, name)
-            if psaq is not None and name == psaq.patch_conv:
+            if psaq is not None and name == psaq.patch_conv and not policy.first_reads_float:
                 module.input_quantizer = policy.act_quantizer(f"{name}.input_quantizer", bits=policy.a_bits(name))
         elif kind is nn.Linear:
             quantize_linear(module, policy, name, policy_name(policy, name, heads))

@@ -55,9 +55,12 @@ def apply_after_relu(model: nn.Module, policy: LayerPolicy) -> None:
     """Swap conv/linear layers for quantized ones and quantize every ReLU/ReLU6 output (the authors' setting).
 
     First/last-layer bit overrides apply to those layers' weights (their inputs are the image and
-    the pooled output of the last ReLU, which is quantized with ``a_bits``).
+    the pooled output of the last ReLU, which is quantized with ``a_bits``, or with the last layer's 8 bits under
+    ``layer_rule="genie"``).
     """
     check_plain_layers(model)
+    acts = [n for n, m in model.named_modules() if n and type(m) in _ACTS and policy.enabled(n)]
+    feeds_classifier = acts[-1] if acts else None  # in these plain ResNets only pooling follows the last ReLU
     for name, module in list(model.named_modules()):
         if not name or not policy.enabled(name):
             continue
@@ -66,7 +69,8 @@ def apply_after_relu(model: nn.Module, policy: LayerPolicy) -> None:
         elif plain_kind(module) is nn.Linear:
             QuantLinear.from_float(module, policy.weight_quantizer(name))
         elif type(module) in _ACTS:
-            attach_output_quantizer(module, policy.act_quantizer(name))
+            bits = policy.classifier_input_bits(name) if name == feeds_classifier else None
+            attach_output_quantizer(module, policy.act_quantizer(name, bits=bits))
     _require_layers(model)
 
 
