@@ -111,7 +111,7 @@ def test_ptq_on_synthetic_images_card_says_so(teacher: Path, tmp_path: Path) -> 
     assert main(["quantize", f"local-dir:{teacher}", "--method", "ptq", "--config", cfg,
                  "--calibration-num-images", "8", "--out", str(out), "--no-progress"]) == 0
     card = ModelCard.load(out / "README.md")
-    assert "calibrated on 8 synthetic images (no real data)" in card.text
+    assert "calibrated on 8 low-pass filtered synthetic images (no real data)" in card.text
     assert "8 images were generated" in card.text and "optimized for 2 iterations" in card.text
     assert "nothing was fine-tuned" in card.text and "SynQ zero-shot" not in card.text
     assert not (tmp_path / "q.synq-work").exists()  # the work folder goes after success

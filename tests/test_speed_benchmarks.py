@@ -44,9 +44,13 @@ def test_synthesis_and_finetune_speed_print_rows_per_precision_and_kde(capsys):
     finetune = _load("finetune_speed")
     assert finetune.main(["--json", "--models", "test_resnet", "--size", "32", "--batch", "2", "--repeats", "1",
                           "--warmup", "0", "--precision", "bf16"]) == 0
-    (row,) = _rows(capsys)
-    assert row["precision"] == "bf16" and row["batch"] == 2 and row["finite"]
-    assert row["train_step_s"] == pytest.approx(row["step_s"] + row["optimizer_s"], abs=2e-5)
+    rows = _rows(capsys)  # a CNN: one row per Grad-CAM layer (issue 21), each against its own floor
+    assert [r["cam_layer"] for r in rows] == ["last_conv", "pool"]
+    for row in rows:
+        assert row["precision"] == "bf16" and row["batch"] == 2 and row["finite"]
+        assert row["train_step_s"] == pytest.approx(row["step_s"] + row["optimizer_s"], abs=2e-5)
+    with pytest.raises(SystemExit, match="--cam-layers"):
+        finetune.main(["--models", "test_resnet", "--cam-layers", "stage4"])
 
 
 def test_time_to_model_projects_the_recipe_schedule(capsys):
