@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from .errors import SynQError
 
-__all__ = ["ProcessFailedError", "Processes", "partial_state", "processes"]
+__all__ = ["ProcessFailedError", "Processes", "end_processes", "partial_state", "processes"]
 
 T = TypeVar("T")
 
@@ -95,3 +95,16 @@ def processes(distributed: bool | None = None) -> Processes:
         return Processes()
     state = partial_state()
     return Processes(state.process_index, state.num_processes)
+
+
+def end_processes() -> None:
+    """Tear down this run's process group, if one was set up; a no-op in a plain ``python`` run.
+
+    Call it last in a multi-process script: a gloo group left to the interpreter's exit can abort the process
+    (``terminate called without an active exception``, exit code -6) while its threads are destroyed, which turns a
+    finished run into a failed one. Not collective: a process that failed may call it alone.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

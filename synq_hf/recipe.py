@@ -103,6 +103,15 @@ def _parser(recipe: Recipe) -> argparse.ArgumentParser:
 def run_recipe(recipe: Recipe, argv: list[str] | None = None,
                on_result: Callable[[dict], None] | None = None) -> int:
     """Run ``recipe`` with command-line ``argv``; returns the exit code (0 on success)."""
+    from .distributed import end_processes
+
+    try:
+        return _run_recipe(recipe, argv, on_result)
+    finally:
+        end_processes()  # a process group left to the interpreter's exit can abort a finished run
+
+
+def _run_recipe(recipe: Recipe, argv: list[str] | None, on_result: Callable[[dict], None] | None) -> int:
     from datasets import load_from_disk
 
     from .data import load_image_dataset

@@ -52,4 +52,9 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    from synq_hf.distributed import end_processes
+
+    try:
+        main(sys.argv[1])
+    finally:
+        end_processes()  # exit without the gloo teardown abort (SIGABRT at interpreter exit)

@@ -27,6 +27,7 @@ def _load():
 
 
 @pytest.mark.slow
+@pytest.mark.guard
 def test_mixed_at_the_w3_size_beats_uniform_w3(shared_data, tmp_path, capsys):
     bench = _load()
     synthetic = str(tmp_path / "synthetic")

@@ -41,6 +41,7 @@ def test_smoke_budget_prints_json_rows(shared_data, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.guard
 def test_reconstruction_beats_searched_ptq_at_w3a3(shared_data, capsys):
     """CI guard: at a reduced budget (256 synthetic images x 100 iterations, 150 steps per unit) reconstruction must
     clearly beat PTQ with searched ranges on the same images (the model it starts from)."""
