@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if name not in METHODS:
             raise SystemExit(f"unknown method {name!r}; choose from {list(METHODS)}")
     names = [d.strip() for d in args.data.split(",") if d.strip()]
+    for name in names:
+        if name not in bench.DATA_FILES:
+            raise SystemExit(f"--data names are {sorted(bench.DATA_FILES)}, got {name!r}")
     (w_bits, a_bits), = bench.parse_bits(args.bits)
     teacher = load_model(args.teacher if ":" in args.teacher else f"local-dir:{args.teacher}")
     base = SynQConfig(num_images=budget.num_images, synthesis_iterations=budget.iterations,
@@ -143,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strength", type=float, default=1.0, help="multiply every noise level by this")
     parser.add_argument("--teacher", default=str(bench.DEFAULT_TEACHER), help="teacher folder or model id")
     parser.add_argument("--synthetic", default=None, help="the synthetic set to load (or to save a new one to)")
-    parser.add_argument("--data", default="lossless", help="test files: lossless, jpeg or both")
+    parser.add_argument("--data", default="lossless", help="comma-separated test files: lossless, jpeg (e.g. lossless,jpeg)")
     parser.add_argument("--seed", type=int, default=0, help="synthesis, noise and fine-tuning seed")
     parser.add_argument("--steps", type=int, default=None, help="override the budget's fine-tuning steps")
     parser.add_argument("--eval-every", type=int, default=0,

@@ -47,3 +47,11 @@ def test_noise_has_its_level_in_pixel_units(noise):
         assert torch.all((values.abs() < 1e-5) | ((values - 1).abs() < 1e-5))
     with pytest.raises(SystemExit, match="unknown noise"):
         nb.add_noise(pixels, "poisson", 0.1, MEAN, STD, torch.Generator())
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [("--data", "both", "--data names"),
+                                                         ("--noises", "pink", "unknown noise"),
+                                                         ("--methods", "qat", "unknown method")])
+def test_bad_arguments_stop_with_one_line_before_any_work(flag, value, message):
+    with pytest.raises(SystemExit, match=message):
+        _load().main([flag, value])
