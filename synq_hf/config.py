@@ -462,26 +462,31 @@ class FinetuneSettings(ScheduleSettings, LossSettings):
     )
     reconstruct_iterations: int = _f(20000, "Reconstruction: optimization steps per block (Genie, BRECQ: 20,000).",
                                      check=_int_at_least(1), group="reconstruction")
-    reconstruct_batch_size: int = _f(32, "Reconstruction: images per step (Genie: 32).", check=_int_at_least(1), group="reconstruction")
+    reconstruct_batch_size: int = _f(32, "Reconstruction: images per step (Genie: 32).", check=_int_at_least(1),
+                                     group="reconstruction")
     reconstruct_num_images: int = _f(1024, "Reconstruction: synthetic images used, the first N of the set "
                                      "(Genie: 1,024).", check=_int_at_least(1), group="reconstruction")
     reconstruct_round_weight: float = _f(1.0, "Reconstruction: weight of AdaRound's rounding regulariser, summed "
-                                         "over the block's weights (Genie: 1; BRECQ: 0.01).", check=_number(), group="reconstruction")
+                                         "over the block's weights (Genie: 1; BRECQ: 0.01).", check=_number(),
+                                         group="reconstruction")
     reconstruct_beta_start: float = _f(20.0, "Reconstruction: exponent beta of the rounding regulariser when it "
                                        "starts (AdaRound: 20).", check=_number(open_low=True), group="reconstruction")
     reconstruct_beta_end: float = _f(2.0, "Reconstruction: beta at the last step, reached linearly (AdaRound: 2).",
                                      check=_number(open_low=True), group="reconstruction")
     reconstruct_warmup: float = _f(0.2, "Reconstruction: fraction of each block's steps without the rounding "
-                                   "regulariser (AdaRound: 0.2).", check=_number(0.0, 1.0, open_high=True), group="reconstruction")
+                                   "regulariser (AdaRound: 0.2).", check=_number(0.0, 1.0, open_high=True),
+                                   group="reconstruction")
     reconstruct_qdrop: float = _f(0.5, "Reconstruction: QDrop probability that an element stays float at each "
                                   "activation quantizer and the block input (0 disables QDrop; QDrop, Genie: 0.5).",
                                   check=_number(0.0, 1.0), group="reconstruction")
     reconstruct_lr: float = _f(1e-3, "Reconstruction: Adam learning rate of the rounding variables (Genie: 1e-3).",
                                check=_number(open_low=True), group="reconstruction")
     reconstruct_lr_weight_scale: float = _f(1e-4, "Reconstruction: Adam learning rate of the per-channel weight step "
-                                            "sizes, cosine decay (Genie: 1e-4; 0 keeps them).", check=_number(), group="reconstruction")
+                                            "sizes, cosine decay (Genie: 1e-4; 0 keeps them).", check=_number(),
+                                            group="reconstruction")
     reconstruct_lr_act_scale: float = _f(4e-5, "Reconstruction: Adam learning rate of the LSQ activation ranges, "
-                                         "cosine decay (Genie: 4e-5; 0 keeps them).", check=_number(), group="reconstruction")
+                                         "cosine decay (Genie: 4e-5; 0 keeps them).", check=_number(),
+                                         group="reconstruction")
     reconstruct_synq: bool = _f(False, "Reconstruction + SynQ: reconstruct on the low-pass filtered images (lpf_d0) "
                                 "and add SynQ's output terms (selective CE, Grad-CAM alignment; see "
                                 "reconstruct_synq_stage).", check=_check_bool, group="reconstruction")
