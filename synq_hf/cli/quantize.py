@@ -278,15 +278,21 @@ def run_ptq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
         _evaluate(args, quantizer, ("float", "ptq"))
 
 
-def run_synq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
-    """SynQ: synthesize (or load ``--synthetic``), calibrate and fine-tune; with ``--eval-data`` compare to PTQ."""
-    progress = not args.no_progress
+def _synthetic_images(args: argparse.Namespace, quantizer: SynQQuantizer, num_images: int | None = None) -> None:
+    """The checked ``--synthetic`` set, or images synthesized now (group by group into the work folder, timed)."""
     checked: Checked = args.checked
     if checked.synthetic is not None:
         quantizer.synthetic = checked.synthetic
-    else:
-        with args.clock.phase("synthesis_s"):
-            quantizer.synthesize(progress=progress, checkpoint_dir=args.work_path / "synthetic-groups")
+        return
+    with args.clock.phase("synthesis_s"):
+        quantizer.synthesize(num_images=num_images, progress=not args.no_progress,
+                             checkpoint_dir=args.work_path / "synthetic-groups")
+
+
+def run_synq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
+    """SynQ: synthesize (or load ``--synthetic``), calibrate and fine-tune; with ``--eval-data`` compare to PTQ."""
+    progress = not args.no_progress
+    _synthetic_images(args, quantizer)
     from ..training.trainer import last_checkpoint
 
     quantizer.allocate_bits(cache_dir=args.work_path / "mixed-precision", progress=progress)  # with a budget
@@ -305,13 +311,7 @@ def run_reconstruct(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
     """Block reconstruction: synthesize (or load ``--synthetic``), reconstruct block by block (each finished block
     saved to the work folder, ``--resume`` continues); with ``--eval-data`` compare to searched PTQ."""
     progress = not args.no_progress
-    checked: Checked = args.checked
-    if checked.synthetic is not None:
-        quantizer.synthetic = checked.synthetic
-    else:
-        with args.clock.phase("synthesis_s"):
-            quantizer.synthesize(num_images=quantizer.config.reconstruct_num_images, progress=progress,
-                                 checkpoint_dir=args.work_path / "synthetic-groups")
+    _synthetic_images(args, quantizer, quantizer.config.reconstruct_num_images)
     work = args.work_path / "reconstruction"
     from ..reconstruction.engine import PROGRESS_FILE
 
