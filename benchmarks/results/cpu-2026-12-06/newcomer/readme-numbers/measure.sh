@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README numbers at 1 and 2 threads (issue 22). Run from the worktree root.
 set -u
-OUT=/work/cache/newcomer/readme
+OUT=${OUT:-/work/cache/newcomer/readme}
 S=../shared/data
 for t in 1 2; do
   d=$OUT/t$t; rm -rf $d; mkdir -p $d

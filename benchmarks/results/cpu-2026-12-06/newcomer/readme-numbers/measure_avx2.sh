@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 set -u
-OUT=/work/cache/newcomer/readme
+OUT=${OUT:-/work/cache/newcomer/readme}
 S=../shared/data
 for cap in avx2; do
   d=$OUT/t1_$cap; rm -rf $d; mkdir -p $d
