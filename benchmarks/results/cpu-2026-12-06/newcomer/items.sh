@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 22's items, each as a user meets it: the command, its exit code and the lines it prints (stderr last
 # lines). Run from the repository root, as root (the permission cases switch to the unprivileged user `nobody`,
+# who must be able to run the venv's interpreter: e.g. chmod o+x on the folders above a pyenv python;
 # for whom file permissions apply). Writes items.md (a table) in the folder given as $1 (default: ./items-out).
 set -u
 OUT=$(realpath -m "${1:-items-out}")
@@ -67,7 +68,7 @@ chmod 777 "$T/late"
 row "... the printed resume command (folder writable again)" bash -c "cmd=\$(grep -A1 'resume with' $T/late.log | tail -1); ${AS_NOBODY[*]} \$cmd > $T/late2.log 2>&1; echo rc=\$?; grep -e 'Total wall time' $T/late/q/README.md; grep -e resumed $T/late/q/results.json"
 # 5. export
 row "export to an unwritable folder (as nobody)" "${AS_NOBODY[@]}" synq-hf export resnet20-w8a8-ptq --format onnx --out $T/ro/m.onnx
-echo "my notes" > notes.txt
+echo "my notes" > "$T/notes.txt"
 row "export over an unrelated file" synq-hf export resnet20-w8a8-ptq --format onnx --out notes.txt
 row "export over an unrelated file, --overwrite" synq-hf export resnet20-w8a8-ptq --format onnx --out notes.txt --overwrite
 row "export into missing folders" synq-hf export resnet20-w8a8-ptq --format onnx --out a/b/m.onnx
