@@ -14,8 +14,10 @@ case "${1:-all}" in
   uniform-w2a4) row uniform-w2a4 --bits W2A4 ;;
   uniform-w3a4) row uniform-w3a4 --bits W3A4 ;;
   uniform-w8a4) row uniform-w8a4 --bits W8A4 ;;
-  plot) ${PLOT_PYTHON:-python} benchmarks/mixed_precision.py --plot "$OUT"/mixed-*.json "$OUT"/uniform-*.json "$OUT"/lead-baseline_cpu_seed0.json \
-          --png benchmarks/figures/mixed_precision_frontier.png > "$OUT/plot.json" ;;
+  plot) ${PLOT_PYTHON:-python} benchmarks/mixed_precision.py --plot "$OUT"/mixed-w4.json "$OUT"/mixed-w3.json \
+          "$OUT"/mixed-avg2.5.json "$OUT"/uniform-w3a4.json "$OUT"/uniform-w2a4.json \
+          benchmarks/results/cpu-2026-12-07/fidelity/lastconv_sum_s0.json \
+          --png benchmarks/figures/mixed_precision_frontier.png > "$OUT/plot.json" ;;   # the merged code's rows
   *) echo "usage: run.sh ROW" >&2; exit 2 ;;
 esac
 # The CI guard's two rows (tests/test_mixed_precision_guard.py runs the same arguments):
