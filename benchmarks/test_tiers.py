@@ -3,7 +3,8 @@
     python benchmarks/test_tiers.py                       # both tiers, exactly as .ci/run runs them
     python benchmarks/test_tiers.py --tier fast --top 20  # one tier, its 20 most expensive tests
 
-Prints one JSON object: per tier the command, the exit code, ``wall_s`` (on this machine, now), ``cpu_s`` (user +
+Prints one JSON object: per tier the command, the exit code, the ``failed`` test ids (and pytest's last output
+when it failed), ``wall_s`` (on this machine, now), ``cpu_s`` (user +
 system of pytest and its workers and subprocesses) and the ``top`` tests by CPU seconds. The budgets (README,
 pyproject.toml) are wall times on 2 idle CPU cores: on a busy machine the wall time is not the budget's, but the
 CPU seconds still are (a 2-core tier cannot finish faster than ``cpu_s / 2``).
@@ -53,9 +54,13 @@ def run_tier(command: str, top: int) -> dict:
         wall, cpu = time.perf_counter() - wall, children_cpu() - cpu
         tests = [json.loads(line) for line in times.read_text().splitlines()] if times.exists() else []
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    failed = [t["nodeid"] for t in tests if t.get("outcome") == "failed"]
+    if proc.returncode and not failed:  # a failure outside a test's call (collection, a worker): pytest's lines
+        failed = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
     return {
         "command": command, "returncode": proc.returncode, "summary": summary, "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1), "tests": len(tests), "tests_cpu_s": round(sum(t["cpu_s"] for t in tests), 1),
+        "failed": failed, "output_tail": proc.stdout[-3000:] if proc.returncode else "",
         "top": sorted(tests, key=lambda t: -t["cpu_s"])[:top],
     }
 
