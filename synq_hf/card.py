@@ -188,10 +188,15 @@ def template_text() -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    """A wall time as the card shows it: "42.0 s", "20 min 34 s" or "1 h 02 min"."""
-    s = int(round(float(seconds)))
+    """A wall time as the card shows it: "42.0 s", "20 min 34 s" or "1 h 02 min".
+
+    Rounded to 0.1 s first, as results.json stores it, so the card and results.json never differ at a rounding
+    boundary (122.55 s is "2 min 02 s" in both, not "2 min 03 s" from the raw value).
+    """
+    seconds = round(float(seconds), 1)
+    s = int(round(seconds))
     if s < 60:
-        return f"{float(seconds):.1f} s"
+        return f"{seconds:.1f} s"
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"

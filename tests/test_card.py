@@ -330,3 +330,13 @@ def test_card_of_a_run_states_only_what_results_json_records(method, ranges, sou
     if resumed == "summed":
         assert record["total_s"] >= 3700.0 and (method == "ptq" or record["finetune_s"] >= 122.0)
     assert "/somewhere" not in card.content
+
+
+def test_wall_times_round_like_results_json_at_the_boundary() -> None:
+    """The card formats a time from its 0.1-s rounding, as results.json stores it: the two never disagree."""
+    from synq_hf.card import format_seconds
+
+    for raw in (122.55, 122.45, 59.96, 3599.95, 7.04):
+        assert format_seconds(raw) == format_seconds(round(raw, 1)), raw
+    assert format_seconds(122.55) == "2 min 02 s" and format_seconds(59.96) == "1 min 00 s"
+    assert format_seconds(7.04) == "7.0 s" and format_seconds(3725) == "1 h 02 min"
