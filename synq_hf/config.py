@@ -30,7 +30,8 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 from .errors import ConfigError
 
 CONFIG_VERSION = 7
-"""Schema version written into every saved config; bump it (and extend ``_MIGRATIONS``) on breaking changes."""
+"""Schema version written into every saved config; bump it (and add the old meaning to ``_MIGRATIONS``) on breaking
+changes."""
 
 CONFIG_NAME = "synq_config.json"
 
@@ -581,7 +582,7 @@ class _ConfigIO:
                 f"1-{CONFIG_VERSION}; upgrade synq_hf to load newer checkpoints"
             )
         for v in range(version, CONFIG_VERSION):
-            data = _MIGRATIONS[v](data)
+            data = {**_MIGRATIONS[v], **data}
         known = set(_fields(cls))
         _check_known(SynQConfig, data)
         data = {k: v for k, v in data.items() if k in known}  # a full SynQConfig dict read as its model part
@@ -749,51 +750,23 @@ LOSS_PRESETS: dict[str, dict[str, Any]] = {
 """Named loss balances (``SynQConfig.with_loss_preset``, ``synq-hf quantize --loss-preset``)."""
 
 
-def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 had min-max ranges only; version 2 searches them by default (the quantizers must match)."""
-    out = {"act_range_init": "minmax", "weight_range_init": "minmax"}
-    out.update(data)
-    return out
-
-
-def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 3 quantizes ViTs with PSAQ-ViT's full placement; older ViT checkpoints were built with 'loose'."""
-    out = {"vit_placement": "loose"}
-    out.update(data)
-    return out
-
-
-def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 4 adds the opt-in integer-runtime quantizers; older checkpoints were built without them."""
-    out = {"deploy_placement": "off"}
-    out.update(data)
-    return out
-
-
-def _v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 5 lets ViTs calibrate on the raw synthetic images; older fine-tuning always used the filtered ones."""
-    out = {"calibrate_filtered": True}
-    out.update(data)
-    return out
-
-
-def _v5_to_v6(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 6 takes CNN Grad-CAM at the last conv and reduces ImageNet-size BN losses by the channel mean;
-    older configs took it at the pooling input (classic CAM) and summed over channels at every size."""
-    out = {"cam_layer": "pool", "synthesis_bn_reduction": "sum"}
-    out.update(data)
-    return out
-
-
-def _v6_to_v7(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 7 adds ``layer_rule`` (issue 25); older checkpoints were built with the uniform rule."""
-    out = {"layer_rule": "uniform"}
-    out.update(data)
-    return out
-
-
-# Migrations from schema version N to N+1.
-_MIGRATIONS: dict[int, Any] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
+_MIGRATIONS: dict[int, dict[str, Any]] = {
+    # v2 searches ranges by default; version 1 had min-max ranges only (the quantizers must match)
+    1: {"act_range_init": "minmax", "weight_range_init": "minmax"},
+    # v3 quantizes ViTs with PSAQ-ViT's full placement; older ViT checkpoints were built with 'loose'
+    2: {"vit_placement": "loose"},
+    # v4 adds the opt-in integer-runtime quantizers; older checkpoints were built without them
+    3: {"deploy_placement": "off"},
+    # v5 lets ViTs calibrate on the raw synthetic images; older fine-tuning always used the filtered ones
+    4: {"calibrate_filtered": True},
+    # v6 takes CNN Grad-CAM at the last conv and reduces ImageNet-size BN losses by the channel mean (issue 21);
+    # older configs took it at the pooling input (classic CAM) and summed over channels at every size
+    5: {"cam_layer": "pool", "synthesis_bn_reduction": "sum"},
+    # v7 adds ``layer_rule`` (issue 25); older checkpoints were built with the uniform rule
+    6: {"layer_rule": "uniform"},
+}
+"""Migrations from schema version N to N+1, as data: the values a version-N config meant for the fields that
+version N+1 added or whose default it changed (a field the config sets itself is kept)."""
 
 
 def has_weight_budget(config: Any) -> bool:
