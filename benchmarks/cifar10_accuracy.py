@@ -347,6 +347,29 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every accuracy benchmark shares: test-set limit, threads, device, progress, JSON output."""
+    parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+
+
+def run_and_print(args: argparse.Namespace, run_fn: Any, line: Any) -> int:
+    """Run a benchmark with Trainer logs on stderr; print ``{"rows": ...}`` as JSON or ``line(row)`` per row."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with contextlib.redirect_stdout(sys.stderr):  # Trainer logs go to stdout; keep it for the JSON
+        result = run_fn(args)
+    if args.json:
+        print(json.dumps(result, indent=1), flush=True)
+    else:
+        for r in result["rows"]:
+            print(line(r), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu",
@@ -370,31 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SynQ with each component switched off in turn (same synthetic set and steps)")
     parser.add_argument("--variants", default=None,
                         help=f"with --ablation: comma-separated subset of {','.join(ABLATION)} (default: all)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output-dir", default=None, help="fine-tuning checkpoints (default: a temporary folder)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    add_run_arguments(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    with contextlib.redirect_stdout(sys.stderr):  # Trainer logs go to stdout; keep it for the JSON
-        result = run(args)
-    if args.json:
-        print(json.dumps(result, indent=1), flush=True)
-    else:
-        for r in result["rows"]:
-            extra = f"  [{r['variant']}]" if "variant" in r else ""
-            print(f"{r['bits']} {r['data']:8s} seed {r['seed']}  float {r['fp_top1']:6.2f}  "
-                  f"PTQ min-max {r['ptq_minmax_top1']:6.2f}  PTQ clip {r['ptq_search_top1']:6.2f}  "
-                  f"SynQ {r['synq_top1']:6.2f} (best {r['synq_best_top1']})  ({r['seconds']:.0f} s){extra}", flush=True)
-    return 0
+def _line(r: dict[str, Any]) -> str:
+    extra = f"  [{r['variant']}]" if "variant" in r else ""
+    return (f"{r['bits']} {r['data']:8s} seed {r['seed']}  float {r['fp_top1']:6.2f}  "
+            f"PTQ min-max {r['ptq_minmax_top1']:6.2f}  PTQ clip {r['ptq_search_top1']:6.2f}  "
+            f"SynQ {r['synq_top1']:6.2f} (best {r['synq_best_top1']})  ({r['seconds']:.0f} s){extra}")
 
+
+def main(argv: list[str] | None = None) -> int:
+    return run_and_print(build_parser().parse_args(argv), run, _line)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,7 +25,6 @@ top1`` (final step), ``best_top1``/``best_step``, ``nonfinite``, ``seconds``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import sys
@@ -151,28 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=None, help="override the budget's fine-tuning steps")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also evaluate every N steps for the best step (0, the default: the final model only)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    bench.add_run_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    with contextlib.redirect_stdout(sys.stderr):  # Trainer logs go to stdout; keep it for the JSON
-        result = run(args)
-    if args.json:
-        print(json.dumps(result, indent=1), flush=True)
-    else:
-        for r in result["rows"]:
-            print(f"{r['noise']:12s} {r['method']:9s} {r['bits']} {r['data']:8s} top-1 {r['top1']:6.2f} "
-                  f"(best {r['best_top1']})", flush=True)
-    return 0
-
+    return bench.run_and_print(build_parser().parse_args(argv), run, lambda r: (
+        f"{r['noise']:12s} {r['method']:9s} {r['bits']} {r['data']:8s} top-1 {r['top1']:6.2f} (best {r['best_top1']})"))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,6 @@ Each row also holds the wall seconds of calibration + reconstruction and the per
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -248,12 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export", default=None, metavar="DIR",
                         help="save each reconstructed model (packed) there, reload it and export it to ONNX: sizes, "
                         "identical logits, onnxruntime top-1 (use --set deploy_placement=int8 for integer kernels)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    base.add_run_arguments(parser)
     return parser
+
+
+def _line(r: dict) -> str:
+    value = r.get("ceiling_top1", r.get(f"{r['variant']}_top1"))
+    return (f"{r['bits']} {r['rule']:7s} {r['variant']:10s} {r['images']:9s} {r['data']:8s} "
+            f"float {r['fp_top1']:6.2f}  PTQ {r['ptq_search_top1']:6.2f}  -> {value:6.2f}  ({r['seconds']:.0f} s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,19 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_progress:  # one line per finished unit instead of the progress bars
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
         logging.getLogger("synq_hf.reconstruction").setLevel(logging.INFO)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    with contextlib.redirect_stdout(sys.stderr):
-        result = run(args)
-    if args.json:
-        print(json.dumps(result, indent=1), flush=True)
-    else:
-        for r in result["rows"]:
-            value = r.get("ceiling_top1", r.get(f"{r['variant']}_top1"))
-            print(f"{r['bits']} {r['rule']:7s} {r['variant']:10s} {r['images']:9s} {r['data']:8s} "
-                  f"float {r['fp_top1']:6.2f}  PTQ {r['ptq_search_top1']:6.2f}  -> {value:6.2f}  ({r['seconds']:.0f} s)")
-    return 0
-
+    return base.run_and_print(args, run, _line)
 
 if __name__ == "__main__":
     sys.exit(main())

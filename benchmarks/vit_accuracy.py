@@ -23,7 +23,6 @@ Prints ``{"rows": [...], "summary": [...]}`` (mean and min over seeds per bit-wi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import json
@@ -181,31 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--psaq-images", type=int, default=32, help="synthetic images PSAQ-ViT calibrates on")
     parser.add_argument("--ceiling", action="store_true", help="also fine-tune on real training images")
     parser.add_argument("--ceiling-images", type=int, default=32, help="real training images for --ceiling")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    base.add_run_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    with contextlib.redirect_stdout(sys.stderr):  # Trainer logs go to stdout; keep it for the JSON
-        result = run(args)
-    if args.json:
-        print(json.dumps(result, indent=1), flush=True)
-    else:
-        for r in result["rows"]:
-            if args.synthesis_only:
-                print(f"seed {r['seed']}  agreement {r['agreed']}/{r['images']} = {r['agreement']:.3f}")
-                continue
-            print(f"{r['bits']} {r['data']:8s} seed {r['seed']}  float {r['fp_top1']:6.2f}  PSAQ-ViT {r['psaq_top1']:6.2f}"
-                  f"  SynQ {r['synq_top1']:6.2f}  ceiling {r.get('ceiling_top1')}  agreement {r['agreement']:.3f}")
-    return 0
 
+    def line(r: dict) -> str:
+        if args.synthesis_only:
+            return f"seed {r['seed']}  agreement {r['agreed']}/{r['images']} = {r['agreement']:.3f}"
+        return (f"{r['bits']} {r['data']:8s} seed {r['seed']}  float {r['fp_top1']:6.2f}  PSAQ-ViT {r['psaq_top1']:6.2f}"
+                f"  SynQ {r['synq_top1']:6.2f}  ceiling {r.get('ceiling_top1')}  agreement {r['agreement']:.3f}")
+
+    return base.run_and_print(args, run, line)
 
 if __name__ == "__main__":
     sys.exit(main())
