@@ -53,16 +53,20 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    # <= 30 min on 2 cores with synthesis (the shared 512 x 200 set): 1,000 steps per unit, batch 32
+    # <= 30 min on 2 cores with synthesis (the shared 512 x 200 set): 1,000 steps per unit, batch 32, and ten times
+    # Genie's learning rates (tuned for 20,000 steps): 1e-2 rounding, 1e-3 weight scales, 4e-4 activation ranges
     "cpu": Budget(512, 200, 256, {"reconstruct_iterations": 1000, "reconstruct_batch_size": 32,
-                                  "reconstruct_num_images": 512, "reconstruct_synq_steps": 300}),
+                                  "reconstruct_num_images": 512, "reconstruct_synq_steps": 300,
+                                  "reconstruct_lr": 1e-2, "reconstruct_lr_weight_scale": 1e-3,
+                                  "reconstruct_lr_act_scale": 4e-4}),
     # the CI guard (tests/test_reconstruct_benchmark.py): a few CPU minutes
     "guard": Budget(256, 100, 256, {"reconstruct_iterations": 150, "reconstruct_batch_size": 32,
                                     "reconstruct_num_images": 256, "calibration_num_images": 256}, eval_limit=512),
     # the shared ViT: PSAQ-ViT's 32 images x 1,000 iterations (BENCHMARKS.md ViT), 1,000 steps per unit
     "vit-cpu": Budget(32, 1000, 32, {"reconstruct_iterations": 1000, "reconstruct_batch_size": 32,
                                      "reconstruct_num_images": 32, "reconstruct_synq_steps": 100,
-                                     "lpf_d0": 8.0, "tau": 0.7}),
+                                     "reconstruct_lr": 1e-2, "reconstruct_lr_weight_scale": 1e-3,
+                                     "reconstruct_lr_act_scale": 4e-4, "lpf_d0": 8.0, "tau": 0.7}),
     # seconds: the row format only
     "smoke": Budget(16, 2, 16, {"reconstruct_iterations": 2, "reconstruct_batch_size": 8, "reconstruct_num_images": 16,
                                 "calibration_num_images": 16, "calibration_batch_size": 8,
@@ -153,6 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "batch_size": cfg.reconstruct_batch_size, "seconds": round(seconds, 1),
                                "unit_seconds": {u["unit"]: u["seconds"] for u in report.units},
                                "unit_cpu_seconds": {u["unit"]: u.get("cpu_seconds") for u in report.units},
+                               "unit_losses": {u["unit"]: u.get("final_losses") for u in report.units},
                                "reconstruct_cpu_seconds": round(sum(u.get("cpu_seconds", 0) for u in report.units), 1),
                                "undecided_rounding": max(u.get("undecided_rounding", 0.0) for u in report.units),
                                **fit}

@@ -19,12 +19,12 @@ RECIPE = Recipe(
         w_bits=3, a_bits=3, method="reconstruct", layer_rule="uniform",
         # synthesis: the `cpu` budget's 512 images x 200 iterations (BN statistics + hard-sample CE, HAST weights)
         num_images=512, synthesis_iterations=200, synthesis_batch_size=256,
-        # reconstruction: Genie's optimizer settings, 1,000 steps per unit (Genie: 20,000) on the 512 images
+        # reconstruction: 1,000 steps per unit (Genie: 20,000) on the 512 images, so ten times Genie's learning rates
         reconstruct_num_images=512, reconstruct_iterations=1000, reconstruct_batch_size=32,
         reconstruct_round_weight=1.0, reconstruct_beta_start=20.0, reconstruct_beta_end=2.0, reconstruct_warmup=0.2,
-        reconstruct_qdrop=0.5, reconstruct_lr=1e-3, reconstruct_lr_weight_scale=1e-4, reconstruct_lr_act_scale=4e-5,
-        # SynQ on top: filtered images (D0 = 8 at 32 px), SynQ's loss after the last block
-        reconstruct_synq=True, reconstruct_synq_stage="network", reconstruct_synq_steps=300,
+        reconstruct_qdrop=0.5, reconstruct_lr=1e-2, reconstruct_lr_weight_scale=1e-3, reconstruct_lr_act_scale=4e-4,
+        # SynQ on top: filtered images (D0 = 8 at 32 px), selective CE + Grad-CAM alignment in the last block's loss
+        reconstruct_synq=True, reconstruct_synq_stage="last_block", reconstruct_synq_steps=300,
         lpf_d0=8.0, tau=0.7, lambda_ce=0.5, lambda_cam=50.0, kd_temperature=1.0,
         # unused by reconstruction, recorded for completeness (the recipe checks expect them)
         learning_rate=1e-3, train_batch_size=128, seed=0,

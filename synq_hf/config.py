@@ -492,7 +492,7 @@ class FinetuneSettings(ScheduleSettings, LossSettings):
                                 "and add SynQ's output terms (selective CE, Grad-CAM alignment; see "
                                 "reconstruct_synq_stage).", check=_check_bool, group="reconstruction")
     reconstruct_synq_stage: Literal["last_block", "network"] = _f(
-        "network",
+        "last_block",
         "Reconstruction + SynQ: where SynQ's terms act: 'last_block' adds lambda_ce x selective CE and lambda_cam x "
         "Grad-CAM alignment on the network output to the last block's loss; 'network' runs reconstruct_synq_steps "
         "steps of SynQ's whole loss (KD + selective CE + CAM) on the whole network after the last block, training "

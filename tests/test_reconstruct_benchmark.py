@@ -36,7 +36,11 @@ def test_smoke_budget_prints_json_rows(shared_data, tmp_path, capsys):
         key = "ceiling_top1" if row["images"] == "real" else f"{row['variant']}_top1"
         assert 0.0 <= row[key] <= 100.0 and 0.0 <= row["ptq_search_top1"] <= 100.0
         assert row["seconds"] > 0 and list(row["unit_seconds"])[0] == "stem"
-    assert "synq-network" in rows[2]["unit_seconds"]
+    # SynQ on top (the default stage, last_block): selective CE and Grad-CAM in the last block's loss, only there
+    last_block = [u for u in rows[2]["unit_losses"] if u not in ("stem", "head")][-1]
+    assert {"ce", "cam"} <= set(rows[2]["unit_losses"][last_block]), rows[2]["unit_losses"]
+    assert not any({"ce", "cam"} & set(losses or {}) for losses in rows[0]["unit_losses"].values())
+    assert "synq-network" not in rows[2]["unit_seconds"]
     assert (tmp_path / "syn" / "dataset_info.json").exists()
 
 
