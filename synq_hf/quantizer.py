@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .config import SynQConfig
-from .errors import DataError, SynQError
+from .errors import AlreadyQuantizedError, DataError, SynQError
 from .model_info import LoadedModel
 from .outputs import is_local_name, public_name, write_output
 from .quant import calibrate, iter_batches, quantize_model
@@ -42,7 +42,7 @@ class SynQQuantizer:
         self, teacher: LoadedModel, config: SynQConfig | None = None, *, device: str | torch.device | None = None
     ) -> None:
         if teacher.is_quantized:
-            raise SynQError(f"{teacher.model_id!r} is already quantized; start from the float model")
+            raise AlreadyQuantizedError.for_model(teacher.model_id, teacher.base_model)
         self.teacher = teacher
         self._batch_given = (config or SynQConfig()).synthesis_batch_size is not None
         self.config = (config or SynQConfig()).resolve(family=teacher.family, input_size=teacher.input_size)
@@ -82,6 +82,8 @@ class SynQQuantizer:
 
         ``revision``, ``token``, ``cache_dir`` and ``local_files_only`` go to every Hub download, as in
         transformers. Keyword arguments that are ``SynQConfig`` fields override ``config`` (e.g. ``w_bits=4``).
+        A folder that :meth:`save_pretrained` wrote is refused (``AlreadyQuantizedError``): load it with
+        ``synq_hf.load_model``.
         """
         from .hub import load_model
 

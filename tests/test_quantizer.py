@@ -144,8 +144,12 @@ def test_nothing_to_save_and_already_quantized(tiny_cnn_dir: Path, tmp_path: Pat
     q.ptq(progress=False)
     folder = q.save_pretrained(tmp_path / "ptq")
     assert json.loads((folder / "results.json").read_text())["method"] == "ptq"
-    with pytest.raises(SynQError, match="already quantized"):
+    with pytest.raises(synq_hf.AlreadyQuantizedError, match="already quantized") as refused:
         SynQQuantizer.from_pretrained(str(folder))
+    message = str(refused.value)
+    assert "\n" not in message and f"synq_hf.load_model({str(folder)!r})" in message
+    assert f"float base model '{tiny_cnn_dir.name}'" in message  # the recorded (redacted) base model
+    assert synq_hf.load_model(str(folder)).is_quantized  # the path it names loads the folder
 
 
 def test_push_uploads_the_saved_folder(tiny_cnn_dir: Path) -> None:
