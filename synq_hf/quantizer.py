@@ -17,8 +17,10 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
 
 from .config import SynQConfig
+from .distributed import default_device
 from .errors import AlreadyQuantizedError, DataError, SynQError
 from .model_info import LoadedModel
 from .outputs import is_local_name, public_name, write_output
@@ -46,7 +48,7 @@ class SynQQuantizer:
         self.teacher = teacher
         self._batch_given = (config or SynQConfig()).synthesis_batch_size is not None
         self.config = (config or SynQConfig()).resolve(family=teacher.family, input_size=teacher.input_size)
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = torch.device(device) if device is not None else default_device()
         self.teacher.model.to(self.device).eval()
         self.synthetic: Any | None = None
         self.model: nn.Module | None = None
@@ -583,24 +585,15 @@ def _rounded(key: str, value: Any) -> Any:
     return value
 
 
-class _TrainedSteps:
+class _TrainedSteps(TrainerCallback):
     """A ``TrainerCallback`` noting how many steps and epochs were really trained (for the card)."""
 
     def __init__(self) -> None:
         self.state: dict[str, Any] = {}
 
-    def __getattr__(self, name: str) -> Any:  # every other TrainerCallback event is a no-op
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
-
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.state = {"global_step": state.global_step, "epoch": round(float(state.epoch or 0), 2),
                       "batch_size": args.per_device_train_batch_size * max(args.world_size, 1)}
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def hardware_description(device: torch.device) -> str:
