@@ -14,7 +14,7 @@ pickles by its base type, so ``pickle``/``torch.save`` of a whole quantized mode
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +88,7 @@ class OutputQuantized:
             return (self.output_quantizer(out[0]), *out[1:])
         raise TypeError(f"cannot quantize the output of {type(self).__name__}: got {type(out).__name__}")
 
-    def __reduce_ex__(self, protocol: Any) -> tuple:
+    def __reduce_ex__(self, protocol: int) -> tuple:
         """Pickle by the base type (importable wherever the model's own classes are), not by this class."""
         reduced = super().__reduce_ex__(protocol)
         return (new_output_quantized, (self.base_class,), *reduced[2:])
