@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from transformers import TrainerCallback
 
 from .config import SynQConfig
 from .distributed import default_device
@@ -243,7 +242,7 @@ class SynQQuantizer:
         With ``config.method="reconstruct"`` this runs :meth:`reconstruct` instead (``output_dir`` is its work
         folder, ``resume_from_checkpoint`` resumes it), and with ``"ptq"`` :meth:`ptq` on the synthetic set.
         """
-        from .training import finetune
+        from .training import TrainedSteps, finetune
 
         if self.config.method == "reconstruct":
             return self.reconstruct(synthetic, output_dir=output_dir, resume=bool(resume_from_checkpoint),
@@ -266,7 +265,7 @@ class SynQQuantizer:
         self.allocate_bits(progress=progress)
         # A previous fine-tuning froze the shared teacher (requires_grad False); the copy must train.
         student = quantize_model(copy.deepcopy(self.teacher.model), self.config).requires_grad_(True)
-        steps = _TrainedSteps()
+        steps = TrainedSteps()
         start = time.perf_counter()
         with _work_dir(output_dir) as work:
             self.model = finetune(
@@ -583,17 +582,6 @@ def _rounded(key: str, value: Any) -> Any:
         if key.endswith("_s"):
             return round(value, 1)
     return value
-
-
-class _TrainedSteps(TrainerCallback):
-    """A ``TrainerCallback`` noting how many steps and epochs were really trained (for the card)."""
-
-    def __init__(self) -> None:
-        self.state: dict[str, Any] = {}
-
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.state = {"global_step": state.global_step, "epoch": round(float(state.epoch or 0), 2),
-                      "batch_size": args.per_device_train_batch_size * max(args.world_size, 1)}
 
 
 def hardware_description(device: torch.device) -> str:
