@@ -25,7 +25,15 @@ import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from . import registration
-from .errors import CheckpointError, ConfigError, DataError, ModelLoadError, SynQError, UnsupportedModelError
+from .errors import (
+    AlreadyQuantizedError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    SynQError,
+    UnsupportedModelError,
+)
 from .version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - the names __getattr__ serves, for type checkers and IDEs
@@ -76,6 +84,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AlreadyQuantizedError",
     "CheckpointError",
     "ConfigError",
     "DataError",

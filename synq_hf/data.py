@@ -285,6 +285,7 @@ def _image_processor(config: dict[str, Any]) -> Any:
 
     from transformers import AutoImageProcessor
 
+    # A file, not from_dict: AutoImageProcessor has none, and only from_pretrained resolves the class and backend
     with tempfile.TemporaryDirectory(prefix="synq-hf-processor-") as tmp:
         Path(tmp, "preprocessor_config.json").write_text(json.dumps(config), encoding="utf-8")
         try:

@@ -8,11 +8,14 @@ process runs: all processes must call it, in the same order. In a plain ``python
 from __future__ import annotations
 
 import os
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import SynQError
 
-__all__ = ["ProcessFailedError", "Processes", "end_processes", "partial_state", "processes"]
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["ProcessFailedError", "Processes", "default_device", "end_processes", "partial_state", "processes"]
 
 T = TypeVar("T")
 
@@ -81,6 +84,12 @@ def partial_state() -> Any:
     from accelerate.utils import parse_flag_from_env
 
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
+def default_device() -> torch.device:
+    """This process's device when none is given: Accelerate's (``cuda``, or ``cuda:LOCAL_RANK`` under a launcher;
+    ``cpu`` without CUDA), from :func:`partial_state`."""
+    return partial_state().device
 
 
 def processes(distributed: bool | None = None) -> Processes:

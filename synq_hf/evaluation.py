@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,20 +16,9 @@ from .distributed import processes
 from .errors import DataError
 from .model_info import LoadedModel, model_logits, model_num_classes
 
-__all__ = ["METRIC_PATH", "check_labels", "evaluate_model", "load_topk_metric", "topk_hits"]
+__all__ = ["check_labels", "evaluate_model", "topk_hits"]
 
 logger = logging.getLogger(__name__)
-
-METRIC_PATH = Path(__file__).resolve().parent / "metrics" / "topk_accuracy"
-"""Folder of the shipped ``evaluate`` top-k accuracy metric (``evaluate.load(str(METRIC_PATH))``)."""
-
-
-def load_topk_metric(config_name: str = "logits") -> Any:
-    """Load synq_hf's top-k accuracy metric offline (config ``"logits"`` or ``"indices"``)."""
-    import evaluate
-
-    return evaluate.load(str(METRIC_PATH), config_name, keep_in_memory=True)
-
 
 def check_labels(dataset: Any, label_column: str, num_classes: int | None) -> None:
     """Fail early when the dataset's labels cannot index the model's classes."""

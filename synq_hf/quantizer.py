@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from .config import SynQConfig
-from .errors import DataError, SynQError
+from .distributed import default_device
+from .errors import AlreadyQuantizedError, DataError, SynQError
 from .model_info import LoadedModel
 from .outputs import is_local_name, public_name, write_output
 from .quant import calibrate, iter_batches, quantize_model
@@ -42,11 +43,11 @@ class SynQQuantizer:
         self, teacher: LoadedModel, config: SynQConfig | None = None, *, device: str | torch.device | None = None
     ) -> None:
         if teacher.is_quantized:
-            raise SynQError(f"{teacher.model_id!r} is already quantized; start from the float model")
+            raise AlreadyQuantizedError.for_model(teacher.model_id, teacher.base_model)
         self.teacher = teacher
         self._batch_given = (config or SynQConfig()).synthesis_batch_size is not None
         self.config = (config or SynQConfig()).resolve(family=teacher.family, input_size=teacher.input_size)
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = torch.device(device) if device is not None else default_device()
         self.teacher.model.to(self.device).eval()
         self.synthetic: Any | None = None
         self.model: nn.Module | None = None
@@ -82,6 +83,8 @@ class SynQQuantizer:
 
         ``revision``, ``token``, ``cache_dir`` and ``local_files_only`` go to every Hub download, as in
         transformers. Keyword arguments that are ``SynQConfig`` fields override ``config`` (e.g. ``w_bits=4``).
+        A folder that :meth:`save_pretrained` wrote is refused (``AlreadyQuantizedError``): load it with
+        ``synq_hf.load_model``.
         """
         from .hub import load_model
 
@@ -239,7 +242,7 @@ class SynQQuantizer:
         With ``config.method="reconstruct"`` this runs :meth:`reconstruct` instead (``output_dir`` is its work
         folder, ``resume_from_checkpoint`` resumes it), and with ``"ptq"`` :meth:`ptq` on the synthetic set.
         """
-        from .training import finetune
+        from .training import TrainedSteps, finetune
 
         if self.config.method == "reconstruct":
             return self.reconstruct(synthetic, output_dir=output_dir, resume=bool(resume_from_checkpoint),
@@ -262,7 +265,7 @@ class SynQQuantizer:
         self.allocate_bits(progress=progress)
         # A previous fine-tuning froze the shared teacher (requires_grad False); the copy must train.
         student = quantize_model(copy.deepcopy(self.teacher.model), self.config).requires_grad_(True)
-        steps = _TrainedSteps()
+        steps = TrainedSteps()
         start = time.perf_counter()
         with _work_dir(output_dir) as work:
             self.model = finetune(
@@ -579,26 +582,6 @@ def _rounded(key: str, value: Any) -> Any:
         if key.endswith("_s"):
             return round(value, 1)
     return value
-
-
-class _TrainedSteps:
-    """A ``TrainerCallback`` noting how many steps and epochs were really trained (for the card)."""
-
-    def __init__(self) -> None:
-        self.state: dict[str, Any] = {}
-
-    def __getattr__(self, name: str) -> Any:  # every other TrainerCallback event is a no-op
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
-
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.state = {"global_step": state.global_step, "epoch": round(float(state.epoch or 0), 2),
-                      "batch_size": args.per_device_train_batch_size * max(args.world_size, 1)}
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def hardware_description(device: torch.device) -> str:

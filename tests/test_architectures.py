@@ -255,3 +255,21 @@ def test_a_gap_is_refused_or_warned() -> None:
 
     with pytest.raises(UnsupportedModelError, match="head is a ScaledLinear"):
         quantize_model(Odd(), W4A4)
+
+
+def test_the_psaq_vit_families_come_from_one_spec_factory() -> None:
+    from synq_hf.architectures import SPECS, supported_families
+    from synq_hf.architectures._vit import PSAQ_RULES, psaq_vit_spec
+    from synq_hf.quant.placement import timm_vit as placement
+
+    supported_families()  # loads the built-in specs
+    psaq = {s.name: s for s in SPECS if s.placement == "psaq_vit"}
+    assert set(psaq) == {"timm_vit", "timm_swin", "hf_vit", "hf_swin"}
+    for spec in psaq.values():
+        assert (spec.synthesis, spec.float_rules, spec.family) == ("patch_similarity", PSAQ_RULES, spec.name[-4:].strip("_"))
+        assert spec.channels_last_features == (spec.name == "timm_swin")  # timm Swin's stages are (B, H, W, C)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2)
+    spec = psaq_vit_spec("x", "vit", "x", placement=placement, matches=placement.is_vit, cam_target=lambda m: None,
+                         attention_types=lambda: (type(model.blocks[0].attn),), projection="proj")
+    assert spec.feature_blocks(model) == psaq["timm_vit"].feature_blocks(model) == ["blocks.0", "blocks.1"]
+    assert [proj for _, proj, _ in spec.attention_modules(model)] == [b.attn.proj for b in model.blocks]

@@ -203,6 +203,14 @@ def test_device_cuda_without_cuda(command: str, teacher: Path, images: Path, tmp
     assert not (tmp_path / "o").exists()
 
 
+def test_device_default_is_accelerates() -> None:
+    from synq_hf.cli.common import resolve_device
+    from synq_hf.distributed import partial_state
+
+    assert resolve_device(None) == partial_state().device  # cuda if available, else cpu (one process)
+    assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def test_broken_image_in_an_imagefolder_names_the_file(teacher: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
     rng = np.random.default_rng(0)

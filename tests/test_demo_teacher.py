@@ -2,6 +2,7 @@
 on a deterministic held-out split of scikit-learn's digits."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -98,3 +99,13 @@ def test_training_script_writes_a_loadable_teacher(tmp_path):
     model = timm.create_model(f"local-dir:{tmp_path / 't'}", pretrained=True)
     assert json.loads((tmp_path / "t" / "config.json").read_text())["synq_hf_demo"]["recipe"]["epochs"] == 1
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_missing_scikit_learn_names_the_demo_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    D._raw_digits.cache_clear()
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # as if scikit-learn were not installed
+    try:
+        with pytest.raises(synq_hf.DataError, match=r"pip install 'synq-hf\[demo\]'"):
+            D.digits_dataset("test")
+    finally:
+        D._raw_digits.cache_clear()

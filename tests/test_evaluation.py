@@ -1,9 +1,8 @@
-"""evaluate_model and the shipped top-k metric, on models whose accuracy is known by construction."""
+"""evaluate_model and its top-k counting, on models whose accuracy is known by construction."""
 
 from pathlib import Path
 
 import datasets
-import evaluate
 import numpy as np
 import pytest
 import torch
@@ -12,7 +11,7 @@ from torch import nn
 
 from synq_hf.data import build_eval_transform
 from synq_hf.errors import DataError
-from synq_hf.evaluation import METRIC_PATH, evaluate_model, load_topk_metric
+from synq_hf.evaluation import evaluate_model, topk_hits
 from synq_hf.model_info import LoadedModel
 
 CFG = {
@@ -137,25 +136,23 @@ def test_transformers_model_matches_manual_logits() -> None:
     assert not model.training
 
 
-def test_metric_loads_offline_from_package() -> None:
-    assert (METRIC_PATH / "topk_accuracy.py").is_file()
-    metric = evaluate.load(str(METRIC_PATH))
-    logits = [[0.1, 0.5, 0.2, 0.0, 0.9, 0.3], [0.9, 0.1, 0.2, 0.3, 0.4, 0.5]]
-    assert metric.compute(predictions=logits, references=[1, 5]) == {"top1": 0.0, "top5": 1.0}
-    assert metric.compute(predictions=logits, references=[4, 0], top_k=(1, 2)) == {"top1": 1.0, "top2": 1.0}
-    indices = load_topk_metric("indices")
-    indices.add_batch(predictions=[[2, 0, 1, 3, 4], [7, 8, 9, 1, 2]], references=[2, 3])
-    indices.add_batch(predictions=[[3, 0, 1, 2, 4]], references=[4])
-    assert indices.compute() == pytest.approx({"top1": 1 / 3, "top5": 2 / 3})
+def test_topk_hits_counts_labels_within_the_first_k() -> None:
+    """The cases the removed ``evaluate`` metric was tested on, as ranked class indices."""
+    logits = torch.tensor([[0.1, 0.5, 0.2, 0.0, 0.9, 0.3], [0.9, 0.1, 0.2, 0.3, 0.4, 0.5]])
+    ranked = logits.topk(5).indices.numpy()
+    assert topk_hits(ranked, np.array([1, 5])).tolist() == [0, 2]
+    assert topk_hits(ranked, np.array([4, 0]), top_k=(1, 2)).tolist() == [2, 2]
+    ranked = np.array([[2, 0, 1, 3, 4], [7, 8, 9, 1, 2], [3, 0, 1, 2, 4]])
+    assert topk_hits(ranked, np.array([2, 3, 4])).tolist() == [1, 2]
 
 
-def test_metric_file_is_package_data() -> None:
+def test_package_data_covers_every_asset() -> None:
     tomllib = pytest.importorskip("tomllib")
 
-    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["synq_hf"]
-    rel = METRIC_PATH.relative_to(METRIC_PATH.parent.parent) / "topk_accuracy.py"
-    assert any(rel.match(p) for p in patterns)
+    root = Path(__file__).resolve().parent.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["synq_hf"]
+    assets = [p.relative_to(root / "synq_hf") for p in (root / "synq_hf" / "assets").rglob("*") if p.is_file()]
+    assert assets and all(any(a.match(p) and len(a.parts) == len(Path(p).parts) for p in patterns) for a in assets)
 
 
 @pytest.mark.smoke

@@ -14,6 +14,7 @@ from timm.models import save_for_hf
 
 import synq_hf
 from synq_hf import SynQConfig, SynQError, SynQQuantizer
+from synq_hf.distributed import default_device
 
 TINY = dict(num_images=8, synthesis_batch_size=8, synthesis_iterations=2, calibration_num_images=8,
             calibration_batch_size=8, train_batch_size=4, max_steps=2, lpf_d0=0.0)
@@ -103,6 +104,8 @@ def test_recorded_config_is_what_ran(tiny_cnn_dir: Path, tmp_path: Path) -> None
     q.synthesize(num_images=16, iterations=1, seed=5, progress=False)
     q.quantize(max_steps=1, progress=False)
     assert (q.config.num_images, q.config.synthesis_iterations, q.config.seed, q.config.max_steps) == (16, 1, 5, 1)
+    assert q.training == {"steps": 1, "epochs": 0.25, "batch_size": 4}  # what the TrainerCallback saw trained
+    assert q.device == default_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")  # none given
     assert q.config.calibrate_filtered is True  # a CNN: ranges from the filtered images, and the record says so
     # TINY turns the filter off (lpf_d0=0), so nothing the ranges saw was filtered
     assert q.record["calibration"] == {"source": "synthetic", "num_images": 8, "filtered": False}
@@ -144,8 +147,12 @@ def test_nothing_to_save_and_already_quantized(tiny_cnn_dir: Path, tmp_path: Pat
     q.ptq(progress=False)
     folder = q.save_pretrained(tmp_path / "ptq")
     assert json.loads((folder / "results.json").read_text())["method"] == "ptq"
-    with pytest.raises(SynQError, match="already quantized"):
+    with pytest.raises(synq_hf.AlreadyQuantizedError, match="already quantized") as refused:
         SynQQuantizer.from_pretrained(str(folder))
+    message = str(refused.value)
+    assert "\n" not in message and f"synq_hf.load_model({str(folder)!r})" in message
+    assert f"float base model '{tiny_cnn_dir.name}'" in message  # the recorded (redacted) base model
+    assert synq_hf.load_model(str(folder)).is_quantized  # the path it names loads the folder
 
 
 def test_push_uploads_the_saved_folder(tiny_cnn_dir: Path) -> None:

@@ -73,3 +73,16 @@ def test_sigterm_leaves_a_resumable_checkpoint(tmp_path):
     resumed = make_trainer(str(out), cnn_pair(seed=7), max_steps=step + 2, save_steps=1, augment=True)
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == step + 2
+
+
+def test_last_checkpoint_skips_incomplete_folders_where_transformers_would_not(tmp_path):
+    from transformers.trainer_utils import get_last_checkpoint
+
+    assert last_checkpoint(str(tmp_path / "missing")) is None
+    for step, files in ((1, (STUDENT_WEIGHTS, "trainer_state.json")), (3, (STUDENT_WEIGHTS,)), (10, ())):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        for name in files:
+            (tmp_path / f"checkpoint-{step}" / name).write_text("x")
+    (tmp_path / "checkpoint-7.tmp").mkdir()
+    assert last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-1")  # the highest complete one
+    assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-10")  # why synq_hf keeps its own

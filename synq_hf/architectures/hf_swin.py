@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from ..quant.placement import hf_vit as placement
-from ._vit import PSAQ_RULES, attention_by_type
-from .spec import ArchSpec, CamTarget
+from ._vit import psaq_vit_spec
+from .spec import CamTarget
 
 
 def _attention_types() -> tuple[type, ...]:
@@ -25,17 +25,7 @@ def feature_blocks(model: nn.Module) -> list[str]:
             for i in range(len(stage.blocks))]
 
 
-SPEC = ArchSpec(
-    name="hf_swin",
-    family="swin",
-    description="transformers Swin image classifiers",
-    matches=placement.is_swin,
-    place=placement.apply,
-    placement="psaq_vit",
-    first_last=placement.first_last,
-    cam_target=cam_target,  # Grad-CAM on the last stage's output tokens; cam_layer (CNNs) does not apply
-    synthesis="patch_similarity",
-    feature_blocks=feature_blocks,
-    float_rules=PSAQ_RULES,
-    attention_modules=attention_by_type(_attention_types, "o_proj"),
-)
+# Grad-CAM on the last stage's output tokens
+SPEC = psaq_vit_spec("hf_swin", "swin", "transformers Swin image classifiers", placement=placement,
+                     matches=placement.is_swin, cam_target=cam_target, attention_types=_attention_types,
+                     projection="o_proj", feature_blocks=feature_blocks)

@@ -6,8 +6,8 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from ..quant.placement import hf_vit as placement
-from ._vit import PSAQ_RULES, attention_by_type, first_layernorm
-from .spec import ArchSpec, CamTarget
+from ._vit import first_layernorm, psaq_vit_spec
+from .spec import CamTarget
 
 
 def _attention_types() -> tuple[type, ...]:
@@ -44,18 +44,7 @@ def feature_blocks(model: nn.Module) -> list[str]:
     return [f"{prefix}.{i}" for i in range(len(layers))]
 
 
-SPEC = ArchSpec(
-    name="hf_vit",
-    family="vit",
-    description="transformers ViT/DeiT image classifiers",
-    matches=placement.is_vit,
-    place=placement.apply,
-    placement="psaq_vit",
-    first_last=placement.first_last,
-    # Grad-CAM on the last layer's layernorm_before output, class tokens dropped; cam_layer (CNNs) does not apply
-    cam_target=cam_target,
-    synthesis="patch_similarity",
-    feature_blocks=feature_blocks,
-    float_rules=PSAQ_RULES,
-    attention_modules=attention_by_type(_attention_types, "o_proj"),
-)
+# Grad-CAM on the last layer's layernorm_before output, class tokens dropped
+SPEC = psaq_vit_spec("hf_vit", "vit", "transformers ViT/DeiT image classifiers", placement=placement,
+                     matches=placement.is_vit, cam_target=cam_target, attention_types=_attention_types,
+                     projection="o_proj", feature_blocks=feature_blocks)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from ..quant.placement import timm_vit as placement
-from ._vit import PSAQ_RULES, attention_by_type
-from .spec import ArchSpec, CamTarget
+from ._vit import psaq_vit_spec
+from .spec import CamTarget
 
 
 def _attention_types() -> tuple[type, ...]:
@@ -20,18 +20,7 @@ def cam_target(model: nn.Module) -> CamTarget:
     return CamTarget(f"layers.{len(model.layers) - 1}", "output", "nhwc", 0, "swin")
 
 
-SPEC = ArchSpec(
-    name="timm_swin",
-    family="swin",
-    description="timm Swin (SwinTransformer)",
-    matches=placement.is_swin,
-    place=placement.apply,
-    placement="psaq_vit",
-    first_last=placement.first_last,
-    cam_target=cam_target,  # Grad-CAM on the last stage's (B, H, W, C) output; cam_layer (CNNs) does not apply
-    synthesis="patch_similarity",
-    feature_blocks=lambda model: [name for name, _ in placement.vit_blocks(model)],
-    float_rules=PSAQ_RULES,
-    attention_modules=attention_by_type(_attention_types, "proj"),
-    channels_last_features=True,
-)
+# Grad-CAM on the last stage's (B, H, W, C) output
+SPEC = psaq_vit_spec("timm_swin", "swin", "timm Swin (SwinTransformer)", placement=placement,
+                     matches=placement.is_swin, cam_target=cam_target, attention_types=_attention_types,
+                     projection="proj", channels_last_features=True)

@@ -6,8 +6,8 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from ..quant.placement import timm_vit as placement
-from ._vit import PSAQ_RULES, attention_by_type, first_layernorm
-from .spec import ArchSpec, CamTarget
+from ._vit import first_layernorm, psaq_vit_spec
+from .spec import CamTarget
 
 
 def _attention_types() -> tuple[type, ...]:
@@ -26,18 +26,7 @@ def cam_target(model: nn.Module) -> CamTarget:
     return CamTarget(f"blocks.{last}.{ln}", "output", "tokens", int(model.num_prefix_tokens), "vit")
 
 
-SPEC = ArchSpec(
-    name="timm_vit",
-    family="vit",
-    description="timm ViT/DeiT (VisionTransformer)",
-    matches=placement.is_vit,
-    place=placement.apply,
-    placement="psaq_vit",
-    first_last=placement.first_last,
-    # Grad-CAM on the last block's first LayerNorm output, class tokens dropped; cam_layer (CNNs) does not apply
-    cam_target=cam_target,
-    synthesis="patch_similarity",
-    feature_blocks=lambda model: [name for name, _ in placement.vit_blocks(model)],
-    float_rules=PSAQ_RULES,
-    attention_modules=attention_by_type(_attention_types, "proj"),
-)
+# Grad-CAM on the last block's first LayerNorm output, class tokens dropped
+SPEC = psaq_vit_spec("timm_vit", "vit", "timm ViT/DeiT (VisionTransformer)", placement=placement,
+                     matches=placement.is_vit, cam_target=cam_target, attention_types=_attention_types,
+                     projection="proj")

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..distributed import default_device
 from ..errors import CheckpointError, ConfigError
 from ..outputs import OutputError, check_output, output_error
 
@@ -32,9 +33,9 @@ RUN_FILE = "run.json"
 
 
 def resolve_device(spec: str | None) -> torch.device:
-    """``--device`` as a ``torch.device`` (default: cuda if available), refusing CUDA where there is none."""
+    """``--device`` as a ``torch.device`` (default: :func:`default_device`), refusing CUDA where there is none."""
     if spec is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError):

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..config import LOSS_PRESETS, SynQConfig
-from ..errors import ConfigError, DataError, SynQError
+from ..errors import AlreadyQuantizedError, ConfigError, DataError
 from ..model_info import LoadedModel
 from ..outputs import public_name
 from ..quantizer import SynQQuantizer
@@ -364,8 +364,7 @@ def run(args: argparse.Namespace) -> int:
             torch.manual_seed(config.seed)
             loaded = load_cli_model(args, device)
             if loaded.is_quantized:
-                raise SynQError(f"{args.model!r} is already quantized; pass its float base model "
-                                f"({loaded.base_model})")
+                raise AlreadyQuantizedError.for_model(args.model, loaded.base_model)
             quantizer = SynQQuantizer(loaded, config, device=device)
             args.checked = check_inputs(args, quantizer)
             METHODS[args.method](args, quantizer)

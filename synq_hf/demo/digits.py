@@ -194,8 +194,8 @@ def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (1797, 8, 8) in 0-255, labels int64) from scikit-learn's bundled copy."""
     try:
         from sklearn.datasets import load_digits
-    except ImportError as e:  # pragma: no cover - sklearn is a dependency
-        raise DataError("the demo data needs scikit-learn: pip install scikit-learn") from e
+    except ImportError as e:  # scikit-learn comes with the demo extra
+        raise DataError("the demo data needs scikit-learn: pip install 'synq-hf[demo]'") from e
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     return images, digits.target.astype(np.int64)

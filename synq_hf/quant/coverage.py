@@ -37,9 +37,7 @@ PASSTHROUGH_RULES: dict[str, str | None] = {
 
 def _base_class_name(module: nn.Module) -> str:
     cls = type(module)
-    if issubclass(cls, OutputQuantized):
-        cls = cls.__mro__[2]  # (OutputQuantizedX, OutputQuantized, X, ...)
-    return cls.__name__
+    return (cls.base_class if issubclass(cls, OutputQuantized) else cls).__name__
 
 
 def example_input(model: nn.Module) -> torch.Tensor | None:

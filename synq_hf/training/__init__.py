@@ -9,7 +9,7 @@ from .collator import (
     low_pass_dataset,
     validate_synthetic_dataset,
 )
-from .finetune import build_training_args, finetune
+from .finetune import TrainedSteps, build_training_args, finetune
 from .losses import cam_alignment_loss, kd_loss, selective_ce
 from .trainer import (
     STUDENT_WEIGHTS,
@@ -28,6 +28,7 @@ __all__ = [
     "SynQTrainer",
     "SynQTrainingArguments",
     "SyntheticCollator",
+    "TrainedSteps",
     "TrainingDiverged",
     "TrainingInterrupted",
     "build_training_args",

@@ -16,6 +16,18 @@ from .frozen import frozen
 from .trainer import SynQTrainer
 
 
+class TrainedSteps(TrainerCallback):
+    """A ``TrainerCallback`` noting how many steps and epochs were really trained (for the card): ``.state``."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {}
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Record the global step, the epoch and the global batch size."""
+        self.state = {"global_step": state.global_step, "epoch": round(float(state.epoch or 0), 2),
+                      "batch_size": args.per_device_train_batch_size * max(args.world_size, 1)}
+
+
 def build_training_args(
     config: SynQConfig, output_dir: str | os.PathLike, *, max_steps: int | None = None, progress: bool = True,
     **overrides: Any,

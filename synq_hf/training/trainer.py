@@ -125,6 +125,7 @@ def load_student(student: nn.Module, checkpoint_dir: str) -> None:
         )
 
 
+# Not transformers' get_last_checkpoint: it picks incomplete checkpoints (a killed save) and raises on a missing folder
 def last_checkpoint(output_dir: str) -> str | None:
     """The highest-numbered complete ``checkpoint-N`` folder in ``output_dir`` (weights and trainer state)."""
     if not os.path.isdir(output_dir):
