@@ -9,6 +9,8 @@ row() { local name=$1; shift; OMP_NUM_THREADS=1 nice -n 5 $B "$@" > "$OUT/$name.
 case "${1:-all}" in
   mixed-w4) row mixed-w4 --size-budget w4 --a-bits 4 --cache-dir /work/cache/mixed/sens ;;
   mixed-w3) row mixed-w3 --size-budget w3 --a-bits 4 --cache-dir /work/cache/mixed/sens ;;
+  mixed-w3-deploy) row mixed-w3-deploy --size-budget w3 --a-bits 4 --cache-dir /work/cache/mixed/sens \
+                     --set deploy_placement=int8 ;;   # the integer runtime's placement: ONNX within 0.2 points
   mixed-avg2.5) row mixed-avg2.5 --avg-w-bits 2.5 --a-bits 4 --cache-dir /work/cache/mixed/sens ;;
   mixed-avg3.5) row mixed-avg3.5 --avg-w-bits 3.5 --a-bits 4 --cache-dir /work/cache/mixed/sens ;;
   uniform-w2a4) row uniform-w2a4 --bits W2A4 ;;

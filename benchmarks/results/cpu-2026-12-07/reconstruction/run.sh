@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# BENCHMARKS.md "Block reconstruction (issue 25)": the commands behind every row, one process per line, each on one
+# torch thread, on the lead's cpu-budget synthetic set of the shared ResNet-20 (seed 0: 512 images x 200 iterations,
+# made by `benchmarks/cifar10_accuracy.py --budget cpu --synthetic DIR`) and a 32-image ViT set the first ViT command
+# synthesizes (PSAQ-ViT's 32 images x 1,000 iterations). The --set learning rates equal the cpu/vit-cpu budgets'
+# own (ten times Genie's); the JSON lands in OUT, the per-unit log lines on stderr.
+set -euo pipefail
+SET=${SET:-/work/cache/syn/r20-cpu-seed0}
+VIT_SET=${VIT_SET:-/work/cache/r25/vit-syn-s0}
+OUT=${OUT:-benchmarks/results/cpu-2026-12-07/reconstruction}
+LR="--set reconstruct_lr=0.01 --set reconstruct_lr_weight_scale=1e-3 --set reconstruct_lr_act_scale=4e-4"
+B="python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress --synthetic $SET $LR"
+V="python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress --synthetic $VIT_SET --budget vit-cpu \
+   --teacher ../shared/data/teachers/cifar10-vit-tiny --bits W4A4 --rules uniform --data lossless,jpeg"
+D="--data lossless,jpeg"
+LAST="--set reconstruct_synq_stage=last_block"
+row() { local name=$1; shift; "$@" > "$OUT/$name.json"; }
+case "${1:-}" in
+  w3-recon)          row w3-recon-j $B --bits W3A3 --rules uniform --variants recon $D ;;
+  w3-synq-last-lpf)  row w3-synq-last-lpf $B --bits W3A3 --rules uniform --variants recon_synq $LAST $D ;;
+  w3-synqraw-last)   row w3-synqraw-last-j $B --bits W3A3 --rules uniform --variants recon_synq_raw $LAST $D ;;
+  w3-synqraw-net)    row w3-synq-net-lowlr $B --bits W3A3 --rules uniform --variants recon_synq_raw \
+                       --set reconstruct_synq_stage=network --set reconstruct_synq_steps=100 $D ;;
+  w4w2-recon)        row w4w2-recon $B --bits W4A4,W2A4 --rules uniform,genie --variants recon $D ;;
+  w4w2-synq)         row w4w2-synq $B --bits W4A4,W2A4 --rules uniform,genie --variants recon_synq $LAST $D ;;
+  w3-genie-recon)    row w3-genie-recon $B --bits W3A3 --rules genie --variants recon $D ;;
+  w3-genie-synq)     row w3-genie-synq $B --bits W3A3 --rules genie --variants recon_synq $LAST $D ;;
+  ceilings)          row ceilings $B --ceiling-only --bits W4A4,W3A3,W2A4 --rules uniform --variants recon $D ;;
+  export-w4a4)       row export-w4a4 $B --bits W4A4 --rules uniform --variants recon --set deploy_placement=int8 \
+                       --export "${EXPORT_DIR:-/tmp/export-w4a4}" ;;
+  vit-recon)         row vit-w4-recon $V --variants recon ;;
+  vit-synq)          row vit-w4-synq $V --variants recon_synq $LAST ;;
+  *) echo "usage: run.sh ROW (see the case list)" >&2; exit 2 ;;
+esac
