@@ -7,7 +7,9 @@ process runs: all processes must call it, in the same order. In a plain ``python
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import SynQError
@@ -15,7 +17,8 @@ from .errors import SynQError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["ProcessFailedError", "Processes", "default_device", "end_processes", "partial_state", "processes"]
+__all__ = ["ProcessFailedError", "Processes", "default_device", "end_processes", "launched", "partial_state",
+           "processes"]
 
 T = TypeVar("T")
 
@@ -67,6 +70,23 @@ class Processes:
             where = f"process {rank} of {self.world}: " if self.world > 1 else ""
             raise ProcessFailedError(f"{where}{message}")
 
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Run a block on every process; if it raised on any, raise :class:`ProcessFailedError` on every one.
+
+        The block must hold no collective (a process that failed would leave the others waiting in it); one
+        collective (:meth:`check`) follows it. Alone, the block's own exception propagates unchanged.
+        """
+        if self.world == 1:
+            yield
+            return
+        try:
+            yield
+        except Exception as e:
+            self.check(str(e) if isinstance(e, SynQError) else f"{type(e).__name__}: {e}")
+            raise  # pragma: no cover - check() raised
+        self.check(None)
+
     def barrier(self) -> None:
         """Wait until every process gets here."""
         if self.world > 1:
@@ -104,6 +124,15 @@ def processes(distributed: bool | None = None) -> Processes:
         return Processes()
     state = partial_state()
     return Processes(state.process_index, state.num_processes)
+
+
+def launched() -> tuple[int, int]:
+    """(rank, world) from the launcher's environment: no collective, safe before the process group exists.
+
+    ``(0, 1)`` in a plain ``python`` run.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    return (int(os.environ.get("RANK", "0") or 0), world) if world > 1 else (0, 1)
 
 
 def end_processes() -> None:

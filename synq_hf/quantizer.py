@@ -236,7 +236,8 @@ class SynQQuantizer:
 
         ``synthetic`` defaults to ``.synthetic`` (synthesized now if absent); ``max_steps`` caps
         fine-tuning; ``augment`` (``"none"``, ``"shift_flip"``, ``"crop_flip"``) sets ``config.augment``;
-        ``training_args`` is a ``TrainingArguments`` or a dict of overrides. Checkpoints
+        ``training_args`` is a ``TrainingArguments`` or a dict of overrides (on the CPU ``use_cpu=True`` unless it
+        says otherwise, so that under a launcher the processes fine-tune together with DDP over gloo). Checkpoints
         go to ``output_dir`` (a temporary folder when omitted). Returns the model (also ``.model``).
 
         With ``config.method="reconstruct"`` this runs :meth:`reconstruct` instead (``output_dir`` is its work
@@ -265,6 +266,9 @@ class SynQQuantizer:
         self.allocate_bits(progress=progress)
         # A previous fine-tuning froze the shared teacher (requires_grad False); the copy must train.
         student = quantize_model(copy.deepcopy(self.teacher.model), self.config).requires_grad_(True)
+        if self.device.type == "cpu" and (training_args is None or isinstance(training_args, dict)):
+            # under accelerate launch / torchrun the Trainer joins CPU processes (gloo) only when told so
+            training_args = {"use_cpu": True, **(training_args or {})}
         steps = TrainedSteps()
         start = time.perf_counter()
         with _work_dir(output_dir) as work:

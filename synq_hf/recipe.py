@@ -143,14 +143,11 @@ def _run_recipe(recipe: Recipe, argv: list[str] | None, on_result: Callable[[dic
         quantizer.synthetic = load_from_disk(args.synthetic)
     else:
         quantizer.synthesize(progress=procs.is_main, checkpoint_dir=groups)
-    # Without CUDA the Trainer must be told to use CPU processes (gloo), or each process trains alone.
-    training_args = {"use_cpu": True} if state.device.type == "cpu" else None
     finetune_dir = out.parent / f".{out.name}-ckpt"  # the Trainer's checkpoints, removed after a successful save
     if config.method == "reconstruct":  # one process; a rerun resumes after the last finished block
         quantizer.reconstruct(output_dir=finetune_dir, resume=True, progress=procs.is_main)
     else:
-        quantizer.quantize(max_steps=args.max_steps or config.max_steps, output_dir=finetune_dir,
-                           training_args=training_args)
+        quantizer.quantize(max_steps=args.max_steps or config.max_steps, output_dir=finetune_dir)
     if eval_data:
         with state.main_process_first():  # datasets builds its cache once
             load_image_dataset(eval_data)

@@ -6,20 +6,24 @@ import argparse
 import contextlib
 import importlib
 import logging
-import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, SynQError
+from ..distributed import launched
+from ..errors import SynQError
 from ..version import __version__
 
 # Subcommand modules in the order ``synq-hf --help`` lists them; each defines ``register(subparsers)``
 # which adds its parser and sets ``func=run`` (``run(args) -> int``).
 _COMMANDS: tuple[str, ...] = ("demo", "quantize", "synthesize", "evaluate", "export", "push")
+
+LAUNCHABLE: tuple[str, ...] = ("quantize", "synthesize")
+"""Subcommands that run under ``accelerate launch``/``torchrun``: every process shares the work, the main one writes."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"synq-hf {__version__}")
+    debug_help = "on an error, print the traceback before the one-line message"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    for command in sub.choices.values():  # also after the subcommand: `synq-hf quantize ... --debug`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
 
@@ -50,9 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     args.argv, args.stdout = argv, sys.stdout
     previous = _on_sigterm_raise_interrupt()
     bars = _hide_datasets_bars() if getattr(args, "no_progress", False) else None
+    rank, world = launched()
     try:
-        _refuse_multi_process(args.command)
-        with contextlib.redirect_stdout(sys.stderr), _package_logging():
+        if world > 1 and args.command not in LAUNCHABLE:
+            from .common import refuse_multi_process
+
+            refuse_multi_process(f"`synq-hf {args.command}`", "for several GPUs or machines run `synq-hf quantize`, "
+                                 "`synq-hf synthesize`, a recipe (`accelerate launch recipes/X.py`) or the Python API")
+        with contextlib.redirect_stdout(sys.stderr), _package_logging(rank == 0):
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return _interrupted(args, "interrupted", 128 + _LAST_SIGNAL[0])
@@ -61,8 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         if trainer is not None and isinstance(e, trainer.TrainingInterrupted):
             signum = getattr(e, "signum", None) or int(signal.SIGTERM)
             return _interrupted(args, f"stopped by signal {signum} (fine-tuning checkpoint saved)", 128 + signum)
-        print(f"synq-hf {args.command}: error: {e}", file=sys.stderr)
+        _error(args, str(e))
         _kept_work(args)
+        return 1
+    except Exception as e:
+        if world == 1:  # a bug in one process: the traceback as usual
+            raise
+        # under a launcher an unexpected failure is one line on this process too (the launcher stops the others)
+        _error(args, f"process {rank} of {world}: {type(e).__name__}: {e}")
         return 1
     finally:
         if previous is not None:
@@ -71,20 +90,20 @@ def main(argv: list[str] | None = None) -> int:
             import datasets
 
             datasets.enable_progress_bars()
+        if world > 1:
+            from ..distributed import end_processes
+
+            end_processes()  # a process group left to the interpreter's exit can abort a finished process
+
+
+def _error(args: argparse.Namespace, message: str) -> None:
+    """The one-line error of a command (with ``--debug``, the traceback of the exception being handled first)."""
+    if getattr(args, "debug", False):
+        traceback.print_exc(file=sys.stderr)
+    print(f"synq-hf {args.command}: error: {message}", file=sys.stderr)
 
 
 _LAST_SIGNAL = [int(signal.SIGINT)]
-
-
-def _refuse_multi_process(command: str) -> None:
-    """A subcommand is one process: under ``accelerate launch``/``torchrun`` every rank would write the output."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world > 1:
-        raise ConfigError(
-            f"`synq-hf {command}` runs in one process, but this is process {os.environ.get('RANK', '?')} of {world} "
-            "(accelerate launch / torchrun); for several GPUs or machines run a recipe (`accelerate launch "
-            "recipes/X.py`) or the Python API, which shard synthesis and evaluation and save once"
-        )
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -104,12 +123,15 @@ class _StderrHandler(logging.StreamHandler):
 
 
 @contextlib.contextmanager
-def _package_logging() -> Iterator[None]:
-    """INFO lines of the ``synq_hf`` logger on stderr while a command runs; the root logger is left alone."""
+def _package_logging(main: bool = True) -> Iterator[None]:
+    """INFO lines of the ``synq_hf`` logger on stderr while a command runs (other processes: warnings only).
+
+    The root logger is left alone.
+    """
     package = logging.getLogger("synq_hf")
     handler, level = _StderrHandler(), package.level
     package.addHandler(handler)
-    package.setLevel(logging.INFO)
+    package.setLevel(logging.INFO if main else logging.WARNING)
     try:
         yield
     finally:
@@ -155,6 +177,8 @@ def _interrupted(args: argparse.Namespace, what: str, code: int) -> int:
     if resume and work is not None and Path(work).is_dir():
         print(f"synq-hf {args.command}: {what}; the work folder {work} is kept. Resume with:\n  {resume}",
               file=sys.stderr)
+    elif launched()[0] > 0:  # another process of a launch: the main one says what was kept
+        print(f"synq-hf {args.command}: {what}", file=sys.stderr)
     else:
         print(f"synq-hf {args.command}: {what}; nothing was written", file=sys.stderr)
     return code

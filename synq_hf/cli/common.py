@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..distributed import default_device
+from ..distributed import Processes, default_device, launched, processes
 from ..errors import CheckpointError, ConfigError
 from ..outputs import OutputError, check_output, output_error
 
@@ -241,6 +241,36 @@ def work_session(args: argparse.Namespace, fingerprint: dict[str, Any], items: t
         close_work_dir(work, items)
     finally:
         args.work_lock.release()
+
+
+def refuse_multi_process(what: str, hint: str) -> None:
+    """Stop ``what`` (a one-process command) under a launcher with one line ending in ``hint``; no collective."""
+    rank, world = launched()
+    if world > 1:
+        raise ConfigError(f"{what} runs in one process, but this is process {rank} of {world} (accelerate launch / "
+                          f"torchrun); {hint}")
+
+
+@contextlib.contextmanager
+def run_session(args: argparse.Namespace, fingerprint: dict[str, Any], items: tuple[str, ...], *,
+                uses_work: bool = True) -> Iterator[Processes]:
+    """The processes of a run writing ``--out`` (one, or every one of a launch); yields them.
+
+    The main process alone checks ``--out`` and holds the work folder (:func:`work_session`, when ``uses_work``);
+    every process gets its path as ``args.work_path`` (for its share of the work) and the processes as
+    ``args.procs``. A check that fails on one process stops every process with its one line
+    (:meth:`Processes.together`).
+    """
+    procs = processes()
+    with contextlib.ExitStack() as stack:
+        with procs.together():
+            if procs.is_main:
+                check_output(args.out, overwrite=args.overwrite, create_parents=False)
+                if uses_work:
+                    stack.enter_context(work_session(args, fingerprint, items))
+        args.work_path = procs.from_main(getattr(args, "work_path", None))
+        args.procs = procs
+        yield procs
 
 
 def _has_content(path: Path) -> bool:

@@ -9,7 +9,6 @@ synthesized from the model itself (zero-shot).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -31,9 +30,10 @@ from .common import (
     config_from_args,
     config_groups,
     load_cli_model,
+    refuse_multi_process,
+    resolve_device,
     result,
-    start_run,
-    work_session,
+    run_session,
     writing_out,
 )
 
@@ -271,11 +271,17 @@ def run_ptq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
             quantizer.synthesize(num_images=quantizer.config.calibration_num_images, progress=not args.no_progress,
                                  checkpoint_dir=args.work_path / "synthetic-groups")
         images, source = None, None
-    quantizer.allocate_bits(images, cache_dir=work / "mixed-precision" if (work := getattr(args, "work_path", None)) else None,
-                            progress=not args.no_progress)
+    quantizer.allocate_bits(images, cache_dir=_mixed_cache(args), progress=not args.no_progress)
     quantizer.ptq(images, source=source, progress=not args.no_progress)
     if args.eval_data:
         _evaluate(args, quantizer, ("float", "ptq"))
+
+
+def _mixed_cache(args: argparse.Namespace) -> Path | None:
+    """Where the mixed-precision sensitivities are cached: the work folder, written by the main process only."""
+    work = getattr(args, "work_path", None)
+    procs = getattr(args, "procs", None)
+    return work / "mixed-precision" if work is not None and (procs is None or procs.is_main) else None
 
 
 def _synthetic_images(args: argparse.Namespace, quantizer: SynQQuantizer, num_images: int | None = None) -> None:
@@ -295,7 +301,7 @@ def run_synq(args: argparse.Namespace, quantizer: SynQQuantizer) -> None:
     _synthetic_images(args, quantizer)
     from ..training.trainer import last_checkpoint
 
-    quantizer.allocate_bits(cache_dir=args.work_path / "mixed-precision", progress=progress)  # with a budget
+    quantizer.allocate_bits(cache_dir=_mixed_cache(args), progress=progress)  # with a budget
     finetune_dir = args.work_path / "finetune"
     resume = last_checkpoint(os.fspath(finetune_dir)) if args.resume else None
     if resume:
@@ -352,29 +358,37 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "ptq" and (args.synthetic or getattr(args, "max_steps", None) is not None):
         raise ConfigError("--synthetic/--max-steps are for --method synq")
     check_not_input(args.out, args.model)
-    device = start_run(args)
     uses_work = args.method in ("synq", "reconstruct") or not args.calibration_data
     if args.resume and not uses_work:
         raise ConfigError("--resume: PTQ on real calibration data has nothing to resume; run it again")
+    if args.method == "reconstruct":  # before any collective: every process of a launch stops here
+        refuse_multi_process("`synq-hf quantize --method reconstruct` (block reconstruction)",
+                             "start it with python (synq-hf without a launcher)")
+    device = resolve_device(args.device)
     fingerprint = {"command": "quantize", "model": args.model, "method": args.method, "config": config.to_dict(),
                    "synthetic": str(args.synthetic or "")}
-    with work_session(args, fingerprint, _WORK_ITEMS) if uses_work else contextlib.nullcontext():
-        args.clock = PartClock(getattr(args, "work_path", None))
+    with run_session(args, fingerprint, _WORK_ITEMS, uses_work=uses_work) as procs:
+        args.clock = PartClock(args.work_path if procs.is_main else None)
         try:
-            torch.manual_seed(config.seed)
-            loaded = load_cli_model(args, device)
-            if loaded.is_quantized:
-                raise AlreadyQuantizedError.for_model(args.model, loaded.base_model)
-            quantizer = SynQQuantizer(loaded, config, device=device)
-            args.checked = check_inputs(args, quantizer)
+            with procs.together():  # everything read is checked on every process before the work
+                torch.manual_seed(config.seed)
+                loaded = load_cli_model(args, device)
+                if loaded.is_quantized:
+                    raise AlreadyQuantizedError.for_model(args.model, loaded.base_model)
+                quantizer = SynQQuantizer(loaded, config, device=device)
+                args.checked = check_inputs(args, quantizer)
             METHODS[args.method](args, quantizer)
             if args.clock.parts > 1:  # a resumed run: results.json and the card count every part's time
                 quantizer.add_earlier_parts(args.clock.earlier, args.clock.parts)
-            with writing_out(args.out):
-                quantizer.save_pretrained(args.out, overwrite=args.overwrite)
+            with procs.together():  # the main process writes; every process learns whether that worked
+                if procs.is_main:
+                    with writing_out(args.out):
+                        quantizer.save_pretrained(args.out, overwrite=args.overwrite)
         except BaseException:
             args.clock.save()  # kept with the work folder, so a resumed run adds this part's time
             raise
+    if not procs.is_main:
+        return 0
     record = quantizer.results_json()
     cfg = quantizer.config
     plan = quantizer.mixed_plan

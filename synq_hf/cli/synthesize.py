@@ -15,9 +15,9 @@ from .common import (
     config_from_args,
     config_groups,
     load_cli_model,
+    resolve_device,
     result,
-    start_run,
-    work_session,
+    run_session,
     writing_out,
 )
 
@@ -85,17 +85,22 @@ def run(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         from ..push import check_can_push
 
-        check_can_push(args.push_to_hub, args.token)  # before the work, not after it
-    device = start_run(args)
+        check_can_push(args.push_to_hub, args.token)  # before the work, not after it (local: every process)
+    device = resolve_device(args.device)
     logging.getLogger("timm").setLevel(logging.WARNING)
     fingerprint = {"command": "synthesize", "model": args.model, "config": cfg.to_dict()}
-    with work_session(args, fingerprint, _WORK_ITEMS) as work:
-        loaded = load_cli_model(args, device)
+    with run_session(args, fingerprint, _WORK_ITEMS) as procs:
+        with procs.together():
+            loaded = load_cli_model(args, device)
         dataset = synthesize(loaded.model, cfg, data_config=loaded.data_config, family=None,
                              class_names=loaded.class_names, teacher_id=loaded.model_id, device=device,
-                             progress=not args.no_progress, checkpoint_dir=work / "synthetic-groups")
-        with writing_out(args.out):
-            write_output(args.out, lambda tmp: dataset.save_to_disk(str(tmp)), overwrite=args.overwrite)
+                             progress=not args.no_progress, checkpoint_dir=args.work_path / "synthetic-groups")
+        with procs.together():  # the main process writes; every process learns whether that worked
+            if procs.is_main:
+                with writing_out(args.out):
+                    write_output(args.out, lambda tmp: dataset.save_to_disk(str(tmp)), overwrite=args.overwrite)
+    if not procs.is_main:
+        return 0
     meta = synthesis_metadata(dataset)
     restarts = f", {meta['restarts']} diverged group(s) restarted" if meta.get("restarts") else ""
     result(args, f"wrote {len(dataset)} synthetic images ({meta['family']}, seed {meta['seed']}) to {args.out}"
