@@ -524,7 +524,8 @@ def _reconstruction_text(cfg: SynQConfig, training: Mapping[str, Any]) -> str:
         if cfg.reconstruct_synq_stage == "last_block":
             text += (f" SynQ on top: the images were low-pass filtered, and the last block's loss added "
                      f"{cfg.lambda_ce:g} × selective cross-entropy (τ = {tau}) and {cfg.lambda_cam:g} × Grad-CAM "
-                     "alignment on the network output.")
+                     "alignment on the network output (the CAM term only where the Grad-CAM target lies inside the "
+                     "block's trained layers; not on ViTs).")
         else:
             text += (f" SynQ on top: the images were low-pass filtered, and after the last unit "
                      f"{cfg.reconstruct_synq_steps} steps of SynQ's loss on the whole network ({cfg.kd_weight:g} × KD at "

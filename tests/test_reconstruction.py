@@ -366,6 +366,20 @@ def test_synq_terms_run_at_the_last_block_and_in_the_network_phase():
         reconstruct_model(teacher, images, _config(reconstruct_synq=True), progress=False)
 
 
+def test_synq_last_block_on_a_vit_trains_selective_ce_and_leaves_out_the_cam_term_it_cannot_train():
+    """A ViT's Grad-CAM target (the last block's first LayerNorm) is fed by the block's cached input, so at the
+    last-block stage the CAM term has nothing to train: CE acts, CAM is left out (not an autograd error)."""
+    timm = pytest.importorskip("timm")
+    vit = timm.create_model("test_vit", num_classes=10, img_size=32, patch_size=8).eval()
+    config = SynQConfig(w_bits=4, a_bits=4, reconstruct_iterations=4, reconstruct_batch_size=4,
+                        calibration_num_images=8, calibration_batch_size=4, reconstruct_num_images=8,
+                        reconstruct_synq=True, reconstruct_synq_stage="last_block").resolve(family="vit", input_size=32)
+    _, report = reconstruct_model(vit, _images(), config, labels=torch.arange(8) % 10, progress=False)
+    last_block = [u for u in report.units if u["kind"] == "block"][-1]
+    assert "ce" in last_block["final_losses"] and "cam" not in last_block["final_losses"]
+    assert not any("ce" in u["final_losses"] for u in report.units if u is not last_block)
+
+
 # -- the Genie layer rule -------------------------------------------------------------------------------------
 
 

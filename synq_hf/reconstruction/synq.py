@@ -16,6 +16,7 @@ so a change there applies here too. The teacher's logits and maps are computed o
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +36,8 @@ from .rounding import AdaRoundQuantizer
 from .units import Unit, run_unit
 
 __all__ = ["SynQTerms", "synq_network_phase"]
+
+logger = logging.getLogger(__name__)
 
 
 class SynQTerms:
@@ -59,6 +62,7 @@ class SynQTerms:
                 with torch.no_grad():
                     t_logits = model_logits(teacher, x)
             logits.append(t_logits.detach())
+        self.cam_inactive = False  # set when the CAM term had no trainable parameter before its target
         self.teacher_logits = torch.cat(logits)
         self.teacher_cams = torch.cat(maps) if maps else None
 
@@ -82,9 +86,19 @@ class SynQTerms:
         if kd:
             parts["kd"] = kd_loss(logits, t_logits, cfg.kd_temperature)
             total = total + cfg.kd_weight * parts["kd"]
-        if hook is not None:
+        act = hook.take() if hook is not None else None
+        if act is not None and not act.requires_grad:
+            # the Grad-CAM target lies before every trained parameter of this stage (a ViT's target is the last
+            # block's first LayerNorm, fed by the block's cached input): the term could train nothing, so it is left
+            # out rather than computed as a constant
+            if not self.cam_inactive:
+                logger.info("SynQ on the last block: the Grad-CAM target %s comes before the block's trained layers; "
+                            "only selective CE acts here (reconstruct_synq_stage='network' trains the CAM term)",
+                            self.target.module)
+            self.cam_inactive = True
+        elif act is not None:
             classes = y if cfg.cam_target == "label" else t_logits.argmax(dim=1)
-            parts["cam"] = cam_alignment_loss(student_cam(logits, hook.take(), classes, self.target, size=self.size),
+            parts["cam"] = cam_alignment_loss(student_cam(logits, act, classes, self.target, size=self.size),
                                               self.teacher_cams[idx])
             total = total + cfg.lambda_cam * parts["cam"]
         return total, parts

@@ -1,0 +1,44 @@
+"""BENCHMARKS.md's issue 25 table from the JSON rows beside this file: python table.py"""
+import glob
+import json
+from pathlib import Path
+
+rows = []
+for f in sorted(glob.glob(str(Path(__file__).resolve().parent / "*.json"))):
+    for r in json.load(open(f))["rows"]:
+        r["file"] = Path(f).stem
+        rows.append(r)
+
+
+def get(bits, rule, variant, images="synthetic", data="lossless", files=None):
+    c = [r for r in rows if r["bits"] == bits and r["rule"] == rule and r["variant"] == variant
+         and r["images"] == images and r["data"] == data and (files is None or r["file"] in files)]
+    return c[-1] if c else None
+
+
+def val(r):
+    return None if r is None else r.get("ceiling_top1", r.get(f"{r['variant']}_top1"))
+
+
+def fmt(x):
+    return "—" if x is None else f"{x:.2f}"
+
+
+# QAT-style SynQ on the same synthetic set: results/cpu-2026-12-07/fidelity/lastconv_sum_s0.json (W4A4, W3A3) and
+# results/cpu-2026-12-06/mixed_precision/uniform-w2a4.json (W2A4, lossless only)
+QAT = {("W4A4", "lossless"): 91.35, ("W4A4", "jpeg"): 80.58, ("W3A3", "lossless"): 87.02, ("W3A3", "jpeg"): 76.87,
+       ("W2A4", "lossless"): 75.61}
+print("| bits | rule | test set | PTQ searched (raw / filtered) | reconstruction | + SynQ | SynQ − recon | ceiling (1,024 real) | QAT-style SynQ | recon CPU s |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for bits in ("W4A4", "W3A3", "W2A4"):
+    for rule in ("uniform", "genie"):
+        for data in ("lossless", "jpeg"):
+            rc = get(bits, rule, "recon", data=data, files={"w4w2-recon", "w3-recon-j", "w3-genie-recon"})
+            sq = get(bits, rule, "recon_synq", data=data, files={"w4w2-synq", "w3-synq-last-lpf", "w3-genie-synq"})
+            ce = get(bits, rule, "recon", images="real", data=data) if rule == "uniform" else None
+            d = None if rc is None or sq is None else val(sq) - val(rc)
+            ptq = f"{fmt(rc and rc['ptq_search_top1'])} / {fmt(sq and sq['ptq_search_top1'])}"
+            qat = QAT.get((bits, data)) if rule == "uniform" else None
+            cpu = rc["reconstruct_cpu_seconds"] if rc else None
+            print(f"| {bits} | {rule} | {data} | {ptq} | {fmt(val(rc))} | {fmt(val(sq))} | "
+                  f"{'—' if d is None else f'{d:+.2f}'} | {fmt(val(ce))} | {fmt(qat)} | {cpu if cpu else '—'} |")
