@@ -52,21 +52,20 @@ class Budget:
     eval_limit: int | None = None
 
 
+SHORT_SCHEDULE_LRS = {"reconstruct_lr": 1e-2, "reconstruct_lr_weight_scale": 1e-3, "reconstruct_lr_act_scale": 4e-4}
+"""Ten times Genie's learning rates (tuned for 20,000 steps per unit), for the 1,000-step budgets below."""
+
 BUDGETS: dict[str, Budget] = {
-    # <= 30 min on 2 cores with synthesis (the shared 512 x 200 set): 1,000 steps per unit, batch 32, and ten times
-    # Genie's learning rates (tuned for 20,000 steps): 1e-2 rounding, 1e-3 weight scales, 4e-4 activation ranges
+    # <= 30 min on 2 cores with synthesis (the shared 512 x 200 set): 1,000 steps per unit, batch 32
     "cpu": Budget(512, 200, 256, {"reconstruct_iterations": 1000, "reconstruct_batch_size": 32,
-                                  "reconstruct_num_images": 512, "reconstruct_synq_steps": 300,
-                                  "reconstruct_lr": 1e-2, "reconstruct_lr_weight_scale": 1e-3,
-                                  "reconstruct_lr_act_scale": 4e-4}),
+                                  "reconstruct_num_images": 512, "reconstruct_synq_steps": 300, **SHORT_SCHEDULE_LRS}),
     # the CI guard (tests/test_reconstruct_benchmark.py): a few CPU minutes
     "guard": Budget(256, 100, 256, {"reconstruct_iterations": 150, "reconstruct_batch_size": 32,
                                     "reconstruct_num_images": 256, "calibration_num_images": 256}, eval_limit=512),
     # the shared ViT: PSAQ-ViT's 32 images x 1,000 iterations (BENCHMARKS.md ViT), 1,000 steps per unit
     "vit-cpu": Budget(32, 1000, 32, {"reconstruct_iterations": 1000, "reconstruct_batch_size": 32,
                                      "reconstruct_num_images": 32, "reconstruct_synq_steps": 100,
-                                     "reconstruct_lr": 1e-2, "reconstruct_lr_weight_scale": 1e-3,
-                                     "reconstruct_lr_act_scale": 4e-4, "lpf_d0": 8.0, "tau": 0.7}),
+                                     "lpf_d0": 8.0, "tau": 0.7, **SHORT_SCHEDULE_LRS}),
     # seconds: the row format only
     "smoke": Budget(16, 2, 16, {"reconstruct_iterations": 2, "reconstruct_batch_size": 8, "reconstruct_num_images": 16,
                                 "calibration_num_images": 16, "calibration_batch_size": 8,

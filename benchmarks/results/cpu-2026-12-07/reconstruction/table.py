@@ -24,10 +24,12 @@ def fmt(x):
     return "—" if x is None else f"{x:.2f}"
 
 
-# QAT-style SynQ on the same synthetic set: results/cpu-2026-12-07/fidelity/lastconv_sum_s0.json (W4A4, W3A3) and
-# results/cpu-2026-12-06/mixed_precision/uniform-w2a4.json (W2A4, lossless only)
-QAT = {("W4A4", "lossless"): 91.35, ("W4A4", "jpeg"): 80.58, ("W3A3", "lossless"): 87.02, ("W3A3", "jpeg"): 76.87,
-       ("W2A4", "lossless"): 75.61}
+# QAT-style SynQ on the same synthetic set: the "Method fidelity" grid's default row (W4A4, W3A3) and the
+# mixed-precision section's uniform W2A4 row (lossless only)
+RESULTS = Path(__file__).resolve().parents[2]
+QAT = {(r["bits"], r["data"]): r["synq_top1"]
+       for r in json.load(open(RESULTS / "cpu-2026-12-07" / "fidelity" / "lastconv_sum_s0.json"))["rows"]}
+QAT[("W2A4", "lossless")] = json.load(open(RESULTS / "cpu-2026-12-06" / "mixed_precision" / "uniform-w2a4.json"))["synq_top1"]
 print("| bits | rule | test set | PTQ searched (raw / filtered) | reconstruction | + SynQ | SynQ − recon | ceiling (1,024 real) | QAT-style SynQ | recon CPU s |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for bits in ("W4A4", "W3A3", "W2A4"):
