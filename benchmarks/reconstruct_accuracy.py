@@ -66,6 +66,10 @@ BUDGETS: dict[str, Budget] = {
     "vit-cpu": Budget(32, 1000, 32, {"reconstruct_iterations": 1000, "reconstruct_batch_size": 32,
                                      "reconstruct_num_images": 32, "reconstruct_synq_steps": 100,
                                      "lpf_d0": 8.0, "tau": 0.7, **SHORT_SCHEDULE_LRS}),
+    # the same with PSAQ-ViT's 32 images x 4 (the upper end, 128): the 32-image fit overfits its images
+    "vit-cpu-128": Budget(128, 1000, 32, {"reconstruct_iterations": 1000, "reconstruct_batch_size": 32,
+                                          "reconstruct_num_images": 128, "reconstruct_synq_steps": 100,
+                                          "lpf_d0": 8.0, "tau": 0.7, **SHORT_SCHEDULE_LRS}),
     # seconds: the row format only
     "smoke": Budget(16, 2, 16, {"reconstruct_iterations": 2, "reconstruct_batch_size": 8, "reconstruct_num_images": 16,
                                 "calibration_num_images": 16, "calibration_batch_size": 8,
