@@ -213,31 +213,8 @@ def plan_mixed_precision(
     layers = [{"name": n, "params": size.numel[n], "w_bits": bits_of[n], "bytes": size.layer_bytes(n, bits_of[n]),
                "kl": round(kl[n][bits_of[n]], 8) if n in kl else None} for n in names]
 
-    # -- activations -------------------------------------------------------------------------------
-    layer_a_bits: dict[str, int] = {}
-    activations: list[dict[str, Any]] = []
-    avg_a = None
+    layer_a_bits, activations, avg_a = _allocate_activations(model, config, images, table, device, progress)
     if config.avg_a_bits is not None:
-        placed = placement_activations(model, config)
-        unknown = sorted(set(config.layer_a_bits) - set(placed))
-        if unknown:
-            raise ConfigError(f"layer_a_bits names {', '.join(unknown[:4])}, which is not an activation quantizer of "
-                              f"the placement")
-        apins = {n: b for n, b in placed.items() if b != int(config.a_bits)} | dict(config.layer_a_bits)
-        acands = {n: [apins[n]] if n in apins else list(config.a_bits_candidates) for n in placed}
-        akl, elements = activation_sensitivity(model, config, images, acands, table, device=device,
-                                               progress=progress)
-        anames = list(placed)
-        limit = math.floor(config.avg_a_bits * sum(elements.values()) + 1e-6)
-        best = pareto_frontier([[elements[n] * b for b in acands[n]] for n in anames],
-                               [[akl[n][b] for b in acands[n]] for n in anames]).best_within(limit)
-        if best is None:
-            raise ConfigError(f"avg_a_bits={config.avg_a_bits!r} is below the smallest average the activation "
-                              f"quantizers reach with a_bits_candidates {config.a_bits_candidates} and their fixed bits")
-        layer_a_bits = {n: acands[n][j] for n, j in zip(anames, best.choice)}
-        avg_a = sum(elements[n] * layer_a_bits[n] for n in anames) / max(sum(elements.values()), 1)
-        activations = [{"name": n, "elements": elements[n], "a_bits": layer_a_bits[n],
-                        "kl": round(akl[n][layer_a_bits[n]], 8)} for n in anames]
         budget["avg_a_bits"] = config.avg_a_bits
     table.save()
     return MixedPrecisionPlan(
@@ -247,6 +224,34 @@ def plan_mixed_precision(
         frontier=frontier_record, num_images=len(images), seconds=time.perf_counter() - start,
         cpu_seconds=time.process_time() - cpu_start, weight_frontier=frontier,
     )
+
+
+def _allocate_activations(model: nn.Module, config: SynQConfig, images: torch.Tensor, table: SensitivityTable,
+                          device: Any, progress: bool
+                          ) -> tuple[dict[str, int], list[dict[str, Any]], float | None]:
+    """Activation bits under ``avg_a_bits`` (nothing when unset): per-quantizer bits, their table rows, the average."""
+    if config.avg_a_bits is None:
+        return {}, [], None
+    placed = placement_activations(model, config)
+    unknown = sorted(set(config.layer_a_bits) - set(placed))
+    if unknown:
+        raise ConfigError(f"layer_a_bits names {', '.join(unknown[:4])}, which is not an activation quantizer of "
+                          f"the placement")
+    apins = {n: b for n, b in placed.items() if b != int(config.a_bits)} | dict(config.layer_a_bits)
+    acands = {n: [apins[n]] if n in apins else list(config.a_bits_candidates) for n in placed}
+    akl, elements = activation_sensitivity(model, config, images, acands, table, device=device, progress=progress)
+    anames = list(placed)
+    limit = math.floor(config.avg_a_bits * sum(elements.values()) + 1e-6)
+    best = pareto_frontier([[elements[n] * b for b in acands[n]] for n in anames],
+                           [[akl[n][b] for b in acands[n]] for n in anames]).best_within(limit)
+    if best is None:
+        raise ConfigError(f"avg_a_bits={config.avg_a_bits!r} is below the smallest average the activation "
+                          f"quantizers reach with a_bits_candidates {config.a_bits_candidates} and their fixed bits")
+    layer_a_bits = {n: acands[n][j] for n, j in zip(anames, best.choice)}
+    avg_a = sum(elements[n] * layer_a_bits[n] for n in anames) / max(sum(elements.values()), 1)
+    activations = [{"name": n, "elements": elements[n], "a_bits": layer_a_bits[n],
+                    "kl": round(akl[n][layer_a_bits[n]], 8)} for n in anames]
+    return layer_a_bits, activations, avg_a
 
 
 def _frontier_record(frontier: Frontier, candidates: dict[str, list[int]], names: list[str],

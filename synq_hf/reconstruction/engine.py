@@ -171,6 +171,47 @@ def _harden(quantizers: list[AdaRoundQuantizer]) -> None:
         q.harden()
 
 
+def _unit_optimizers(rounders: list[AdaRoundQuantizer], act_qs: list[ActQuantizer], config: SynQConfig
+                     ) -> tuple[list[torch.optim.Optimizer], Any]:
+    """Adam on the rounding variables, Adam with a cosine schedule on the learned weight and activation scales."""
+    rounding = [q.logits for q in rounders]
+    w_scales = [q.base.scale for q in rounders]
+    a_params = [p for q in act_qs if q.learnable for p in (q.scale, q.zero_point)]
+    for p in (*rounding, *w_scales, *a_params):
+        p.requires_grad_(True)
+    optimizers = [torch.optim.Adam(rounding, lr=config.reconstruct_lr)] if rounding else []
+    groups = [g for g in ({"params": w_scales, "lr": config.reconstruct_lr_weight_scale},
+                          {"params": a_params, "lr": config.reconstruct_lr_act_scale})
+              if g["params"] and g["lr"] > 0]
+    if not groups:
+        return optimizers, None
+    opt_scale = torch.optim.Adam(groups)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_scale, T_max=config.reconstruct_iterations)
+    return [*optimizers, opt_scale], sched
+
+
+class _LossMeter:
+    """Running means of a unit's loss parts over ``LOG_EVERY`` steps; stops the run in one line on a non-finite loss."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit, self.sums, self.count, self.last = unit, {}, 0, {}
+
+    def add(self, parts: dict[str, torch.Tensor], step: int, *, last_step: bool) -> bool:
+        """Adds one step's parts; returns True when it has just refreshed ``last`` (every ``LOG_EVERY`` steps)."""
+        for k, v in parts.items():
+            v = v.detach()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.count += 1
+        if step % LOG_EVERY and not last_step:
+            return False
+        self.last = {k: float(v) / self.count for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        if not math.isfinite(sum(self.last.values())):
+            raise SynQError(f"reconstruction of {self.unit} diverged at step {step} (loss {self.last}); lower "
+                            "reconstruct_lr_weight_scale / reconstruct_lr_act_scale")
+        return True
+
+
 def _optimize_unit(
     student: nn.Module,
     unit: Unit,
@@ -200,18 +241,8 @@ def _optimize_unit(
     rounders = [AdaRoundQuantizer.attach(layer) for layer in layers]
     extra = extra_loss(student) if extra_loss is not None else None
     try:
-        rounding = [q.logits for q in rounders]
-        w_scales = [q.base.scale for q in rounders]
-        a_params = [p for q in act_qs if q.learnable for p in (q.scale, q.zero_point)]
-        for p in (*rounding, *w_scales, *a_params):
-            p.requires_grad_(True)
-        opt_round = torch.optim.Adam(rounding, lr=config.reconstruct_lr) if rounding else None
-        groups = [g for g in ({"params": w_scales, "lr": config.reconstruct_lr_weight_scale},
-                              {"params": a_params, "lr": config.reconstruct_lr_act_scale})
-                  if g["params"] and g["lr"] > 0]
-        opt_scale = torch.optim.Adam(groups) if groups else None
         steps = config.reconstruct_iterations
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_scale, T_max=steps) if opt_scale else None
+        optimizers, sched = _unit_optimizers(rounders, act_qs, config)
         schedule = RoundingSchedule(steps, config.reconstruct_warmup, config.reconstruct_beta_start,
                                     config.reconstruct_beta_end)
         x_fp, x_q, y = data["x"], data["x_q"], data["y"]
@@ -223,9 +254,7 @@ def _optimize_unit(
             masks = MaskBank(p, 4 * largest, generator, device)
         order = torch.randperm(n, generator=generator, device=device)
         pos = 0
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
-        last: dict[str, float] = {}
+        meter = _LossMeter(unit.name)
         bar = tqdm(range(1, steps + 1), desc=f"reconstruct {index + 1}/{len(units)} {unit.name}", unit="step",
                    disable=not progress, leave=False)
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -246,26 +275,15 @@ def _optimize_unit(
             if rounders and schedule.active(step) and config.reconstruct_round_weight > 0:
                 parts["round"] = rounding_regularizer(rounders, schedule.beta(step))
                 loss = loss + config.reconstruct_round_weight * parts["round"]
-            for o in (opt_round, opt_scale):
-                if o is not None:
-                    o.zero_grad(set_to_none=True)
+            for o in optimizers:
+                o.zero_grad(set_to_none=True)
             loss.backward()
-            for o in (opt_round, opt_scale):
-                if o is not None:
-                    o.step()
+            for o in optimizers:
+                o.step()
             if sched is not None:
                 sched.step()
-            for k, v in parts.items():
-                v = v.detach()
-                sums[k] = sums[k] + v if k in sums else v
-            count += 1
-            if step % LOG_EVERY == 0 or step == steps:
-                last = {k: float(v) / count for k, v in sums.items()}
-                sums, count = {}, 0
-                if not math.isfinite(sum(last.values())):
-                    raise SynQError(f"reconstruction of {unit.name} diverged at step {step} (loss {last}); lower "
-                                    "reconstruct_lr_weight_scale / reconstruct_lr_act_scale")
-                bar.set_postfix({k: f"{v:.4g}" for k, v in last.items()}, refresh=False)
+            if meter.add(parts, step, last_step=step == steps):
+                bar.set_postfix({k: f"{v:.4g}" for k, v in meter.last.items()}, refresh=False)
         bar.close()
         undecided = _undecided(rounders)
         _harden(rounders)
@@ -276,7 +294,7 @@ def _optimize_unit(
             q.restore()
         student.requires_grad_(False)
     return {"unit": unit.name, "kind": unit.kind, "layers": len(layers), "act_quantizers": len(act_qs),
-            "steps": steps, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "final_losses": {k: round(v, 6) for k, v in last.items()},
+            "steps": steps, "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "final_losses": {k: round(v, 6) for k, v in meter.last.items()},
             "undecided_rounding": undecided}
 
 

@@ -74,6 +74,90 @@ def block_names(model: nn.Module) -> list[str]:
     return [n for n in names if not any(n.startswith(f"{o}.") for o in names if o != n)]
 
 
+class _UnitTracer:
+    """Forward hooks that record, during one forward, the blocks and between-block layers in call order and which
+    unit trains each quantized layer and activation quantizer (see :func:`reconstruction_units`)."""
+
+    def __init__(self, model: nn.Module, blocks: list[str]) -> None:
+        modules = dict(model.named_modules())
+        self.model_name, self.modules, self.blocks = type(model).__name__, modules, blocks
+        self.block_set = set(blocks)
+        self.layers = {n for n, m in modules.items() if isinstance(m, (QuantConv2d, QuantLinear))}
+        self.quantizers = {n for n, m in modules.items() if isinstance(m, ActQuantizer)}
+        self.order: list[str] = []  # blocks and between-block layers, in call order
+        self.owner: dict[str, str] = {}  # layer/quantizer name -> the unit that trains it
+        self.calls: dict[str, int] = {}
+        self.traced: dict[str, Unit] = {}
+        self.finished: set[str] = set()  # blocks whose forward has returned
+        self.last_output: Any = None  # the output of the unit that ran last (kept alive: ids stay unique)
+
+    def block_pre(self, name: str):  # noqa: ANN201
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if self.calls[name] > 1:
+                return
+            self.order.append(name)
+            extra = args[1:]
+            if any(isinstance(a, torch.Tensor) for a in (*extra, *kwargs.values())):
+                raise UnsupportedModelError(
+                    f"{self.model_name}: block {name} takes tensor arguments besides its input; block "
+                    "reconstruction cannot replay it"
+                )
+            self.traced[name] = Unit(name, "block", name, call_args=tuple(extra), call_kwargs=dict(kwargs),
+                                     chained=len(self.order) == 1 or _first_tensor(args) is self.last_output)
+        return hook
+
+    def block_post(self, name: str):  # noqa: ANN201
+        def hook(module: nn.Module, args: tuple, out: Any) -> None:
+            self.traced[name].returns_tuple = not isinstance(out, torch.Tensor)
+            self.last_output = _first_tensor(out)
+            self.finished.add(name)
+        return hook
+
+    def layer_post(self, name: str):  # noqa: ANN201
+        def hook(module: nn.Module, args: tuple, out: Any) -> None:
+            if name in self.traced:
+                self.last_output = _first_tensor(out)
+        return hook
+
+    def element(self, name: str):  # noqa: ANN201
+        def hook(module: nn.Module, args: tuple) -> None:
+            if name in self.owner:
+                return
+            block = next((b for b in self.blocks if name.startswith(f"{b}.")), None)
+            if block is not None:
+                self.owner[name] = block
+            elif not self.order:
+                self.owner[name] = "stem"
+            elif self.finished == self.block_set:
+                self.owner[name] = "head"
+            elif name in self.layers:  # a quantized layer between two blocks: a unit of its own
+                self.order.append(name)
+                self.traced[name] = Unit(name, "layer", name, chained=_first_tensor(args) is self.last_output)
+                self.owner[name] = name
+            elif name.endswith(".input_quantizer") and name.removesuffix(".input_quantizer") in self.owner:
+                self.owner[name] = self.owner[name.removesuffix(".input_quantizer")]
+            # any other quantizer between two blocks keeps its calibrated range (no built-in placement has one)
+        return hook
+
+    def trace(self, model: nn.Module, example: torch.Tensor) -> None:
+        """One eval-mode forward of ``example`` with the hooks on; the model's mode is restored."""
+        m, handles = self.modules, []
+        for name in self.blocks:
+            handles.append(m[name].register_forward_pre_hook(self.block_pre(name), with_kwargs=True))
+            handles.append(m[name].register_forward_hook(self.block_post(name)))
+        handles += [m[name].register_forward_pre_hook(self.element(name)) for name in self.layers | self.quantizers]
+        handles += [m[name].register_forward_hook(self.layer_post(name)) for name in self.layers]
+        was_training = model.training
+        try:
+            model.eval()
+            model_logits(model, example)
+        finally:
+            model.train(was_training)
+            for h in handles:
+                h.remove()
+
+
 @torch.no_grad()
 def reconstruction_units(model: nn.Module, example: torch.Tensor) -> list[Unit]:
     """The units of quantized ``model`` in forward order, traced with one forward of ``example`` (a small batch).
@@ -81,90 +165,14 @@ def reconstruction_units(model: nn.Module, example: torch.Tensor) -> list[Unit]:
     Raises ``UnsupportedModelError`` in one line when the registry names no block, a block runs more than once
     per forward, or a block takes tensor arguments besides its input.
     """
-    modules = dict(model.named_modules())
     blocks = block_names(model)
     if not blocks:
         raise UnsupportedModelError(
             f"{type(model).__name__}: the architecture registry names no blocks to reconstruct"
         )
-    block_set = set(blocks)
-    layers = {n for n, m in modules.items() if isinstance(m, (QuantConv2d, QuantLinear))}
-    quantizers = {n for n, m in modules.items() if isinstance(m, ActQuantizer)}
-    order: list[str] = []  # blocks and between-block layers, in call order
-    owner: dict[str, str] = {}  # layer/quantizer name -> the unit that trains it
-    calls: dict[str, int] = {}
-    traced: dict[str, Unit] = {}
-    finished: set[str] = set()  # blocks whose forward has returned
-    last_output: list[Any] = [None]  # the output of the unit that ran last (kept alive: ids stay unique)
-    handles = []
-
-    def block_of(name: str) -> str | None:
-        return next((b for b in blocks if name.startswith(f"{b}.")), None)
-
-    def block_pre(name: str):  # noqa: ANN202
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            if calls[name] > 1:
-                return
-            order.append(name)
-            extra = args[1:]
-            if any(isinstance(a, torch.Tensor) for a in (*extra, *kwargs.values())):
-                raise UnsupportedModelError(
-                    f"{type(model).__name__}: block {name} takes tensor arguments besides its input; block "
-                    "reconstruction cannot replay it"
-                )
-            traced[name] = Unit(name, "block", name, call_args=tuple(extra), call_kwargs=dict(kwargs),
-                                chained=len(order) == 1 or _first_tensor(args) is last_output[0])
-        return hook
-
-    def block_post(name: str):  # noqa: ANN202
-        def hook(module: nn.Module, args: tuple, out: Any) -> None:
-            traced[name].returns_tuple = not isinstance(out, torch.Tensor)
-            last_output[0] = _first_tensor(out)
-            finished.add(name)
-        return hook
-
-    def layer_post(name: str):  # noqa: ANN202
-        def hook(module: nn.Module, args: tuple, out: Any) -> None:
-            if name in traced:
-                last_output[0] = _first_tensor(out)
-        return hook
-
-    def element(name: str):  # noqa: ANN202
-        def hook(module: nn.Module, args: tuple) -> None:
-            if name in owner:
-                return
-            block = block_of(name)
-            if block is not None:
-                owner[name] = block
-            elif not order:
-                owner[name] = "stem"
-            elif finished == block_set:
-                owner[name] = "head"
-            elif name in layers:  # a quantized layer between two blocks: a unit of its own
-                order.append(name)
-                traced[name] = Unit(name, "layer", name, chained=_first_tensor(args) is last_output[0])
-                owner[name] = name
-            elif name.endswith(".input_quantizer") and name.removesuffix(".input_quantizer") in owner:
-                owner[name] = owner[name.removesuffix(".input_quantizer")]
-            # any other quantizer between two blocks keeps its calibrated range (no built-in placement has one)
-        return hook
-
-    for name in blocks:
-        handles.append(modules[name].register_forward_pre_hook(block_pre(name), with_kwargs=True))
-        handles.append(modules[name].register_forward_hook(block_post(name)))
-    for name in layers | quantizers:
-        handles.append(modules[name].register_forward_pre_hook(element(name)))
-    for name in layers:
-        handles.append(modules[name].register_forward_hook(layer_post(name)))
-    was_training = model.training
-    try:
-        model.eval()
-        model_logits(model, example)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    tracer = _UnitTracer(model, blocks)
+    tracer.trace(model, example)
+    calls = tracer.calls
     repeated = sorted(n for n, c in calls.items() if c > 1)
     if repeated:
         raise UnsupportedModelError(
@@ -174,13 +182,13 @@ def reconstruction_units(model: nn.Module, example: torch.Tensor) -> list[Unit]:
     missing = [b for b in blocks if b not in calls]
     if missing:
         raise UnsupportedModelError(f"{type(model).__name__}: block {missing[0]} does not run in a forward")
-    units = [Unit("stem", "stem")] + [traced[n] for n in order] + [Unit("head", "head")]
+    units = [Unit("stem", "stem")] + [tracer.traced[n] for n in tracer.order] + [Unit("head", "head")]
     by_name = {u.name: u for u in units}
-    for name, unit_name in owner.items():
+    for name, unit_name in tracer.owner.items():
         unit = by_name.get(unit_name)
         if unit is None:
             continue
-        (unit.layers if name in layers else unit.act_quantizers).append(name)
+        (unit.layers if name in tracer.layers else unit.act_quantizers).append(name)
     return [u for u in units if u.kind in ("block", "layer") or u.layers or u.act_quantizers]
 
 
