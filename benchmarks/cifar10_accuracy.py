@@ -89,10 +89,10 @@ BUDGETS: dict[str, Budget] = {
                       config={**LOSS_PRESETS["authors"], "learning_rate": 1e-4}),
     # <= 30 min for both bit-widths on 2 idle CPU cores, synthesis and evaluation included (BENCHMARKS.md).
     "cpu": Budget(num_images=512, iterations=200, synthesis_batch_size=256, train_batch_size=128, max_steps=300),
-    # A few CPU minutes: the CI guard (tests/test_cifar10_benchmark.py) that SynQ still beats the PTQ it starts from.
+    # A few CPU minutes: the CI guard (tests/integration/test_cifar10_benchmark.py) that SynQ still beats the PTQ it starts from.
     "guard": Budget(num_images=256, iterations=100, synthesis_batch_size=256, train_batch_size=128, max_steps=120,
                     eval_every=0),
-    # Seconds: checks the pipeline and the row format only (tests/test_cifar10_benchmark.py).
+    # Seconds: checks the pipeline and the row format only (tests/integration/test_cifar10_benchmark.py).
     "smoke": Budget(num_images=16, iterations=2, synthesis_batch_size=16, train_batch_size=8, max_steps=2,
                     eval_limit=64, eval_every=1,
                     config={"calibration_num_images": 16, "calibration_batch_size": 16}),

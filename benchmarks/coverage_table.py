@@ -1,4 +1,4 @@
-"""Print the README's coverage table: every architecture of tests/test_architectures.py, W4A4, random weights.
+"""Print the README's coverage table: every architecture of tests/architectures/test_architectures.py, W4A4, random weights.
 
     python benchmarks/coverage_table.py
 """
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path[:0] = [str(TESTS), str(TESTS / "architectures")]  # the architecture table and the helpers it imports
 torch.set_num_threads(1)
 
 from test_architectures import ARCHS, UNSUPPORTED, W4A4, _float, _images  # noqa: E402

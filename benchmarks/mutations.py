@@ -75,9 +75,9 @@ MUTATIONS: tuple[Mutation, ...] = (
 """Every mutation of the issue-21 table; ``cam_sign`` is both the CAM wiring found untested and its sign flip."""
 
 WIRING_TESTS = (
-    "tests/test_trainer_wiring.py",
-    "tests/test_losses.py",
-    "tests/test_demo_guard.py",
+    "tests/training/test_trainer_wiring.py",
+    "tests/training/test_losses.py",
+    "tests/integration/test_demo_guard.py",
 )
 """The fast tests a mutation must fail (``--full-tier`` runs ``-m "not slow"`` over the whole suite instead)."""
 

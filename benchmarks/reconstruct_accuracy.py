@@ -59,7 +59,7 @@ BUDGETS: dict[str, Budget] = {
     # <= 30 min on 2 cores with synthesis (the shared 512 x 200 set): 1,000 steps per unit, batch 32
     "cpu": Budget(512, 200, 256, {"reconstruct_iterations": 1000, "reconstruct_batch_size": 32,
                                   "reconstruct_num_images": 512, "reconstruct_synq_steps": 300, **SHORT_SCHEDULE_LRS}),
-    # the CI guard (tests/test_reconstruct_benchmark.py): a few CPU minutes
+    # the CI guard (tests/integration/test_reconstruct_benchmark.py): a few CPU minutes
     "guard": Budget(256, 100, 256, {"reconstruct_iterations": 150, "reconstruct_batch_size": 32,
                                     "reconstruct_num_images": 256, "calibration_num_images": 256}, eval_limit=512),
     # the shared ViT: PSAQ-ViT's 32 images x 1,000 iterations (BENCHMARKS.md ViT), 1,000 steps per unit

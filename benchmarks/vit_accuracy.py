@@ -51,7 +51,7 @@ BUDGETS: dict[str, base.Budget] = {
     # <= 30 CPU-minutes per bit-width row on 2 idle cores (recipes/cifar10_vit_*.py use the same schedule)
     "cpu": base.Budget(num_images=32, iterations=1000, synthesis_batch_size=32, train_batch_size=32, max_steps=100,
                        eval_every=0, config={"learning_rate": 1e-4, "lpf_d0": 8.0, "tau": 0.7}),
-    # a few CPU minutes: the slow CI guard (tests/test_vit_benchmark.py) that SynQ beats PSAQ-ViT at W4A4
+    # a few CPU minutes: the slow CI guard (tests/integration/test_vit_benchmark.py) that SynQ beats PSAQ-ViT at W4A4
     "guard": base.Budget(num_images=32, iterations=100, synthesis_batch_size=32, train_batch_size=32, max_steps=60,
                          eval_every=0, eval_limit=256, config={"learning_rate": 1e-4, "lpf_d0": 8.0, "tau": 0.7}),
     # seconds: the row format only

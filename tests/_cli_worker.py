@@ -1,4 +1,4 @@
-"""Worker launched by tests/test_cli_launch.py: ``python -m synq_hf.cli ARGS`` (under torchrun, or alone) with hooks.
+"""Worker launched by tests/cli/test_cli_launch.py: ``python -m synq_hf.cli ARGS`` (under torchrun, or alone) with hooks.
 
 The hooks record, outside ``--out``, what this process held (its synthetic set, its final student) and which
 writing steps it ran, to ``$SYNQ_TEST_DUMP/rank<r>-*``. ``$SYNQ_TEST_FAIL_RANK=r`` makes process ``r`` fail while

@@ -1,4 +1,4 @@
-"""Worker launched by tests/test_trainer_distributed.py under ``torchrun --nproc_per_node 2``.
+"""Worker launched by tests/training/test_trainer_distributed.py under ``torchrun --nproc_per_node 2``.
 
 Trains a tiny quantized CIFAR ResNet for two steps on CPU ranks, then writes each rank's student
 weights (to compare across ranks) and lets the trainer save the final result from the main process.

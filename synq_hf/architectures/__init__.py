@@ -3,7 +3,7 @@
 ``find_spec(model)`` returns the first spec whose ``matches`` accepts the model, in registration
 order (specific families before the generic BatchNorm CNN); ``get_spec`` raises a one-line
 ``UnsupportedModelError`` naming the supported families instead of returning None. Adding an
-architecture means one file here plus one row in ``tests/test_architectures.py``.
+architecture means one file here plus one row in ``tests/architectures/test_architectures.py``.
 """
 
 from __future__ import annotations

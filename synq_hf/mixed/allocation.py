@@ -5,7 +5,7 @@ A dynamic program over layers keeps, after each layer, only the non-dominated pa
 both cheaper or equal and less or equally sensitive). Costs are integers (bytes or bits), so the frontier holds at
 most one point per distinct cost, and each point's assignment is recovered by walking its parents back. The last
 frontier is the exact Pareto frontier of the whole problem: the optimum under budget B is its last point with cost
-<= B (no approximation, no greedy step; ``tests/test_mixed_precision.py`` checks it against brute force).
+<= B (no approximation, no greedy step; ``tests/mixed/test_mixed_precision.py`` checks it against brute force).
 """
 
 from __future__ import annotations

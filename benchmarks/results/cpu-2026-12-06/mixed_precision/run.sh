@@ -22,7 +22,7 @@ case "${1:-all}" in
           --png benchmarks/figures/mixed_precision_frontier.png > "$OUT/plot.json" ;;   # the merged code's rows
   *) echo "usage: run.sh ROW" >&2; exit 2 ;;
 esac
-# The CI guard's two rows (tests/test_mixed_precision_guard.py runs the same arguments):
+# The CI guard's two rows (tests/integration/test_mixed_precision_guard.py runs the same arguments):
 #   G="--budget guard --images 128 --iterations 100 --steps 60 --eval-every 0 --set sensitivity_num_images=64
 #      --set train_batch_size=64 --set calibration_num_images=128 --no-checks --synthetic /work/cache/mixed/guard-syn"
 #   $B $G --bits W3A4 > $OUT/guard-uniform-w3a4.json; $B $G --size-budget w3 --a-bits 4 > $OUT/guard-mixed-w3.json

@@ -14,7 +14,7 @@ from synq_hf.evaluation import evaluate_model
 from synq_hf.quant import ptq
 from synq_hf.serialization import load_quantized, save_quantized
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123"
 CFG = SynQConfig(w_bits=4, a_bits=4, seed=3).resolve(family="cnn", input_size=16)
 

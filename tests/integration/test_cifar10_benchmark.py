@@ -9,7 +9,7 @@ import pytest
 
 GUARD_MARGIN = 3.0
 """Points SynQ must gain over clip-searched PTQ at the guard budget (W3A3); see BENCHMARKS.md for the measured gain."""
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cifar10_accuracy.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cifar10_accuracy.py"
 
 
 def _load_benchmark():

@@ -155,7 +155,7 @@ def test_inline_json_and_file_mean_the_same(tmp_path) -> None:
         SynQConfig.from_json("{w_bits: 3}")
 
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.mark.parametrize("name", ["main_v1", "main_v2"])

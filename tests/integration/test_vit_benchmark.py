@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vit_accuracy.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "vit_accuracy.py"
 
 
 def _load_benchmark():

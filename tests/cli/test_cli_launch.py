@@ -22,7 +22,7 @@ import synq_hf.cli.common as common
 from synq_hf.cli import main
 from synq_hf.distributed import Processes, ProcessFailedError, launched
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--num-images", "8", "--synthesis-batch-size", "4", "--synthesis-iterations", "2",
         "--calibration-num-images", "4", "--calibration-batch-size", "4", "--max-steps", "2", "--no-progress",
         "--device", "cpu"]

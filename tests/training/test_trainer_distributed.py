@@ -18,7 +18,7 @@ def test_two_cpu_ranks_stay_in_sync(tmp_path):
     if torchrun is None:
         pytest.skip("torchrun is not installed")
     out = tmp_path / "out"
-    worker = Path(__file__).parent / "_ddp_worker.py"
+    worker = Path(__file__).resolve().parents[1] / "_ddp_worker.py"
     proc = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--standalone", str(worker), str(out)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},

@@ -28,7 +28,7 @@ import synq_hf  # noqa: F401  (registers cifar_resnet20)
 from synq_hf.cli import main
 from synq_hf.hub import load_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY = json.dumps({"train_batch_size": 4, "calibration_num_images": 8, "calibration_batch_size": 4})
 SYNQ_ARGS = ("--num-images", "16", "--synthesis-iterations", "3", "--synthesis-batch-size", "8",
              "--config", TINY, "--no-progress")
@@ -279,7 +279,7 @@ def test_synthesis_batch_defaults_to_the_image_count(teacher: Path, tmp_path: Pa
 def test_one_process_subcommands_refuse_a_multi_process_launch(command: str, tmp_path: Path, monkeypatch,
                                                               capsys) -> None:
     """Under accelerate launch / torchrun these run in one process: one line, nothing written (quantize and
-    synthesize run under a launcher: tests/test_cli_launch.py)."""
+    synthesize run under a launcher: tests/cli/test_cli_launch.py)."""
     from synq_hf.cli import main
 
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "mixed_precision.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "mixed_precision.py"
 GUARD_MARGIN = 1.0
 """Top-1 points mixed + SynQ must gain over uniform W3A4 SynQ at the guard schedule (BENCHMARKS.md, issue 26)."""
 GUARD = ["--budget", "guard", "--images", "128", "--iterations", "100", "--steps", "60", "--eval-every", "0",

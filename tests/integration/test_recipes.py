@@ -13,7 +13,7 @@ import pytest
 
 from synq_hf.recipe import Recipe, run_recipe, smoke_env
 
-RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("[!_]*.py"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("[!_]*.py"))
 EXPECTED = {"deit_w4a8", "deit_w8a8", "swin_t_w4a8", "resnet18_w4a4", "resnet18_w3a3", "resnet50_w4a4",
             "mobilenetv2_w4a4", "cifar10_resnet20_w4a4", "cifar10_resnet20_w3a3", "cifar10_vit_w4a8",
             "cifar10_vit_w4a4", "cifar10_resnet20_reconstruct_w3a3"}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"
 MARKER = re.compile(r"<!-- readme-check: ±([\d.]+) points?(?:, command: (.+?))? -->\s*\n```(\w+)\n(.*?)```", re.S)
 TOP1 = re.compile(r"top-1\s+(\d+\.\d+)")

@@ -55,8 +55,8 @@ def test_resume_is_bit_exact(tmp_path, make_pair):
 
 def test_sigterm_leaves_a_resumable_checkpoint(tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_synq_tiny.py"), str(out), "60"],
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parents[1] / "_synq_tiny.py"), str(out), "60"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120
     while last_checkpoint(str(out)) is None and child.poll() is None and time.time() < deadline:

@@ -157,7 +157,7 @@ def test_cli_exports_a_saved_folder(tmp_path: Path, capsys, one_thread: None) ->
     x = x[:2]
     save_quantized(q, tmp_path / "q", base_model="test_resnet", library="timm")
     out = tmp_path / "onnx" / "q.onnx"
-    out.parent.mkdir()  # export never creates missing folders (tests/test_cli_export.py)
+    out.parent.mkdir()  # export never creates missing folders (tests/cli/test_cli_export.py)
     assert main(["export", str(tmp_path / "q"), "--format", "onnx", "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     with torch.no_grad():

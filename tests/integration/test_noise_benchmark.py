@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "noise_robustness.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "noise_robustness.py"
 
 
 def _load():

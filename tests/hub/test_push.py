@@ -1,7 +1,7 @@
 """Hub push: one commit with the saved folder's files, nothing deleted unless asked, the local folder untouched.
 
 The Hub client is replaced at its boundary (``HfApi``); one test talks to the real Hub when a token and
-network are present (run it with ``HF_HUB_OFFLINE=0 HF_TOKEN=... pytest tests/test_push.py``)."""
+network are present (run it with ``HF_HUB_OFFLINE=0 HF_TOKEN=... pytest tests/hub/test_push.py``)."""
 
 import fnmatch
 import io

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "mutations.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "mutations.py"
 
 
 def _load():

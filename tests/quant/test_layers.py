@@ -25,7 +25,7 @@ from synq_hf.quant.layers import (
     register_output_quantized,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 IMAGES = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 

@@ -25,7 +25,7 @@ from synq_hf.cli import build_parser, main
 from synq_hf.outputs import OutputError
 from synq_hf.quantizer import SynQQuantizer
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 README_GROUP = {"run": "bookkeeping"}  # --help's "run" group holds the README's bookkeeping fields (the seed)
 TINY_SYNQ = ("--w-bits", "4", "--a-bits", "4", "--num-images", "8", "--synthesis-iterations", "2",
              "--max-steps", "2", "--train-batch-size", "4", "--calibration-num-images", "8",
