@@ -9,9 +9,13 @@ around Conv/MatMul into integer kernels:
 * activations: ``QuantizeLinear`` to ``uint8`` (asymmetric) or ``int8`` (symmetric) with the quantizer's
   scale and zero point; below 8 bits an integer ``Clip`` to the low-bit range sits between Q and DQ, so the
   codes are exactly those of the fake-quant model, on the low-bit grid.
-* BatchNormalization after a conv with a quantized weight is folded into that weight's per-channel scale
-  (the integer codes do not change) and bias (:func:`synq_hf.quant.integer_bias.fold_batchnorm`), so
-  onnxruntime sees DQ -> Conv -> Q. Biases stay float: the graph computes what the fake-quant model computes
+* BatchNorm: before ``torch.onnx.export``, each BatchNorm that alone reads the output of a conv with a quantized
+  weight is folded, in the export copy (the model passed in is not modified), into that conv's per-channel weight
+  scale (the integer codes do not change) and bias (:func:`synq_hf.quant.integer_bias.fold_batchnorm`), and
+  replaced by what follows its normalization, so the exporter writes DQ -> Conv -> Q with no BatchNormalization.
+  Other BatchNorms (after an Add, reading an output something else reads too, after a conv that runs twice, without
+  affine parameters) stay BatchNormalization nodes.
+  Biases stay float: the graph computes what the fake-quant model computes
   (to float rounding). onnxruntime's fused integer kernels round each bias to int32 in units of
   ``x_scale * w_scale``; for models whose biases are on that grid (``deploy_placement="int8"`` snaps them,
   :func:`synq_hf.quant.integer_bias.snap_biases_to_int32_grid`) the fused kernels compute the same codes.
@@ -21,13 +25,13 @@ The batch dimension is dynamic; the file is checked with ``onnx.checker`` and wr
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -38,6 +42,7 @@ from ..outputs import write_file
 from ..quant import ActQuantizer, QuantConv2d, QuantLinear, is_quantized, qrange
 from ..quant.fake_quant import quantize_dequantize
 from ..quant.integer_bias import fold_batchnorm
+from ..quant.layers import OutputQuantized
 from ..quant.packing import packed_layers, weight_codes
 from ..quant.quantize import SYNQ_CONFIG_ATTR
 
@@ -142,7 +147,7 @@ class _Logits(nn.Module):
 
 
 def _export_copy(model: nn.Module) -> nn.Module:
-    """A CPU float32 copy of ``model`` whose quantizers are the ONNX stand-ins."""
+    """A CPU float32 copy of ``model`` whose quantizers are the ONNX stand-ins (BatchNorm: :func:`_fold_batchnorms`)."""
     model = copy.deepcopy(model).cpu().float().eval()
     for layer in packed_layers(model).values():
         layer.weight_quantizer = _ExportWeight(layer)
@@ -157,83 +162,122 @@ def _export_copy(model: nn.Module) -> nn.Module:
     return _Logits(model)
 
 
-# -- graph rewrites -------------------------------------------------------------------------------------------
+# -- BatchNorm folding ------------------------------------------------------------------------------------
 
 
-def _fold_batchnorm(graph: Any, numpy_helper: Any) -> int:
-    """Fold BatchNormalization into the per-channel scale and bias of a preceding DQ-weight Conv."""
-    inits = {i.name: i for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    folded, dead = 0, []
-    for bn in [n for n in graph.node if n.op_type == "BatchNormalization"]:
-        conv = producers.get(bn.input[0])
-        if conv is None or conv.op_type != "Conv" or len(consumers.get(conv.output[0], [])) != 1:
+def _after_batchnorm(bn: nn.Module) -> nn.Module | None:
+    """What ``bn`` computes after its normalization (its stand-in once folded); None for a type not known here."""
+    from timm.layers import BatchNormAct2d
+
+    base = bn.base_class if isinstance(bn, OutputQuantized) else type(bn)
+    if base is nn.BatchNorm2d:
+        rest = []
+    elif base is BatchNormAct2d:  # timm's BatchNorm + dropout + activation in one module
+        rest = [bn.drop, bn.act]
+    else:
+        return None
+    if isinstance(bn, OutputQuantized):
+        rest.append(bn.output_quantizer)
+    return nn.Sequential(*rest) if len(rest) > 1 else rest[0] if rest else nn.Identity()
+
+
+@torch.enable_grad()
+def _conv_batchnorm_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
+    """(conv, BatchNorm) module names where the BatchNorm is the only reader of the conv's output.
+
+    One forward of ``example`` with hooks: the conv (a quantized ``QuantConv2d`` with its DQ stand-in) and the
+    BatchNorm (a ``BatchNorm2d`` or timm ``BatchNormAct2d``, eval, affine, running statistics) each run once, the BatchNorm's input is the conv's output, and no other
+    operation reads that output (counted in the autograd graph: one reference to the conv's node).
+    """
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, QuantConv2d) and not isinstance(m, OutputQuantized)
+             and isinstance(m.weight_quantizer, _ExportWeight)}
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and not m.training and m.affine
+           and m.running_mean is not None and m.running_var is not None and _after_batchnorm(m) is not None}
+    if not convs or not bns:
+        return []
+    calls: collections.Counter[str] = collections.Counter()
+    conv_out: dict[int, tuple[str, Any]] = {}  # id(output) -> (conv, its autograd node)
+    bn_in: dict[str, int] = {}
+    alive: list[torch.Tensor] = []  # keep traced tensors alive so their ids are not reused
+
+    def after_conv(name: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            calls[name] += 1
+            conv_out[id(out)] = (name, out.grad_fn)
+            alive.append(out)
+        return hook
+
+    def before_bn(name: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple) -> None:
+            calls[name] += 1
+            bn_in[name] = id(args[0])
+        return hook
+
+    handles = [m.register_forward_hook(after_conv(n)) for n, m in convs.items()]
+    handles += [m.register_forward_pre_hook(before_bn(n)) for n, m in bns.items()]
+    try:
+        logits = model(example.detach().clone().requires_grad_(True))
+    finally:
+        for h in handles:
+            h.remove()
+    readers: collections.Counter[Any] = collections.Counter()  # autograd node -> how many nodes read its output
+    seen, todo = set(), [logits.grad_fn] if logits.grad_fn is not None else []
+    while todo:
+        node = todo.pop()
+        if node in seen:
             continue
-        dq = producers.get(conv.input[1])
-        if dq is None or dq.op_type != "DequantizeLinear" or len(consumers.get(dq.output[0], [])) != 1:
-            continue
-        if not all(x in inits for x in list(dq.input) + list(bn.input[1:])):
-            continue
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        codes = numpy_helper.to_array(inits[dq.input[0]])
-        scale = numpy_helper.to_array(inits[dq.input[1]])
-        zp = numpy_helper.to_array(inits[dq.input[2]])
-        if scale.ndim == 1 and axis != 0:
-            continue
-        gamma, beta, mean, var = (_tensor(inits[x], numpy_helper) for x in bn.input[1:])
-        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        bias = _tensor(inits[conv.input[2]], numpy_helper) if len(conv.input) > 2 else None
-        folded_scale, folded_bias = fold_batchnorm(torch.from_numpy(scale.copy()), gamma, beta, mean, var, eps, bias)
-        scale, new_bias = folded_scale.numpy().copy(), folded_bias.numpy()
-        channels = codes.shape[0]
-        zp = np.broadcast_to(zp, (channels,)).copy()
-        codes = codes.copy()
-        for c in np.nonzero(scale < 0)[0]:  # keep scales positive: negate the codes instead
-            if codes.dtype == np.uint8:
-                codes[c], zp[c] = 255 - codes[c], 255 - zp[c]
-            elif codes[c].min() > -128 and zp[c] == 0:
+        seen.add(node)
+        for parent, _ in node.next_functions:
+            if parent is not None:
+                readers[parent] += 1
+                todo.append(parent)
+    pairs = []
+    for bn, source in bn_in.items():
+        conv, node = conv_out.get(source, (None, None))
+        if conv is not None and node is not None and calls[conv] == calls[bn] == 1 and readers[node] == 1:
+            pairs.append((conv, bn))
+    return pairs
+
+
+@torch.no_grad()
+def _fold_batchnorms(model: nn.Module, example: torch.Tensor) -> int:
+    """Fold each BatchNorm that alone reads a quantized conv's output into that conv (in the export copy).
+
+    The conv's integer codes stay; its per-channel DQ scale and its bias become :func:`fold_batchnorm`'s, and the
+    BatchNorm is replaced by what follows its normalization (nothing, a timm activation, an output quantizer), so
+    the exporter writes DQ -> Conv without BatchNormalization. A channel whose folded scale is negative has its
+    codes negated instead where its container allows (8-bit asymmetric: ``255 - code``; symmetric codes with zero
+    point 0 above -128), so the scale stays positive. Any other BatchNorm stays (a BatchNormalization node).
+    """
+    modules = dict(model.named_modules())
+    pairs = _conv_batchnorm_pairs(model, example)
+    for conv_name, bn_name in pairs:
+        conv, bn = modules[conv_name], modules[bn_name]
+        w: _ExportWeight = conv.weight_quantizer
+        channels = w.codes.shape[0]
+        scale, bias = fold_batchnorm(w.scale, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps, conv.bias)
+        codes, zero_point = w.codes.clone(), w.zero_point.expand(channels).clone()
+        for c in torch.nonzero(scale < 0).flatten().tolist():  # keep scales positive: negate the codes instead
+            if codes.dtype == torch.uint8:
+                codes[c], zero_point[c] = 255 - codes[c], 255 - zero_point[c]
+            elif int(codes[c].min()) > -128 and int(zero_point[c]) == 0:
                 codes[c] = -codes[c]
             else:
                 continue
             scale[c] = -scale[c]
-        prefix = conv.output[0]
-        names = [f"{prefix}_codes", f"{prefix}_scale", f"{prefix}_zp", f"{prefix}_bias"]
-        arrays = [codes, scale, zp, new_bias]
-        for name, arr in zip(names, arrays):
-            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
-        dq.input[0], dq.input[1], dq.input[2] = names[:3]
-        _set_axis(dq, 0)
-        if len(conv.input) > 2:
-            conv.input[2] = names[3]
-        else:
-            conv.input.append(names[3])
-        conv.output[0] = bn.output[0]
-        dead.append(bn)
-        folded += 1
-    for n in dead:
-        graph.node.remove(n)
-    return folded
+        w.codes, w.scale, w.zero_point, w.axis = codes, scale, zero_point, 0
+        conv.bias = nn.Parameter(bias, requires_grad=False)
+        parent, _, attr = bn_name.rpartition(".")
+        setattr(modules[parent], attr, _after_batchnorm(bn))
+    return len(pairs)
 
 
-def _tensor(initializer: Any, numpy_helper: Any) -> torch.Tensor:
-    return torch.from_numpy(numpy_helper.to_array(initializer).copy())
-
-
-def _set_axis(node: Any, axis: int) -> None:
-    from onnx import helper
-
-    for a in list(node.attribute):
-        if a.name == "axis":
-            node.attribute.remove(a)
-    node.attribute.append(helper.make_attribute("axis", axis))
+# -- graph cleanup ---------------------------------------------------------------------------------------------
 
 
 def _bypass_identities(graph: Any) -> None:
-    """Drop Identity nodes that forward an initializer (the exporter's de-duplicated constants)."""
+    """Drop Identity nodes that forward an initializer (the exporter's de-duplicated constants), so that every
+    DequantizeLinear reads its codes, scale and zero point straight from initializers."""
     inits = {i.name for i in graph.initializer}
     outputs = {o.name for o in graph.output}
     alias: dict[str, str] = {}
@@ -245,13 +289,6 @@ def _bypass_identities(graph: Any) -> None:
         for k, name in enumerate(n.input):
             if name in alias:
                 n.input[k] = alias[name]
-
-
-def _prune_initializers(graph: Any) -> None:
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
 
 
 # -- public entry point ----------------------------------------------------------------------------------
@@ -271,8 +308,6 @@ def export_onnx(
     same network with every quantizer left out (the float reference). Returns the written path.
     """
     onnx = require_onnx()
-    from onnx import numpy_helper
-
     if opset < 13:
         raise ConfigError(f"opset {opset} is too old: per-channel DequantizeLinear needs opset 13 or newer")
     if len(tuple(input_size)) != 3:
@@ -295,6 +330,8 @@ def export_onnx(
 
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
+            if quantized:
+                _fold_batchnorms(wrapped, dummy)
             torch.onnx.export(
                 wrapped, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
@@ -303,8 +340,6 @@ def export_onnx(
         proto = onnx.load(str(tmp))
         if quantized:
             _bypass_identities(proto.graph)
-            _fold_batchnorm(proto.graph, numpy_helper)
-            _prune_initializers(proto.graph)
         proto.producer_name = "synq-hf"
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))

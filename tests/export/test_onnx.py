@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import sys
 from pathlib import Path
 
@@ -200,3 +201,71 @@ def test_export_warns_once_when_the_deploy_placement_was_not_used(case: str, war
     messages = [r.getMessage() for r in caplog.records if r.name == "synq_hf.export.onnx"]
     assert len(messages) == int(warned), messages
     assert all("deploy_placement='int8'" in m and "\n" not in m for m in messages)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("placement", ["off", "int8"])
+def test_batchnorm_is_folded_on_the_export_copy(placement: str, tmp_path: Path, one_thread: None) -> None:
+    """Each BatchNorm after a quantized conv is folded into that conv of the export copy before torch.onnx.export
+    (some gammas negative; with deploy_placement='int8' some BatchNorms carry an output quantizer): the graph has
+    no BatchNormalization, one QuantizeLinear per activation quantizer, and the model passed in is not modified."""
+    from _synq_tiny import tiny_cifar_resnet, trained_batchnorm
+
+    from synq_hf.quant import act_quantizers
+
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    q = ptq(trained_batchnorm(tiny_cifar_resnet()), SynQConfig(w_bits=4, a_bits=4, deploy_placement=placement), x,
+            progress=False)
+    state, types = _state(q), {n: type(m) for n, m in q.named_modules()}
+    path = export_onnx(q, tmp_path / "m.onnx", input_size=(3, 32, 32))
+    assert state.keys() == q.state_dict().keys()
+    assert all(torch.equal(v, q.state_dict()[k]) for k, v in state.items())
+    assert {n: type(m) for n, m in q.named_modules()} == types  # its BatchNorms and quantizers are still there
+    ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    assert not ops["BatchNormalization"] and not ops["Identity"], ops
+    assert ops["Conv"] == sum(isinstance(m, torch.nn.Conv2d) for m in q.modules())
+    assert ops["QuantizeLinear"] == len(act_quantizers(q)), ops
+    with torch.no_grad():
+        expected = model_logits(q, x).numpy()
+    got = _session(path, optimize=False).run(None, {"pixel_values": x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4 * np.abs(expected).max(), rtol=0)
+
+
+class _UnfoldableBatchNorms(torch.nn.Module):
+    """Two BatchNorms no conv can absorb: one reads a conv output that the residual Add reads too, one an Add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8)
+        self.bn3 = torch.nn.BatchNorm2d(8)
+        self.relu, self.fc = torch.nn.ReLU(), torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        y = self.conv2(x)
+        x = self.relu(self.bn2(y) + y)
+        x = self.relu(self.bn3(x + x))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_batchnorm_that_cannot_be_folded_stays(tmp_path: Path, one_thread: None) -> None:
+    from _synq_tiny import trained_batchnorm
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    q = ptq(trained_batchnorm(_UnfoldableBatchNorms().eval()), SynQConfig(w_bits=4, a_bits=4), x, progress=False)
+    state = _state(q)
+    path = export_onnx(q, tmp_path / "m.onnx", input_size=(3, 32, 32))
+    assert all(torch.equal(v, q.state_dict()[k]) for k, v in state.items())
+    graph = onnx.load(str(path)).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    kept = [producer.get(n.input[0]) for n in graph.node if n.op_type == "BatchNormalization"]
+    assert kept == ["Conv", "Add"]  # bn2 (its conv's output is read twice) and bn3; bn1 is folded
+    with torch.no_grad():
+        expected = model_logits(q, x).numpy()
+    got = _session(path, optimize=False).run(None, {"pixel_values": x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4 * np.abs(expected).max(), rtol=0)
