@@ -4,31 +4,45 @@
 copied at the repository root) through ``huggingface_hub.ModelCard.from_template``. Cards are public:
 every input is scrubbed of Hugging Face tokens and local absolute paths (a local base model is named
 by its folder only, and the ``base_model`` YAML key is set only for a Hub repo id).
+
+:func:`save_model_card` writes the card as ``README.md`` and, next to it, :data:`CARD_RECORD` (``card.json``): the
+inputs it was rendered from, public like the card. A push re-renders the card from that record with the repo id
+(and the synthetic dataset repo) as inputs (:func:`card_for_hub`), so the Hub's card is the one
+``render_model_card`` would have written for that repo.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
-from pathlib import PureWindowsPath
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from .config import SynQConfig, budget_replaces
-from .errors import ConfigError, ModelLoadError
+from .errors import ConfigError, ModelLoadError, SynQError
 from .sources.ids import is_repo_id
 
 __all__ = [
+    "CARD_RECORD",
     "TEMPLATE_NAME",
+    "card_for_hub",
     "hub_base_model",
     "render_model_card",
+    "render_card_record",
     "retarget_card",
     "sanitize",
+    "save_model_card",
     "template_text",
 ]
 
 TEMPLATE_NAME = "model_card_template.md"
+CARD_RECORD = "card.json"
+"""The file next to a saved folder's ``README.md`` holding the keyword arguments of ``render_model_card`` it came
+from (public: no path, no token), so that a push can render the same card for a repo id."""
 _LIBRARIES = ("timm", "transformers")
 
 
@@ -562,6 +576,7 @@ def render_model_card(
     mixed_precision: Mapping[str, Any] | None = None,
     reference_calibration: Mapping[str, Any] | None = None,
     resumed: Mapping[str, Any] | None = None,
+    dataset_repo: str | None = None,
 ) -> Any:
     """Render the card of a quantized model as a ``huggingface_hub.ModelCard`` (save it as ``README.md``).
 
@@ -578,7 +593,8 @@ def render_model_card(
     ``mixed_precision`` (``MixedPrecisionPlan.to_record()``) adds the budget and the per-layer bits table.
     ``reference_calibration`` is the calibration record of the reference rows (the PTQ a SynQ model is compared
     with). ``resumed`` (``{"parts": N, "summed": bool}``) marks a run resumed after an interruption: wall times
-    then say whether they add up every part or cover the last one only.
+    then say whether they add up every part or cover the last one only. ``dataset_repo`` (default:
+    ``synthetic_data["dataset_repo"]``) is the dataset repo of the published synthetic images, linked from the card.
 
     Every label comes from these records and the config (ranges, image counts, real or synthetic data): the card
     states what ran, and :data:`METHOD_CARDS` names each method.
@@ -591,6 +607,8 @@ def render_model_card(
         raise ConfigError(f"library={library!r} is not supported; choose one of {list(_LIBRARIES)}")
     if repo_id is not None and not is_repo_id(repo_id):
         raise ConfigError(f"repo_id={repo_id!r} is not a Hub repo id of the form 'user/name'")
+    if dataset_repo is not None and not is_repo_id(dataset_repo):
+        raise ConfigError(f"dataset repo {dataset_repo!r} is not a Hub repo id of the form 'user/name'")
     if not isinstance(base_model, str) or not base_model.strip():
         raise ConfigError("base_model must name the float model (a Hub id, timm name or folder)")
     cfg = synq_config if isinstance(synq_config, SynQConfig) else SynQConfig.from_dict(dict(synq_config))
@@ -621,7 +639,7 @@ def render_model_card(
     records = {"calibration": calibration, "synthetic": synthetic}
     used = {name: records[record].get(key) for name, (record, key) in _USED_FROM_RECORD.items()}
     times_note = resumed_note(resumed)
-    dataset_repo = synthetic.get("dataset_repo")
+    dataset_repo = dataset_repo or synthetic.get("dataset_repo")
 
     tags = ["synq-hf", "quantized", *(["zero-shot-quantization"] if zero_shot else []), "fake-quantization", tag,
             *(["mixed-precision"] if mixed else []), method, library]
@@ -696,8 +714,83 @@ def render_model_card(
     return ModelCard(_scrub(card.content))
 
 
+def _record_base_model(base_model: str) -> str:
+    """``base_model`` as the record keeps it: the same card, never a local path.
+
+    A Hub id or timm name stays; a local folder becomes ``local-dir:./NAME`` (shown as "`NAME` (a local model
+    folder)", like its full path) and any other name ``local-dir:NAME`` (shown as "`NAME`", never resolved on the
+    Hub at push time).
+    """
+    raw = base_model.strip()
+    if hub_base_model(raw) is not None:
+        return raw
+    display, name = _base_display(raw, None)
+    return f"local-dir:./{name}" if display.endswith("(a local model folder)") else f"local-dir:{name}"
+
+
+def save_model_card(folder: str | os.PathLike, **fields: Any) -> Any:
+    """Render the card from ``fields`` (keyword arguments of :func:`render_model_card`), save it as ``folder``'s
+    ``README.md`` and its inputs as :data:`CARD_RECORD`; returns the card.
+
+    The record is scrubbed like the card (no token, no local path: a local base model is kept by its folder name)
+    and names the model as the card does, so re-rendering it with a ``repo_id`` changes only what points at the repo.
+    """
+    from .version import __version__
+
+    card = render_model_card(**fields)
+    inputs = {k: v for k, v in fields.items() if v is not None}
+    cfg = inputs["synq_config"]
+    inputs["synq_config"] = cfg.to_dict() if isinstance(cfg, SynQConfig) else dict(cfg)
+    inputs["extra_tags"] = list(inputs.get("extra_tags", ()))
+    inputs["model_name"] = card.data.model_name  # the card's title, kept when it is pushed under another name
+    inputs = sanitize(inputs)
+    inputs["base_model"] = _record_base_model(fields["base_model"])
+    record = {"synq_hf_version": __version__, "template": TEMPLATE_NAME, "render_model_card": inputs}
+    folder = Path(folder)
+    card.save(folder / "README.md")
+    (folder / CARD_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return card
+
+
+def render_card_record(record: Mapping[str, Any], *, repo_id: str | None = None,
+                       dataset_repo: str | None = None) -> Any:
+    """The card of a :data:`CARD_RECORD` record, re-rendered by :func:`render_model_card` with ``repo_id`` (what the
+    loading, evaluate and export lines name) and ``dataset_repo`` (the published synthetic images) as inputs."""
+    inputs = dict(record["render_model_card"])
+    inputs.update({k: v for k, v in (("repo_id", repo_id), ("dataset_repo", dataset_repo)) if v is not None})
+    return render_model_card(**inputs)
+
+
+def card_for_hub(folder: str | os.PathLike, repo_id: str, dataset_repo: str | None = None) -> str:
+    """The ``README.md`` a push of ``folder`` to ``repo_id`` sends (the local file is never changed).
+
+    When ``folder``'s README.md is exactly the card of its :data:`CARD_RECORD`, the card is rendered again from that
+    record with ``repo_id`` (and ``dataset_repo``, linked as the synthetic images) as inputs. A README.md edited
+    after saving is the user's: it is sent with every edit kept, and only its loading snippet, ``synq-hf
+    evaluate``/``export`` lines and synthetic-dataset link are pointed at the repo (:func:`retarget_card`).
+    """
+    if not is_repo_id(repo_id):
+        raise ConfigError(f"repo_id={repo_id!r} is not a Hub repo id of the form 'user/name'")
+    folder = Path(folder)
+    readme = (folder / "README.md").read_bytes().decode("utf-8")
+    try:
+        record = json.loads((folder / CARD_RECORD).read_text(encoding="utf-8"))
+        saved = str(render_card_record(record))
+    except (OSError, ValueError, KeyError, TypeError, SynQError):  # no readable record: nothing to re-render
+        saved = None
+    if saved == readme:
+        return str(render_card_record(record, repo_id=repo_id, dataset_repo=dataset_repo))
+    # Re-rendering cannot give this README.md (edited by hand, or saved without a card.json or by another synq_hf
+    # version): keep its text and change only the lines that name the folder instead of the repo.
+    return retarget_card(readme, repo_id, dataset_repo)
+
+
 def retarget_card(content: str, repo_id: str, dataset_repo: str | None = None) -> str:
-    """A card's text pointing its loading snippet at ``repo_id`` and, if given, linking ``dataset_repo``."""
+    """A card's text pointing its loading snippet at ``repo_id`` and, if given, linking ``dataset_repo``.
+
+    Edits the text in place, for a card that cannot be rendered again (see :func:`card_for_hub`); a card with its
+    record is re-rendered instead.
+    """
     from huggingface_hub import ModelCard
 
     if not is_repo_id(repo_id):

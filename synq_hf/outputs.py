@@ -32,7 +32,7 @@ __all__ = [
 
 OUTPUT_PATTERNS: tuple[str, ...] = (
     # quantized model folders (save_pretrained / quantize / demo)
-    "README.md", "config.json", "results.json", "preprocessor_config.json", "*.safetensors", "*.onnx",
+    "README.md", "card.json", "config.json", "results.json", "preprocessor_config.json", "*.safetensors", "*.onnx",
     "*.onnx.data",
     # synthetic datasets (datasets' save_to_disk)
     "dataset_info.json", "state.json", "dataset_dict.json", "data-*-of-*.arrow", "*.arrow",

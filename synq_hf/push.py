@@ -1,26 +1,26 @@
 """Publish a saved quantized model on the Hugging Face Hub: the folder's files, in one commit.
 
-:func:`push_folder_to_hub` uploads what ``save_pretrained`` wrote (weights, ``config.json``, the
-``README.md`` card) with a single ``upload_folder`` commit. Like ``hf upload`` and ``push_to_hub`` in
-transformers, it deletes nothing in the repo unless asked (``delete_patterns``), and it never modifies
-the local folder: the card pointing at the repo is rendered into a temporary copy. Optionally the
-synthetic images go first to a dataset repo ``<repo>-synthetic`` linked from the card, published by the
-function ``synq_hf.synthesis.push_synthetic_dataset`` (``Dataset.push_to_hub`` and the dataset card). Every Hub failure
-becomes a :class:`HubError` that says the local folder is intact and how to retry.
+:func:`push_folder_to_hub` sends what ``save_pretrained`` wrote (weights, ``config.json``, the ``README.md`` card)
+with a single ``HfApi.create_commit``: each file of the folder is a ``CommitOperationAdd`` of its path (the
+folder's files as ``upload_folder`` lists them, ``.git`` and ``.cache/huggingface`` left out by the same
+``filter_repo_objects`` patterns) and the card is added from bytes: re-rendered for the repo id by
+:func:`synq_hf.card.card_for_hub`. Like ``hf upload`` and ``push_to_hub`` in transformers, it deletes nothing in the
+repo unless asked (``delete_patterns``: a ``CommitOperationDelete`` in the same commit for each matching repo file,
+``.gitattributes`` and the files being sent excepted), and it never modifies the local folder nor writes anything
+else to disk. Optionally the synthetic images go first to a dataset repo ``<repo>-synthetic`` linked from the card,
+published by the function ``synq_hf.synthesis.push_synthetic_dataset`` (``Dataset.push_to_hub`` and the dataset
+card). Every Hub failure becomes a :class:`HubError` that says the local folder is intact and how to retry.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .card import retarget_card
+from .card import card_for_hub
 from .errors import CheckpointError, ConfigError, DataError, SynQError
 
 __all__ = ["HubError", "SYNTHETIC_SUFFIX", "check_can_push", "push_folder_to_hub", "retry_command"]
@@ -124,27 +124,25 @@ def _load_dataset(dataset: Any) -> Any:
     return loaded
 
 
-@contextlib.contextmanager
-def _hub_copy(folder: Path, card: str) -> Iterator[Path]:
-    """A temporary mirror of ``folder`` (links to its files, copies where links fail) with ``card`` as README.md.
+def _commit_operations(api: Any, folder: Path, repo_id: str, card: str, revision: str | None,
+                       delete_patterns: list[str] | None) -> list[Any]:
+    """The commit's operations, as ``upload_folder`` would send them: the deletions asked for, then every file of
+    ``folder`` by its path, except ``README.md``, which is ``card`` (bytes)."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
-    The repo gets the card that names it while the local folder stays byte-identical.
-    """
-    with tempfile.TemporaryDirectory(prefix="synq-hf-push-") as tmp:
-        root = Path(tmp)
-        for path in sorted(folder.rglob("*")):
-            if not path.is_file():
-                continue
-            target = root / path.relative_to(folder)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if path == folder / "README.md":
-                target.write_text(card, encoding="utf-8")
-                continue
-            try:
-                target.symlink_to(path.resolve())
-            except OSError:  # no symlinks (some Windows setups): copy instead
-                shutil.copy2(path, target)
-        yield root
+    folder = folder.resolve()
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    names = list(filter_repo_objects(files, ignore_patterns=DEFAULT_IGNORE_PATTERNS))
+    adds = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=card.encode("utf-8") if name == "README.md"
+                               else str(files[name])) for name in names]
+    if delete_patterns is None:  # nothing is deleted unless asked: no need to list the repo
+        return adds
+    present = api.list_repo_files(repo_id=repo_id, repo_type="model", revision=revision)
+    deletes = [CommitOperationDelete(path_in_repo=name)
+               for name in filter_repo_objects(present, allow_patterns=delete_patterns)
+               if name != ".gitattributes" and name not in names]  # a file sent replaces its old version
+    return deletes + adds
 
 
 def _wrap(e: Exception, what: str, retry: str) -> HubError:
@@ -169,8 +167,9 @@ def push_folder_to_hub(
     The repo is created if needed (``private`` applies to new repos). Files already in the repo stay unless
     they match ``delete_patterns`` (e.g. ``"*"`` to mirror the folder exactly); files of the same name are
     replaced. ``revision`` names the branch to commit to (created if missing); ``create_pr`` opens a pull
-    request against the default branch instead. The local folder is never modified. ``dataset`` (a
-    ``datasets.Dataset``, a ``save_to_disk`` folder or a parquet file of the synthetic images) is first
+    request against the default branch instead. The card sent is :func:`~synq_hf.card.card_for_hub`'s: rendered
+    again for ``repo_id`` (a README.md edited by hand keeps its edits). The local folder is never modified.
+    ``dataset`` (a ``datasets.Dataset``, a ``save_to_disk`` folder or a parquet file of the synthetic images) is first
     published to the dataset repo ``<repo_id>-synthetic`` by :func:`~synq_hf.synthesis.push_synthetic_dataset`
     (``Dataset.push_to_hub``: it replaces only the split's earlier ``data/train-*`` shards; ``delete_patterns``
     apply to the model repo alone) and linked from the card. ``api`` replaces the model upload's
@@ -214,21 +213,16 @@ def push_folder_to_hub(
         except Exception as e:  # the network boundary: every failure gets the retry hint
             raise _wrap(e, f"uploading the synthetic dataset to {dataset_repo}", retry) from e
 
-    card = retarget_card((folder / "README.md").read_text(encoding="utf-8"), repo_id, dataset_repo)
+    card = card_for_hub(folder, repo_id, dataset_repo)
     message = commit_message or f"Upload {folder.resolve().name} (synq-hf)"
     try:
         repo_url = api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
         repo_id = getattr(repo_url, "repo_id", None) or repo_id
         _ensure_branch(api, repo_id, "model", revision, create_pr)
-        with _hub_copy(folder, card) as staged:
-            info = api.upload_folder(
-                repo_id=repo_id,
-                repo_type="model",
-                folder_path=str(staged),
-                commit_message=message,
-                delete_patterns=delete_patterns,
-                **commit,
-            )
+        listed = constants.DEFAULT_REVISION if create_pr else revision  # a PR's deletions: the default branch's files
+        operations = _commit_operations(api, folder, repo_id, card, listed, delete_patterns)
+        info = api.create_commit(repo_id=repo_id, repo_type="model", operations=operations, commit_message=message,
+                                 **commit)
     except Exception as e:  # the network boundary: every failure gets the retry hint
         raise _wrap(e, f"uploading {folder.name} to {repo_id}", retry) from e
     return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", None) or info)

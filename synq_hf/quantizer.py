@@ -453,11 +453,14 @@ class SynQQuantizer:
     def save_pretrained(self, save_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the quantized model, its config, ``results.json`` and a model card to ``save_dir``.
 
+        The card is ``README.md``; ``card.json`` records what it was rendered from, so a push renders it again for
+        the repo it goes to.
+
         The folder is assembled in a temporary sibling and moved into place, so a failure leaves no
         partial output; an existing non-empty folder is refused unless ``overwrite`` and it is an earlier
         synq_hf output (see :mod:`synq_hf.outputs`).
         """
-        from .card import render_model_card
+        from .card import save_model_card
         from .serialization import save_quantized
 
         if self.model is None:
@@ -469,8 +472,7 @@ class SynQQuantizer:
             save_quantized(self.model, tmp, base_model=self.teacher.model_id, library=self.teacher.library,
                            config=self.config, source=self.teacher, extra=self.run_record())
             (tmp / RESULTS_NAME).write_text(json.dumps(self.results_json(), indent=2) + "\n")
-            card = render_model_card(**self.card_fields(), load_id=target.name)
-            card.save(tmp / "README.md")
+            save_model_card(tmp, **self.card_fields(), load_id=target.name)  # README.md and card.json
 
         return write_output(target, write, overwrite=overwrite, flag="")
 
@@ -537,7 +539,7 @@ class SynQQuantizer:
         """Save (to ``save_dir`` or a temporary folder) and upload that folder's files in one commit.
 
         Nothing in the repo is deleted unless it matches ``delete_patterns``; ``revision`` (a branch) and
-        ``create_pr`` work as in ``huggingface_hub.HfApi.upload_folder``. With ``push_synthetic`` the
+        ``create_pr`` work as in ``huggingface_hub.HfApi.create_commit``. With ``push_synthetic`` the
         synthetic set goes to the dataset repo ``<repo_id>-synthetic``, linked from the card. Returns the
         commit (or pull request) URL.
         """

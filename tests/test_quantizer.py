@@ -81,7 +81,7 @@ def test_end_to_end_tiny(tiny_cnn_dir: Path, eval_parquet: Path, tmp_path: Path)
     q.evaluate(str(eval_parquet), which="ptq", progress=False)
     q.evaluate(str(eval_parquet), which="float", progress=False)
     out = q.save_pretrained(tmp_path / "out")
-    assert {p.name for p in out.iterdir()} == {"README.md", "config.json", "model.safetensors",
+    assert {p.name for p in out.iterdir()} == {"README.md", "card.json", "config.json", "model.safetensors",
                                                "quantizers.safetensors", "results.json"}
     results = json.loads((out / "results.json").read_text())
     assert results["synq_top1"] == metrics["top1"] and results["method"] == "synq"
@@ -90,6 +90,13 @@ def test_end_to_end_tiny(tiny_cnn_dir: Path, eval_parquet: Path, tmp_path: Path)
     assert str(tmp_path) not in card.content and str(tiny_cnn_dir) not in card.content
     values = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert values["accuracy"] == pytest.approx(metrics["top1"], abs=1e-3)
+    # card.json: what the card came from, public, and it renders this very card again (a push re-renders it)
+    from synq_hf.card import card_for_hub, render_card_record
+
+    record = (out / "card.json").read_text()
+    assert str(tmp_path) not in record and str(tiny_cnn_dir) not in record
+    assert str(render_card_record(json.loads(record))) == (out / "README.md").read_text()
+    assert card_for_hub(out, "me/tiny") == str(render_card_record(json.loads(record), repo_id="me/tiny"))
     # the folder reloads exactly, through the generic loader
     x = torch.randn(4, 3, 32, 32)
     reloaded = synq_hf.load_model(str(out))

@@ -18,9 +18,10 @@ examples:
   synq-hf push my-user/resnet20-synq-w4a4 ./resnet20-w4a4 --create-pr --commit-message "Re-run with seed 1"
 
 The arguments follow `hf upload REPO_ID [LOCAL_DIR]` (LOCAL_DIR defaults to the current folder).
-LOCAL_DIR is the folder written by save_pretrained (weights, config.json, README.md card). Files already
-in the repo stay unless they match --delete PATTERN (--delete-existing: every file not in LOCAL_DIR);
-files of the same name are replaced. LOCAL_DIR itself is never modified. With --dataset, the synthetic
+LOCAL_DIR is the folder written by save_pretrained (weights, config.json, README.md card, card.json). The
+card is rendered again for REPO_ID (a README.md edited by hand keeps its edits). Files already in the repo
+stay unless they match --delete PATTERN (--delete-existing: every file not in LOCAL_DIR); files of the
+same name are replaced. LOCAL_DIR itself is never modified. With --dataset, the synthetic
 images (a save_to_disk folder or a .parquet file) go first to the dataset repo REPO_ID-synthetic, and the
 card links them. If an upload fails, LOCAL_DIR stays complete: run the same command again.
 The old order `synq-hf push LOCAL_DIR REPO_ID` still works, with a deprecation warning.

@@ -114,7 +114,7 @@ def test_output_folder_rules(cifar_model: Path, images: Path, tmp_path: Path, ca
     assert _quantize(cifar_model, out, *args) == 0
     assert _quantize(cifar_model, out, *args, "--overwrite") == 0  # an earlier output is replaced
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "config.json", "model.safetensors", "quantizers.safetensors", "results.json"
+        "README.md", "card.json", "config.json", "model.safetensors", "quantizers.safetensors", "results.json"
     ]
     assert _leftovers(tmp_path) == []
     (tmp_path / "file").write_text("x")

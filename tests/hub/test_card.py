@@ -8,7 +8,15 @@ import torch
 from huggingface_hub import ModelCard
 
 from synq_hf import ConfigError, SynQConfig
-from synq_hf.card import render_model_card, retarget_card, sanitize, template_text
+from synq_hf.card import (
+    CARD_RECORD,
+    card_for_hub,
+    render_model_card,
+    retarget_card,
+    sanitize,
+    save_model_card,
+    template_text,
+)
 from synq_hf.demo import digits as D
 from synq_hf.evaluation import evaluate_model
 from synq_hf.quant import ptq
@@ -132,6 +140,58 @@ def test_timm_name_maps_to_its_hub_repo():
 def test_bad_inputs_raise_config_errors(overrides, match):
     with pytest.raises(ConfigError, match=match):
         _card(**overrides)
+
+
+def _saved_card(folder: Path, **overrides) -> dict:
+    """save_model_card's inputs for a local base model and a folder name with a space (nothing evaluated)."""
+    fields = dict(base_model=f"local-dir:{folder.parent}/teachers/digits_teacher", library="timm",
+                  synq_config=CFG, synthetic_data=dict(num_images=8, iterations=2, seed=3, family="cnn"),
+                  training=dict(steps=4, wall_time_s=12.0, hardware="2 CPU cores"), load_id="my digits w4a4",
+                  recipe=f"{folder.parent}/recipes/run.py --token {TOKEN}")
+    fields.update(overrides)
+    save_model_card(folder, **fields)
+    return fields
+
+
+def test_card_for_hub_renders_the_card_again_with_the_repo_as_input(tmp_path):
+    import json
+
+    folder = tmp_path / "my digits w4a4"
+    fields = _saved_card(folder)
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    assert readme == str(render_model_card(**fields))  # save_model_card saves the card render_model_card makes
+    record = (folder / CARD_RECORD).read_text(encoding="utf-8")
+    assert str(tmp_path) not in record and TOKEN not in record  # public, like the card
+    assert json.loads(record)["render_model_card"]["base_model"] == "local-dir:./digits_teacher"
+
+    hub = card_for_hub(folder, "me/digits-w4a4", "me/digits-w4a4-synthetic")
+    name = ModelCard(readme).data.model_name
+    assert hub == str(render_model_card(**fields, repo_id="me/digits-w4a4", dataset_repo="me/digits-w4a4-synthetic",
+                                        model_name=name))  # the same render with the repo ids as inputs
+    card = ModelCard(hub)
+    assert card.data.model_name == name == "digits_teacher-synq-w4a4"  # the title stays
+    assert 'load_model("me/digits-w4a4")  # a Hub repo id' in card.text
+    assert "`synq-hf evaluate me/digits-w4a4 --data DATA`" in card.text
+    assert "`synq-hf export me/digits-w4a4 --format onnx --out model.onnx`" in card.text
+    assert "my digits" not in hub and "`digits_teacher` (a local model folder)" in hub
+    assert "[me/digits-w4a4-synthetic](https://huggingface.co/datasets/me/digits-w4a4-synthetic)" in card.text
+    assert card.data.datasets == ["me/digits-w4a4-synthetic"] and "were not published" not in card.text
+    assert (folder / "README.md").read_text(encoding="utf-8") == readme  # the local card is not touched
+
+
+def test_card_for_hub_keeps_an_edited_card_and_a_card_without_record(tmp_path):
+    folder = tmp_path / "digits-w4a4"
+    _saved_card(folder, load_id=folder.name)
+    edited = (folder / "README.md").read_text(encoding="utf-8") + "\nMy own notes on this model.\n"
+    (folder / "README.md").write_text(edited, encoding="utf-8")
+    hub = card_for_hub(folder, "me/digits-w4a4")
+    assert hub.endswith("\nMy own notes on this model.\n") and 'load_model("me/digits-w4a4")' in hub
+    assert hub == retarget_card(edited, "me/digits-w4a4")  # every edit kept; only the repo lines change
+    (folder / CARD_RECORD).unlink()  # a folder saved before card.json existed: its text, re-pointed
+    (folder / "README.md").write_text(str(_card()), encoding="utf-8")
+    assert card_for_hub(folder, "me/x") == retarget_card(str(_card()), "me/x")
+    with pytest.raises(ConfigError, match="repo id"):
+        card_for_hub(folder, "not a repo")
 
 
 def test_retarget_points_snippet_and_dataset_link_at_the_hub():

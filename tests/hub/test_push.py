@@ -5,6 +5,7 @@ network are present (run it with ``HF_HUB_OFFLINE=0 HF_TOKEN=... pytest tests/hu
 
 import fnmatch
 import io
+import json
 import os
 import socket
 import tempfile
@@ -22,7 +23,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
 from synq_hf import CheckpointError, ConfigError, SynQConfig
-from synq_hf.card import render_model_card
+from synq_hf.card import CARD_RECORD, render_card_record, save_model_card
 from synq_hf.cli import main
 from synq_hf.demo import digits as D
 from synq_hf.push import HubError, push_folder_to_hub
@@ -37,10 +38,10 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 class FakeApi:
-    """Records calls like ``HfApi`` and keeps the repos' files, applying ``upload_folder``'s documented
-    semantics (files matching ``delete_patterns`` are deleted, ``.gitattributes`` and uploaded paths excepted;
-    uploaded files are added or replaced) and ``create_commit``'s operations (what ``Dataset.push_to_hub`` sends).
-    Snapshots uploaded files at call time (temp files vanish). Revisions are recorded, not kept apart."""
+    """Records calls like ``HfApi`` and keeps the repos' files, applying ``create_commit``'s operations (what
+    ``push_folder_to_hub`` and ``Dataset.push_to_hub`` send): added files are added or replaced, deleted ones go.
+    Snapshots uploaded files at call time (temp files vanish). Revisions are recorded, not kept apart. It has no
+    ``upload_folder``: a push that went back to it fails here."""
 
     def __init__(self, fail_on: str | None = None, repos: dict[str, dict[str, bytes]] | None = None) -> None:
         self.calls: list[tuple[str, dict]] = []
@@ -92,18 +93,9 @@ class FakeApi:
             raise RepositoryNotFoundError(f"{repo_id} not found", response=response)
         return SimpleNamespace(id=repo_id, sha=f"sha{len(self.uploads)}")
 
-    def upload_folder(self, **kwargs):
-        from huggingface_hub.utils import filter_repo_objects
-
-        self.calls.append(("upload_folder", kwargs))
-        self._fail(kwargs.get("repo_type"))
-        files = _files(Path(kwargs["folder_path"]))
-        repo = self.repos[kwargs["repo_id"]]
-        patterns = kwargs.get("delete_patterns")
-        deleted = [] if patterns is None else [
-            f for f in filter_repo_objects(sorted(repo), allow_patterns=patterns) if f != ".gitattributes" and f not in files
-        ]
-        return self._commit(kwargs, files, deleted)
+    def list_repo_files(self, repo_id: str, **kwargs):
+        self.calls.append(("list_repo_files", {"repo_id": repo_id, **kwargs}))
+        return sorted(self.repos[repo_id])
 
     def preupload_lfs_files(self, repo_id: str, additions: list, **kwargs):
         for op in additions:  # the shard's temp file is deleted right after this call
@@ -113,7 +105,7 @@ class FakeApi:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         kwargs = {"repo_id": repo_id, **kwargs}
-        self.calls.append(("create_commit", kwargs))
+        self.calls.append(("create_commit", {**kwargs, "operations": list(operations)}))
         self._fail(kwargs.get("repo_type"))
         files = {}
         for op in operations:
@@ -122,7 +114,7 @@ class FakeApi:
                 files[op.path_in_repo] = data if data is not None else (
                     op.path_or_fileobj if isinstance(op.path_or_fileobj, bytes) else Path(op.path_or_fileobj).read_bytes())
         deleted = [op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)]
-        return self._commit(kwargs, files, deleted)
+        return self._commit({**kwargs, "operations": list(operations)}, files, deleted)
 
     def hf_hub_download(self, repo_id: str, filename: str, **kwargs):
         self.calls.append(("hf_hub_download", {"repo_id": repo_id, "filename": filename, **kwargs}))
@@ -192,7 +184,7 @@ def saved(tmp_path_factory) -> Path:
     base = f"local-dir:{D.demo_teacher_path()}"
     folder = save_quantized(student, tmp_path_factory.mktemp("saved") / "digits-w4a4", base_model=base,
                             library="timm", config=cfg)
-    render_model_card(base_model=base, library="timm", synq_config=cfg).save(folder / "README.md")
+    save_model_card(folder, base_model=base, library="timm", synq_config=cfg, load_id=folder.name)  # as save_pretrained
     return folder
 
 
@@ -205,23 +197,72 @@ def folder(saved, tmp_path) -> Path:
 
 
 def test_push_uploads_the_folder_in_one_commit_and_leaves_it_untouched(folder):
+    from huggingface_hub import CommitOperationAdd
+
     before = _files(folder)
     api = FakeApi()
     url = push_folder_to_hub(folder, REPO, private=True, api=api)
     assert url == f"https://huggingface.co/{REPO}/commit/abc123"
-    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
+    assert [name for name, _ in api.calls] == ["create_repo", "create_commit"]  # one commit, no repo listing
     assert api.calls[0][1] == dict(repo_id=REPO, repo_type="model", private=True, exist_ok=True)
     (upload,) = api.uploads
-    assert upload["repo_id"] == REPO and upload["repo_type"] == "model" and upload["delete_patterns"] is None
+    assert upload["repo_id"] == REPO and upload["repo_type"] == "model" and upload["deleted"] == []
     assert upload["revision"] is None and upload["create_pr"] is False
     assert _files(folder) == before  # the local folder is byte-identical
     assert {k: v for k, v in upload["files"].items() if k != "README.md"} == {k: v for k, v in before.items()
                                                                                if k != "README.md"}
-    assert {"README.md", "config.json", "model.safetensors", "quantizers.safetensors"} == set(upload["files"])
+    names = {"README.md", CARD_RECORD, "config.json", "model.safetensors", "quantizers.safetensors"}
+    assert names == set(upload["files"])
     assert upload["commit_message"] == "Upload digits-w4a4 (synq-hf)"
+    # the operations: every file added by its path in the folder itself (no staging copy), the card from bytes
+    ops = {op.path_in_repo: op for op in upload["operations"]}
+    assert set(ops) == names and all(isinstance(op, CommitOperationAdd) for op in ops.values())
+    assert isinstance(ops["README.md"].path_or_fileobj, bytes)
+    for name in names - {"README.md"}:
+        assert Path(ops[name].path_or_fileobj) == folder.resolve() / name
     hub_card = upload["files"]["README.md"].decode()  # the Hub's copy of the card names the repo
     assert f'load_model("{REPO}")' in hub_card and f'load_model("{REPO}")' not in before["README.md"].decode()
+    record = json.loads(before[CARD_RECORD])  # rendered again from the folder's record, with the repo id as input
+    assert hub_card == str(render_card_record(record, repo_id=REPO))
     assert ModelCard(hub_card).data.datasets is None
+
+
+def test_push_renders_the_card_for_the_repo_not_by_editing_its_text(saved, tmp_path):
+    """A folder name with a space: re-rendering names the repo in every line; editing the text would not."""
+    import shutil
+
+    folder = Path(shutil.copytree(saved, tmp_path / "my digits"))
+    (folder / "README.md").unlink()
+    save_model_card(folder, **{**json.loads((saved / CARD_RECORD).read_text())["render_model_card"],
+                               "load_id": folder.name})
+    api = FakeApi()
+    push_folder_to_hub(folder, REPO, api=api)
+    hub_card = api.uploads[0]["files"]["README.md"].decode()
+    assert f"`synq-hf evaluate {REPO} --data DATA`" in hub_card
+    assert f"`synq-hf export {REPO} --format onnx --out model.onnx`" in hub_card
+    assert f'load_model("{REPO}")  # a Hub repo id' in hub_card and "my digits" not in hub_card
+
+
+def test_push_keeps_an_edited_card_and_points_it_at_the_repo(folder):
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    edited = card.replace("## How to use", "## Notes\n\nTried on my own photos: works well.\n\n## How to use")
+    (folder / "README.md").write_text(edited, encoding="utf-8")
+    api = FakeApi()
+    push_folder_to_hub(folder, REPO, api=api)
+    hub_card = api.uploads[0]["files"]["README.md"].decode()
+    assert "Tried on my own photos: works well." in hub_card  # the user's edit is kept
+    assert f'load_model("{REPO}")  # a Hub repo id' in hub_card and f"synq-hf export {REPO} " in hub_card
+    assert (folder / "README.md").read_text(encoding="utf-8") == edited
+
+
+def test_push_skips_git_and_hub_cache_folders_and_sends_sub_folders(folder):
+    for name in (".git/HEAD", ".cache/huggingface/upload/x.lock", "onnx/model.onnx"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x")
+    api = FakeApi()
+    push_folder_to_hub(folder, REPO, api=api)
+    sent = {op.path_in_repo for op in api.uploads[0]["operations"]}
+    assert "onnx/model.onnx" in sent and not any(n.startswith((".git", ".cache")) for n in sent)
 
 
 def test_push_into_a_repo_with_other_files_deletes_nothing(folder):
@@ -229,7 +270,7 @@ def test_push_into_a_repo_with_other_files_deletes_nothing(folder):
     api = FakeApi(repos={REPO: {".gitattributes": b"", "other.bin": b"a colleague's upload",
                                 "README.md": b"an edited README"}})
     push_folder_to_hub(folder, REPO, api=api)
-    assert api.uploads[0]["deleted"] == [] and api.uploads[0]["delete_patterns"] is None
+    assert api.uploads[0]["deleted"] == [] and "list_repo_files" not in [name for name, _ in api.calls]
     repo = api.repos[REPO]
     assert repo["other.bin"] == b"a colleague's upload"  # still there
     assert repo["README.md"] == api.uploads[0]["files"]["README.md"]  # same name: replaced by the new card
@@ -239,12 +280,21 @@ def test_push_into_a_repo_with_other_files_deletes_nothing(folder):
 
 @pytest.mark.parametrize("patterns,gone", [("*", ["other.bin", "sub/old.onnx"]), (["*.onnx"], ["sub/old.onnx"])])
 def test_delete_patterns_send_the_delete(folder, patterns, gone):
+    from huggingface_hub import CommitOperationDelete
+
     api = FakeApi(repos={REPO: {".gitattributes": b"", "other.bin": b"x", "sub/old.onnx": b"y"}})
+    api.repos[REPO]["config.json"] = b"{}"  # matches "*" but is sent: replaced, not deleted
     push_folder_to_hub(folder, REPO, delete_patterns=patterns, api=api)
     (upload,) = api.uploads
-    assert upload["delete_patterns"] == ([patterns] if isinstance(patterns, str) else patterns)
     assert upload["deleted"] == gone and ".gitattributes" in api.repos[REPO]
     assert all(name not in api.repos[REPO] for name in gone)
+    deletes = [op for op in upload["operations"] if isinstance(op, CommitOperationDelete)]
+    assert [op.path_in_repo for op in deletes] == gone and upload["operations"][:len(gone)] == deletes  # same commit
+    assert api.repos[REPO]["config.json"] == (folder / "config.json").read_bytes()
+    listed = [kw for name, kw in api.calls if name == "list_repo_files"]
+    assert listed == [dict(repo_id=REPO, repo_type="model", revision=None)]
+    push_folder_to_hub(folder, REPO, delete_patterns=patterns, create_pr=True, api=api)
+    assert [kw for name, kw in api.calls if name == "list_repo_files"][-1]["revision"] == "main"  # the PR's base
 
 
 def test_commit_message_revision_create_pr_and_token_reach_the_upload(folder, monkeypatch):
@@ -265,7 +315,7 @@ def test_commit_message_revision_create_pr_and_token_reach_the_upload(folder, mo
 
 
 def _writes(api: FakeApi) -> list[tuple[str, str | None]]:
-    return [(n, kw.get("repo_type")) for n, kw in api.calls if n in ("create_commit", "upload_file", "upload_folder")]
+    return [(n, kw.get("repo_type")) for n, kw in api.calls if n in ("create_commit", "upload_file")]
 
 
 def test_push_with_dataset_publishes_it_first_and_links_it(folder, hub):
@@ -279,7 +329,7 @@ def test_push_with_dataset_publishes_it_first_and_links_it(folder, hub):
     hub.repos[f"{REPO}-synthetic"] = {".gitattributes": b"", stale: b"old", "notes.md": b"keep me"}
     push_folder_to_hub(folder, REPO, dataset=ds, api=hub)
     # the dataset by Dataset.push_to_hub (data + card), then its card; then the model
-    assert _writes(hub) == [("create_commit", "dataset"), ("upload_file", "dataset"), ("upload_folder", "model")]
+    assert _writes(hub) == [("create_commit", "dataset"), ("upload_file", "dataset"), ("create_commit", "model")]
     data_upload, card_upload, model_upload = hub.uploads
     assert data_upload["repo_id"] == card_upload["repo_id"] == f"{REPO}-synthetic"
     assert set(data_upload["files"]) == {"README.md", "data/train-00000-of-00001.parquet"}
@@ -363,19 +413,21 @@ def test_cli_push_and_its_failure_message(folder, monkeypatch, capsys):
     captured = capsys.readouterr()
     assert f"https://huggingface.co/{REPO}/commit/abc123" in captured.out and "deprecated" not in captured.err
     assert len(api.uploads) == 1 and api.calls[0][1]["private"] is False
-    assert api.uploads[0]["delete_patterns"] is None
+    assert api.uploads[0]["deleted"] == []
 
     assert main(["push", str(folder), REPO]) == 0  # the old order still works, with one warning line
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "deprecated" in err and f"synq-hf push {REPO} {folder}" in err
     assert api.uploads[-1]["repo_id"] == REPO
 
+    api.repos[REPO]["stale.bin"] = b"x"
     assert main(["push", REPO, str(folder), "--commit-message", "Re-run", "--revision", "v2",
                  "--delete-existing"]) == 0
     upload = api.uploads[-1]
-    assert (upload["commit_message"], upload["revision"], upload["delete_patterns"]) == ("Re-run", "v2", ["*"])
+    assert (upload["commit_message"], upload["revision"], upload["deleted"]) == ("Re-run", "v2", ["stale.bin"])
+    api.repos[REPO].update({"a.onnx": b"", "old/x": b"", "keep.txt": b""})
     assert main(["push", REPO, str(folder), "--create-pr", "--delete", "*.onnx", "--delete", "old/*"]) == 0
-    assert api.uploads[-1]["create_pr"] is True and api.uploads[-1]["delete_patterns"] == ["*.onnx", "old/*"]
+    assert api.uploads[-1]["create_pr"] is True and api.uploads[-1]["deleted"] == ["a.onnx", "old/x"]
     assert f"pull request: https://huggingface.co/{REPO}/discussions/1" in capsys.readouterr().out
 
     monkeypatch.chdir(folder)  # LOCAL_DIR defaults to the current folder, as in hf upload
