@@ -556,6 +556,48 @@ def _synthetic_dataset_text(dataset_repo: str | None) -> str:
     return "The synthetic images were not published."
 
 
+def _check_card_inputs(library: str, repo_id: str | None, dataset_repo: str | None, base_model: Any) -> None:
+    """One-line errors for what a card cannot be rendered with."""
+    if library not in _LIBRARIES:
+        raise ConfigError(f"library={library!r} is not supported; choose one of {list(_LIBRARIES)}")
+    if repo_id is not None and not is_repo_id(repo_id):
+        raise ConfigError(f"repo_id={repo_id!r} is not a Hub repo id of the form 'user/name'")
+    if dataset_repo is not None and not is_repo_id(dataset_repo):
+        raise ConfigError(f"dataset repo {dataset_repo!r} is not a Hub repo id of the form 'user/name'")
+    if not isinstance(base_model, str) or not base_model.strip():
+        raise ConfigError("base_model must name the float model (a Hub id, timm name or folder)")
+
+
+def _data_texts(method: str, calibration: Mapping[str, Any], calibrated_on: str, zero_shot: bool) -> dict[str, str]:
+    """What data the model saw, and the limitation that follows: zero-shot, or calibrated on real data."""
+    if zero_shot:
+        used = "calibration and fine-tuning" if METHOD_CARDS[method].trained else "calibration"
+        return {
+            "data_note": f"The quantized models never saw these images (or any real image): {used} used only "
+                         "synthetic images generated from the base model.",
+            "data_limitation": "- Zero-shot: no real image was used to quantize this model, so its accuracy depends "
+                               "on how well the\n  synthetic images cover what the base model learned; classes the "
+                               "base model is unsure about suffer most.",
+        }
+    skipped = f" (the first {calibration['skip']} rows skipped)" if calibration.get("skip") else ""
+    return {
+        "data_note": f"This model's activation ranges were calibrated on {calibrated_on}{skipped}.",
+        "data_limitation": f"- Calibrated on {calibrated_on}: data unlike it may fall outside the calibrated ranges.",
+    }
+
+
+def _config_rows(cfg: SynQConfig, used: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The card's settings table: each field's value (or "replaced by the budget"), the value used, its help."""
+    help_text = SynQConfig.field_help()
+    replaced = budget_replaces(cfg)
+    return [
+        (f.name, ("replaced by the budget" if f.name in replaced else _fmt(getattr(cfg, f.name))).replace("|", "\\|"),
+         f"{_fmt(used[f.name])} used" if used.get(f.name) not in (None, getattr(cfg, f.name)) else "",
+         help_text[f.name].replace("|", "\\|"))
+        for f in dataclasses.fields(cfg)
+    ]
+
+
 def render_model_card(
     *,
     repo_id: str | None = None,
@@ -603,14 +645,7 @@ def render_model_card(
 
     from .version import __version__
 
-    if library not in _LIBRARIES:
-        raise ConfigError(f"library={library!r} is not supported; choose one of {list(_LIBRARIES)}")
-    if repo_id is not None and not is_repo_id(repo_id):
-        raise ConfigError(f"repo_id={repo_id!r} is not a Hub repo id of the form 'user/name'")
-    if dataset_repo is not None and not is_repo_id(dataset_repo):
-        raise ConfigError(f"dataset repo {dataset_repo!r} is not a Hub repo id of the form 'user/name'")
-    if not isinstance(base_model, str) or not base_model.strip():
-        raise ConfigError("base_model must name the float model (a Hub id, timm name or folder)")
+    _check_card_inputs(library, repo_id, dataset_repo, base_model)
     cfg = synq_config if isinstance(synq_config, SynQConfig) else SynQConfig.from_dict(dict(synq_config))
     results, synthetic, training, calibration = (
         sanitize(dict(d or {})) for d in (results, synthetic_data, training, calibration))
@@ -657,8 +692,6 @@ def render_model_card(
     )
     if hub_id is not None:
         data.base_model_relation = "quantized"
-    help_text = SynQConfig.field_help()
-    replaced = budget_replaces(cfg)
     context = {
         "model_name": model_name,
         "load_id": load_id,
@@ -667,19 +700,7 @@ def render_model_card(
         "method_title": _method_text(METHOD_CARDS[method].title, cfg, calibration),
         "summary": _method_text(METHOD_CARDS[method].summary, cfg, calibration, bits=bits_text.split(" (")[0],
                                 base=base_display),
-        "data_note": (
-            "The quantized models never saw these images (or any real image): "
-            + ("calibration and fine-tuning" if METHOD_CARDS[method].trained else "calibration")
-            + " used only synthetic images generated from the base model." if zero_shot else
-            f"This model's activation ranges were calibrated on {calibrated_on}"
-            + (f" (the first {calibration['skip']} rows skipped)" if calibration.get("skip") else "") + "."
-        ),
-        "data_limitation": (
-            "- Zero-shot: no real image was used to quantize this model, so its accuracy depends on how well the\n"
-            "  synthetic images cover what the base model learned; classes the base model is unsure about suffer "
-            "most." if zero_shot else
-            f"- Calibrated on {calibrated_on}: data unlike it may fall outside the calibrated ranges."
-        ),
+        **_data_texts(method, calibration, calibrated_on, zero_shot),
         "load_comment": "a Hub repo id" if repo_id else "this folder (its path), or its Hub repo id once pushed",
         "bits_text": bits_text,
         "bits_short": bits_short,
@@ -694,12 +715,7 @@ def render_model_card(
         "synthetic_rows": _rows(synthetic, _SYNTHETIC_LABELS, times_note),
         "synthetic_dataset_text": _synthetic_dataset_text(dataset_repo),
         "training_rows": _rows(training, _TRAINING_LABELS, times_note),
-        "config_rows": [
-            (f.name, ("replaced by the budget" if f.name in replaced else _fmt(getattr(cfg, f.name))).replace("|", "\\|"),
-             f"{_fmt(used[f.name])} used" if used.get(f.name) not in (None, getattr(cfg, f.name)) else "",
-             help_text[f.name].replace("|", "\\|"))
-            for f in dataclasses.fields(cfg)
-        ],
+        "config_rows": _config_rows(cfg, used),
         "license_text": (
             f"`{license}`, inherited from the base model." if license else
             "The license of the base model applies; see its model card."

@@ -212,6 +212,15 @@ class _LossMeter:
         return True
 
 
+def _mask_bank(student: nn.Module, unit: Unit, units: list[Unit], batch: torch.Tensor, image_shape: tuple[int, ...],
+               p: float, generator: torch.Generator) -> MaskBank | None:
+    """QDrop's masks for this unit (none at ``p = 0``), sized for its largest quantized activation."""
+    if p <= 0:
+        return None
+    largest = max(batch.numel(), _largest_activation(student, unit, units, batch, image_shape))
+    return MaskBank(p, 4 * largest, generator, batch.device)
+
+
 def _optimize_unit(
     student: nn.Module,
     unit: Unit,
@@ -247,11 +256,7 @@ def _optimize_unit(
                                     config.reconstruct_beta_end)
         x_fp, x_q, y = data["x"], data["x_q"], data["y"]
         n, batch = len(y), min(config.reconstruct_batch_size, len(y))
-        p = config.reconstruct_qdrop
-        masks = None
-        if p > 0:
-            largest = max(x_q[:batch].numel(), _largest_activation(student, unit, units, x_q[:batch], image_shape))
-            masks = MaskBank(p, 4 * largest, generator, device)
+        masks = _mask_bank(student, unit, units, x_q[:batch], image_shape, config.reconstruct_qdrop, generator)
         order = torch.randperm(n, generator=generator, device=device)
         pos = 0
         meter = _LossMeter(unit.name)
