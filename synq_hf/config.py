@@ -180,6 +180,22 @@ def _f(default: Any, help: str, choices: tuple | None = None, check: Callable[[s
     return field(default=default, metadata=meta)
 
 
+def check_field(f: dataclasses.Field, value: Any, name: str | None = None) -> None:
+    """Raise ``ConfigError`` when ``value`` is not allowed for the field ``f`` (its metadata's ``choices`` and
+    ``check``; ``None`` passes where the default is ``None``). ``name`` is how the message names it (default: the
+    field's name; the CLI passes its flag). The one validation loop of ``SynQConfig``, ``SynQTrainingArguments``
+    and the command line."""
+    if value is None and f.default is None:
+        return
+    name = f.name if name is None else name
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {list(choices)}")
+    check = f.metadata.get("check")
+    if check is not None:
+        check(name, value)
+
+
 # -- the three parts ---------------------------------------------------------------------------------------
 
 
@@ -533,15 +549,7 @@ class _ConfigIO:
             else:
                 setattr(self, name, list(value))
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is None and f.default is None:
-                continue
-            choices = f.metadata.get("choices")
-            if choices and value not in choices:
-                raise ConfigError(f"{f.name}={value!r} is not allowed; choose one of {list(choices)}")
-            check = f.metadata.get("check")
-            if check is not None:
-                check(f.name, value)
+            check_field(f, getattr(self, f.name))
         _check_mixed(self)
         if self.layer_rule == "genie" and (self.first_layer_bits is not None or self.last_layer_bits is not None):
             raise ConfigError("layer_rule='genie' keeps the first and last layer at 8 bits; leave first_layer_bits and "

@@ -161,3 +161,28 @@ def test_public_entry_points_still_take_an_unresolved_config(tmp_path: Path) -> 
     model = finetune(teacher, student, synthetic_dataset(8), cfg, output_dir=tmp_path, max_steps=1, progress=False,
                      save_final=False, training_args={"use_cpu": True, "tau": 0.9})
     assert model is not None
+
+
+def test_one_validation_loop_for_the_config_the_training_arguments_and_the_flags(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    import synq_hf.config as config_module
+    from synq_hf.cli.common import config_from_args
+    from synq_hf.training import SynQTrainingArguments
+
+    messages = []
+    for build in (lambda: SynQConfig(tau=2.0),
+                  lambda: SynQTrainingArguments(output_dir=str(tmp_path), tau=2.0, use_cpu=True),
+                  lambda: config_from_args(argparse.Namespace(tau=2.0))):
+        with pytest.raises(synq_hf.ConfigError) as info:
+            build()
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] == messages[2].replace("--tau", "tau", 1) == (
+        "tau=2.0 is not allowed; it must be a number in [0.0, 1.0]")
+    checked: list[str] = []
+    original = config_module.check_field
+    monkeypatch.setattr(config_module, "check_field", lambda f, value, name=None: (checked.append(f.name),
+                                                                                  original(f, value, name))[1])
+    SynQConfig()
+    assert "tau" in checked and "w_bits" in checked  # SynQConfig.validate goes through check_field
