@@ -85,12 +85,14 @@ def test_the_main_path_resolves_the_config_once(tiny_cnn_dir: Path, resolve_call
     assert q.config.synthesis_batch_size == 8 and q.config.is_resolved()
 
 
-def test_the_main_path_matches_the_spec_once(tiny_cnn_dir: Path, spec_matches: list[str]) -> None:
+def test_the_main_path_matches_the_spec_once(tiny_cnn_dir: Path, spec_matches: list[str], tmp_path: Path) -> None:
     q = SynQQuantizer.from_pretrained(f"local-dir:{tiny_cnn_dir}", SynQConfig(**TINY), device="cpu")
     assert q.teacher.spec is q.spec and q.spec.family == "cnn"  # the loaded model carries its spec
     q.synthesize(progress=False)
     q.quantize(progress=False)
     assert len(spec_matches) == 1, spec_matches  # when the teacher was loaded, never again
+    q.save_pretrained(tmp_path / "out")
+    assert synq_hf.load_model(str(tmp_path / "out")).spec is q.spec  # a quantized folder's LoadedModel too
 
 
 def test_a_hand_built_vit_is_matched_and_resolved_once(resolve_calls: list[str], spec_matches: list[str]) -> None:
