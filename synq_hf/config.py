@@ -180,6 +180,22 @@ def _f(default: Any, help: str, choices: tuple | None = None, check: Callable[[s
     return field(default=default, metadata=meta)
 
 
+def check_field(f: dataclasses.Field, value: Any, name: str | None = None) -> None:
+    """Raise ``ConfigError`` when ``value`` is not allowed for the field ``f`` (its metadata's ``choices`` and
+    ``check``; ``None`` passes where the default is ``None``). ``name`` is how the message names it (default: the
+    field's name; the CLI passes its flag). The one validation loop of ``SynQConfig``, ``SynQTrainingArguments``
+    and the command line."""
+    if value is None and f.default is None:
+        return
+    name = f.name if name is None else name
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of {list(choices)}")
+    check = f.metadata.get("check")
+    if check is not None:
+        check(name, value)
+
+
 # -- the three parts ---------------------------------------------------------------------------------------
 
 
@@ -533,15 +549,7 @@ class _ConfigIO:
             else:
                 setattr(self, name, list(value))
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is None and f.default is None:
-                continue
-            choices = f.metadata.get("choices")
-            if choices and value not in choices:
-                raise ConfigError(f"{f.name}={value!r} is not allowed; choose one of {list(choices)}")
-            check = f.metadata.get("check")
-            if check is not None:
-                check(f.name, value)
+            check_field(f, getattr(self, f.name))
         _check_mixed(self)
         if self.layer_rule == "genie" and (self.first_layer_bits is not None or self.last_layer_bits is not None):
             raise ConfigError("layer_rule='genie' keeps the first and last layer at 8 bits; leave first_layer_bits and "
@@ -692,10 +700,19 @@ class SynQConfig(FinetuneSettings, SynthesisSettings, QuantizationSettings, _Con
     def resolve(self, *, family: str, input_size: int) -> SynQConfig:
         """Return a copy with every ``None`` default replaced by :func:`paper_defaults` for this teacher.
 
-        ``family`` is ``"cnn"``, ``"vit"`` or ``"swin"``; ``input_size`` the teacher's image side in pixels.
+        ``family`` is ``"cnn"``, ``"vit"`` or ``"swin"``; ``input_size`` the teacher's image side in pixels. An
+        unset ``synthesis_batch_size`` becomes ``min(num_images, the family's default)``. The pipeline calls this
+        once per run, through :func:`synq_hf.pipeline.resolve_config`.
         """
         defaults = paper_defaults(family, input_size, bn_reduction=self.synthesis_bn_reduction)
+        if isinstance(self.num_images, int) and self.num_images > 0:
+            # the family's synthesis batch, but never more images at once than are asked for
+            defaults["synthesis_batch_size"] = min(self.num_images, defaults["synthesis_batch_size"])
         return self.replace(**{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+    def is_resolved(self) -> bool:
+        """Whether every family-dependent field (:data:`RESOLVED_FIELDS`) is set, as :meth:`resolve` leaves them."""
+        return all(getattr(self, k) is not None for k in RESOLVED_FIELDS)
 
     def with_loss_preset(self, name: str) -> SynQConfig:
         """A copy with the loss weights, temperature and augmentation of ``LOSS_PRESETS[name]``."""
@@ -725,7 +742,7 @@ def paper_defaults(family: str, input_size: int, *, bn_reduction: str | None = N
     reduction = bn_reduction or ("sum" if small else "mean")
     hast = small and reduction == "sum"  # HAST's CIFAR weights were tuned against the channel sum
     return {
-        "weight_symmetric": vit,
+        "weight_symmetric": weight_symmetric_default(family),
         "synthesis_batch_size": 32 if vit else 256,
         "synthesis_lr": {"cnn": 0.5, "vit": 0.2, "swin": 0.25}[family],
         "synthesis_bn_reduction": reduction,
@@ -738,6 +755,15 @@ def paper_defaults(family: str, input_size: int, *, bn_reduction: str | None = N
         "learning_rate": (1e-4 if vit else 1e-3) if small else (1e-5 if vit else 1e-4),
         "train_batch_size": 256 if small else 16,
     }
+
+
+def weight_symmetric_default(family: str) -> bool:
+    """The paper's weight quantizer per family: symmetric for ViT/Swin (PSAQ-ViT), asymmetric for CNNs."""
+    return family != "cnn"
+
+
+RESOLVED_FIELDS: tuple[str, ...] = tuple(paper_defaults("cnn", 224))
+"""The family-dependent fields (``None`` by default) that :meth:`SynQConfig.resolve` fills in."""
 
 
 LOSS_PRESETS: dict[str, dict[str, Any]] = {

@@ -45,13 +45,21 @@ def detect_family(model: nn.Module) -> Literal["cnn", "vit", "swin"]:
     return get_spec(model).family
 
 
+def _spec_fields(model: nn.Module) -> dict[str, Any]:
+    """``family`` and ``spec`` of a ``LoadedModel``: the registry is asked once, when the model is loaded."""
+    from .architectures import get_spec
+
+    spec = get_spec(model)
+    return {"family": spec.family, "spec": spec}
+
+
 def _finish_timm(model: nn.Module, model_id: str) -> LoadedModel:
     model.eval()
     return LoadedModel(
         model=model,
         model_id=model_id,
         library="timm",
-        family=detect_family(model),
+        **_spec_fields(model),
         data_config=timm_data_config(model),
         num_classes=int(model.num_classes),
         class_names=timm_class_names(model),
@@ -159,7 +167,7 @@ def _load_transformers(
         model=model,
         model_id=original,
         library="transformers",
-        family=detect_family(model),
+        **_spec_fields(model),
         data_config=transformers_data_config(processor, config),
         num_classes=int(model.config.num_labels),
         class_names=id2label_class_names(model.config),

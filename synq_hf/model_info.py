@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from .architectures import ArchSpec
     from .config import SynQConfig
 
 Library = Literal["timm", "transformers"]
@@ -21,7 +22,8 @@ class LoadedModel:
 
     ``data_config`` holds the preprocessing the model expects: ``mean``, ``std`` (tuples of 3 floats),
     ``input_size`` (C, H, W), ``interpolation`` (``"bilinear"``/``"bicubic"``...) and ``crop_pct``.
-    Synthetic images live in the space normalized by ``mean``/``std``.
+    Synthetic images live in the space normalized by ``mean``/``std``. ``spec`` is the architecture spec
+    matched when the model was loaded (``None`` when built by hand: the pipeline then matches it once).
     """
 
     model: nn.Module
@@ -34,6 +36,7 @@ class LoadedModel:
     synq_config: SynQConfig | None = None
     base_model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    spec: ArchSpec | None = field(default=None, repr=False, compare=False)
 
     @property
     def input_size(self) -> int:

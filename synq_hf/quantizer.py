@@ -23,6 +23,7 @@ from .distributed import default_device
 from .errors import AlreadyQuantizedError, DataError, SynQError
 from .model_info import LoadedModel
 from .outputs import is_local_name, public_name, write_output
+from .pipeline import match_spec, resolve_config
 from .quant import calibrate, iter_batches, quantize_model
 
 RESULTS_NAME = "results.json"
@@ -45,8 +46,9 @@ class SynQQuantizer:
         if teacher.is_quantized:
             raise AlreadyQuantizedError.for_model(teacher.model_id, teacher.base_model)
         self.teacher = teacher
-        self._batch_given = (config or SynQConfig()).synthesis_batch_size is not None
-        self.config = (config or SynQConfig()).resolve(family=teacher.family, input_size=teacher.input_size)
+        self.spec = match_spec(teacher.model, teacher.spec)  # matched once per run, handed down to every step
+        self._requested = config or SynQConfig()  # what the user asked for (synthesize() may change num_images)
+        self.config = resolve_config(self._requested, family=teacher.family, input_size=teacher.input_size)
         self.device = torch.device(device) if device is not None else default_device()
         self.teacher.model.to(self.device).eval()
         self.synthetic: Any | None = None
@@ -111,10 +113,14 @@ class SynQQuantizer:
         from .synthesis import synthesis_metadata, synthesize
 
         overrides = {"num_images": num_images, "synthesis_iterations": iterations, "seed": seed}
-        self.config = self.config.replace(**{k: v for k, v in overrides.items() if v is not None})
-        if not self._batch_given and self.config.num_images < self.config.synthesis_batch_size:
-            # the family's default batch, but never more images at once than are asked for
-            self.config = self.config.replace(synthesis_batch_size=self.config.num_images)
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if num_images is not None and self._requested.synthesis_batch_size is None:
+            # a new image count re-derives the batch the user left to resolution (min(num_images, family default))
+            overrides["synthesis_batch_size"] = None
+            self.config = resolve_config(self.config.replace(**overrides), family=self.teacher.family,
+                                         input_size=self.teacher.input_size)
+        elif overrides:
+            self.config = self.config.replace(**overrides)
         start = time.perf_counter()
         self.synthetic = synthesize(
             self.teacher.model,
@@ -126,6 +132,7 @@ class SynQQuantizer:
             device=self.device,
             checkpoint_dir=checkpoint_dir,
             progress=progress,
+            spec=self.spec,
         )
         self.timings["synthesis_s"] = time.perf_counter() - start
         self.record_synthetic(self.synthetic)
@@ -210,7 +217,7 @@ class SynQQuantizer:
                 record["data"] = public_name(record["data"])
             record["num_images"] = len(images)
         self.allocate_bits(calibration if calibration is not None else self.synthetic, progress=progress)
-        student = quantize_model(copy.deepcopy(self.teacher.model), self.config)
+        student = quantize_model(copy.deepcopy(self.teacher.model), self.config, spec=self.spec)
         batches = iter_batches(images, self.config.calibration_batch_size)
         total = -(-len(images) // self.config.calibration_batch_size)
         self.ptq_model = calibrate(student, batches, device=self.device, progress=progress, total=total)
@@ -265,7 +272,7 @@ class SynQQuantizer:
             self.config = self.config.replace(max_steps=max_steps)
         self.allocate_bits(progress=progress)
         # A previous fine-tuning froze the shared teacher (requires_grad False); the copy must train.
-        student = quantize_model(copy.deepcopy(self.teacher.model), self.config).requires_grad_(True)
+        student = quantize_model(copy.deepcopy(self.teacher.model), self.config, spec=self.spec).requires_grad_(True)
         if self.device.type == "cpu" and (training_args is None or isinstance(training_args, dict)):
             # under accelerate launch / torchrun the Trainer joins CPU processes (gloo) only when told so
             training_args = {"use_cpu": True, **(training_args or {})}
@@ -283,6 +290,7 @@ class SynQQuantizer:
                 progress=progress,
                 save_final=False,
                 callbacks=[steps],
+                spec=self.spec,
             )
         self.model.eval()
         if self.method == "ptq" and "calibration" in self.record:  # ptq() ran first: it is now the reference

@@ -385,8 +385,9 @@ def load_quantized(path: str | os.PathLike, *, device: str | torch.device | None
         model = _build_transformers(folder, data)
     from .architectures import get_spec
 
-    family = get_spec(model).family
-    quantize_model(model, cfg)
+    spec = get_spec(model)  # matched once: quantize_model and the LoadedModel take it
+    family = spec.family
+    quantize_model(model, cfg, spec=spec)
     if qmap is not None:  # format 2: integer codes back to the exact fake-quant weights
         tensors = unpack_state_dict(model, tensors, qmap)
     _load_strict(model, tensors, folder)
@@ -401,6 +402,7 @@ def load_quantized(path: str | os.PathLike, *, device: str | torch.device | None
         model_id=str(path),
         library=library,  # type: ignore[arg-type]
         family=family,
+        spec=spec,
         synq_config=cfg,
         base_model=block.get("base_model"),
         extra=dict(block.get("extra") or {}),

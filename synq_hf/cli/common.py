@@ -542,7 +542,7 @@ def config_from_args(args: argparse.Namespace, preset: str | None = None) -> Any
     every field flag given on the command line; a value that is not allowed is named by its flag."""
     import dataclasses
 
-    from ..config import SynQConfig
+    from ..config import SynQConfig, check_field
 
     config = SynQConfig.from_json(args.config) if getattr(args, "config", None) else SynQConfig()
     if preset:
@@ -550,9 +550,8 @@ def config_from_args(args: argparse.Namespace, preset: str | None = None) -> Any
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SynQConfig)
              if f.name not in _NOT_FLAGS and hasattr(args, f.name)}
     for f in dataclasses.fields(SynQConfig):
-        check = f.metadata.get("check")
-        if f.name in given and check is not None and given[f.name] is not None:
-            check(config_flag(f.name), given[f.name])
+        if given.get(f.name) is not None:
+            check_field(f, given[f.name], config_flag(f.name))
     return config.replace(**given)
 
 

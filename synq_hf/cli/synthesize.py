@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             loaded = load_cli_model(args, device)
         dataset = synthesize(loaded.model, cfg, data_config=loaded.data_config, family=None,
                              class_names=loaded.class_names, teacher_id=loaded.model_id, device=device,
-                             progress=not args.no_progress, checkpoint_dir=args.work_path / "synthetic-groups")
+                             progress=not args.no_progress, checkpoint_dir=args.work_path / "synthetic-groups",
+                             spec=loaded.spec)
         with procs.together():  # the main process writes; every process learns whether that worked
             if procs.is_main:
                 with writing_out(args.out):

@@ -13,10 +13,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..architectures import get_spec
-from ..config import SynQConfig, has_weight_budget
+from ..architectures import ArchSpec
+from ..config import SynQConfig, has_weight_budget, weight_symmetric_default
 from ..errors import SynQError, UnsupportedModelError
 from ..model_info import model_logits
+from ..pipeline import match_spec
 from .coverage import COVERAGE_ATTR, example_input, static_coverage, trace_coverage
 from .integer_bias import snap_biases_to_int32_grid
 from .layers import OutputQuantized, QuantConv2d, QuantLinear
@@ -34,6 +35,7 @@ def quantize_model(
     inplace: bool = True,
     on_gap: Literal["error", "warn"] = "error",
     example_input: torch.Tensor | None = None,
+    spec: ArchSpec | None = None,
 ) -> nn.Module:
     """Insert fake quantizers into ``model`` according to ``config`` and its architecture spec; return it.
 
@@ -43,13 +45,15 @@ def quantize_model(
     ``example_input`` (default: a random image of the model's size) then records the coverage report
     (:func:`coverage_report`); a conv/linear whose weights or input stay float without a rule of the
     spec raises ``UnsupportedModelError`` (``on_gap="warn"``: a warning). Activation quantizers start
-    uncalibrated: run :func:`calibrate` before using the model.
+    uncalibrated: run :func:`calibrate` before using the model. ``spec`` is the model's spec when the caller
+    already matched it (default: matched here). ``weight_symmetric`` comes from the config (resolution fills it
+    in); an unresolved config gets the same family default (:func:`synq_hf.config.weight_symmetric_default`).
     """
     if is_quantized(model):
         raise SynQError(f"{type(model).__name__} is already quantized")
     if on_gap not in ("error", "warn"):
         raise SynQError(f"on_gap={on_gap!r} is not allowed; choose 'error' or 'warn'")
-    spec = get_spec(model)
+    spec = match_spec(model, spec)
     if config.deploy_placement != "off" and spec.deploy is None:
         from ..architectures import SPECS
 
@@ -60,7 +64,8 @@ def quantize_model(
         )
     if not inplace:
         model = copy.deepcopy(model)
-    symmetric = config.weight_symmetric if config.weight_symmetric is not None else spec.family != "cnn"
+    symmetric = (config.weight_symmetric if config.weight_symmetric is not None
+                 else weight_symmetric_default(spec.family))
     first, last = spec.first_last(model)
     policy = LayerPolicy(config, first=first, last=last, symmetric_weights=symmetric)
     excluded = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and not policy.enabled(n)}

@@ -14,12 +14,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..architectures import SPECS, find_spec
+from ..architectures import SPECS, ArchSpec, find_spec
 from ..config import SynQConfig
 from ..distributed import Processes, processes
 from ..errors import ConfigError, SynQError, UnsupportedModelError
 from ..model_info import model_num_classes
 from ..outputs import public_name
+from ..pipeline import resolve_config
 from ..precision import check_precision, wants_channels_last
 from .cnn import BNStatsObjective
 from .engine import run_groups
@@ -49,13 +50,20 @@ class SyntheticImages:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def synthesis_family(teacher: nn.Module, family: str | None = None) -> str:
+def synthesis_family(teacher: nn.Module, family: str | None = None, *, spec: ArchSpec | None = None) -> str:
     """The teacher's family from its architecture spec (``cnn``: BN statistics; ``vit``/``swin``: PSAQ-ViT).
 
     Raises a one-line ``UnsupportedModelError`` at once for architectures without a synthesis objective
     (no spec, or a spec such as LayerNorm CNNs that has none) or when ``family`` contradicts the spec.
+    ``spec`` is the teacher's spec when the caller already matched it (default: matched here).
     """
-    spec = find_spec(teacher)
+    return synthesis_spec(teacher, family, spec=spec).family
+
+
+def synthesis_spec(teacher: nn.Module, family: str | None = None, *, spec: ArchSpec | None = None) -> ArchSpec:
+    """The teacher's architecture spec, checked as :func:`synthesis_family` describes; its ``synthesis`` field
+    names the objective (``bn_stats`` or ``patch_similarity``)."""
+    spec = spec if spec is not None else find_spec(teacher)
     what = type(teacher).__name__
     if spec is None:
         raise UnsupportedModelError(
@@ -71,7 +79,7 @@ def synthesis_family(teacher: nn.Module, family: str | None = None) -> str:
             f"({'BatchNorm statistics' if spec.synthesis == 'bn_stats' else 'attention'}, family {spec.family!r}); "
             f"supported teachers are {SUPPORTED}"
         )
-    return spec.family
+    return spec
 
 
 def _group_seed(seed: int, group: int, attempt: int) -> int:
@@ -106,13 +114,15 @@ def generate_synthetic(
     num_classes: int | None = None, num_images: int | None = None, iterations: int | None = None,
     seed: int | None = None, device: str | torch.device | None = None, progress: bool = True,
     checkpoint_dir: str | os.PathLike | None = None, fingerprint: dict[str, Any] | None = None,
-    distributed: bool | None = None,
+    distributed: bool | None = None, spec: ArchSpec | None = None,
 ) -> SyntheticImages:
     """Synthesize images as tensors (no ``datasets`` overhead): the lower level of :func:`synthesize`.
 
-    ``config`` may be unresolved; it is resolved for the teacher's family and input size and the resolved copy is
-    returned in the result. ``num_images``/``iterations``/``seed`` override the config fields of the same role;
-    an unset ``synthesis_batch_size`` becomes ``min(num_images, the family's default)``. With ``checkpoint_dir``
+    ``config`` may be unresolved; it is resolved (:func:`synq_hf.pipeline.resolve_config`, a no-op for a resolved
+    config) for the teacher's family and input size and the resolved copy is returned in the result.
+    ``num_images``/``iterations``/``seed`` override the config fields of the same role (before resolution, which
+    makes an unset ``synthesis_batch_size`` ``min(num_images, the family's default)``). ``spec`` is the teacher's
+    architecture spec when the caller already matched it; its ``synthesis`` field picks the objective. With ``checkpoint_dir``
     each finished group is saved there (:class:`~synq_hf.synthesis.groups.GroupStore`, keyed by ``fingerprint``
     and the resolved config) and groups already there are loaded instead of synthesized again.
 
@@ -122,15 +132,13 @@ def generate_synthetic(
     ``synthesis_groups_per_forward`` would. A shared ``checkpoint_dir`` lets a rerun resume with any number of
     processes.
     """
-    family = synthesis_family(teacher, family)
+    spec = synthesis_spec(teacher, family, spec=spec)
+    family = spec.family
     input_size = tuple(int(v) for v in data_config["input_size"])
     overrides = {k: v for k, v in (("num_images", num_images), ("synthesis_iterations", iterations),
                                    ("seed", seed)) if v is not None}
-    cfg = config.replace(**overrides)
-    if cfg.synthesis_batch_size is None and isinstance(cfg.num_images, int) and cfg.num_images > 0:
-        default = cfg.resolve(family=family, input_size=input_size[-1]).synthesis_batch_size
-        cfg = cfg.replace(synthesis_batch_size=min(cfg.num_images, default))
-    cfg = cfg.resolve(family=family, input_size=input_size[-1])
+    cfg = resolve_config(config.replace(**overrides) if overrides else config, family=family,
+                         input_size=input_size[-1])
     n, batch, iters = cfg.num_images, cfg.synthesis_batch_size, cfg.synthesis_iterations
     _check_counts(n, batch, iters)
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
@@ -163,7 +171,7 @@ def generate_synthetic(
 
             store = GroupStore(checkpoint_dir, {**(fingerprint or {}), "config": cfg.to_dict(), "family": family,
                                                 "groups": len(labels_plan), "num_classes": num_classes})
-        return _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch, num_classes, device,
+        return _run_plan(teacher, cfg, spec, input_size, data_config, labels_plan, batch, num_classes, device,
                          progress, centres, store, processes(distributed))
     finally:
         for p, flag in zip(teacher.parameters(), grad_flags):
@@ -178,6 +186,7 @@ def synthesize(
     class_names: list[str] | None = None, teacher_id: str = "", num_images: int | None = None,
     iterations: int | None = None, seed: int | None = None, device: str | torch.device | None = None,
     progress: bool = True, checkpoint_dir: str | os.PathLike | None = None, distributed: bool | None = None,
+    spec: ArchSpec | None = None,
 ) -> datasets.Dataset:
     """Synthesize a labelled image dataset from ``teacher`` alone (SynQ step 1), as a ``datasets.Dataset``.
 
@@ -190,7 +199,7 @@ def synthesize(
     ``synthesis_metadata``); the same seed gives the same pixels. ``checkpoint_dir`` saves each finished group
     and resumes from the groups already there (same pixels as an uninterrupted run). Under a multi-process
     launch the groups are shared out among the processes and each returns the whole dataset (see
-    :func:`generate_synthetic`).
+    :func:`generate_synthetic`). ``spec``: the teacher's architecture spec, when the caller already matched it.
     """
     from .dataset import to_dataset
 
@@ -198,7 +207,8 @@ def synthesize(
     images = generate_synthetic(teacher, config or SynQConfig(), data_config=data_config, family=family,
                                 num_classes=num_classes, num_images=num_images, iterations=iterations, seed=seed,
                                 device=device, progress=progress, checkpoint_dir=checkpoint_dir,
-                                fingerprint={"teacher": public_name(teacher_id)}, distributed=distributed)
+                                fingerprint={"teacher": public_name(teacher_id)}, distributed=distributed,
+                                spec=spec)
     return to_dataset(images, teacher_id=teacher_id, data_config=data_config, class_names=class_names,
                       num_classes=num_classes or _num_classes(teacher))
 
@@ -210,7 +220,7 @@ def _num_classes(teacher: nn.Module) -> int:
     return n
 
 
-def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch, num_classes, device, progress,
+def _run_plan(teacher, cfg, spec, input_size, data_config, labels_plan, batch, num_classes, device, progress,
               centres, store=None, procs: Processes | None = None) -> SyntheticImages:
     """Optimize every planned group in forward units of ``synthesis_groups_per_forward`` groups.
 
@@ -224,7 +234,8 @@ def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch,
     iters, per_forward = cfg.synthesis_iterations, cfg.synthesis_groups_per_forward
     host_rng = random.Random(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    if family == "cnn":
+    family = spec.family
+    if spec.synthesis == "bn_stats":
         objective = BNStatsObjective(teacher, beta=cfg.synthesis_ce_beta, gamma=cfg.synthesis_ce_gamma,
                                      augment=cfg.synthesis_augment, generator=aug_gen, host_rng=host_rng,
                                      precision=cfg.synthesis_precision,
@@ -235,7 +246,8 @@ def _run_plan(teacher, cfg, family, input_size, data_config, labels_plan, batch,
         objective = PatchSimilarityObjective(teacher, family=family, tv_weight=cfg.synthesis_tv_weight,
                                              bandwidth=cfg.synthesis_kde_bandwidth,
                                              num_points=cfg.synthesis_kde_points, generator=aug_gen,
-                                             host_rng=host_rng, iterations=iters, precision=cfg.synthesis_precision)
+                                             host_rng=host_rng, iterations=iters, precision=cfg.synthesis_precision,
+                                             spec=spec)
         lo, hi = _valid_range(data_config, device)
         clamp = (lo, hi)
 

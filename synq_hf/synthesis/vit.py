@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..architectures import find_spec
+from ..architectures import ArchSpec, find_spec
 from ..errors import ConfigError
 from ..model_info import model_logits
 from ..precision import autocast, float32
@@ -36,9 +36,10 @@ from ._optim import cycle_of
 from .augment import roll_jitter_flip
 
 
-def attention_modules(model: nn.Module) -> list[tuple[nn.Module, nn.Linear, int]]:
-    """``(attention, output projection, num_heads)`` for every multi-head attention, as the model's spec lists them."""
-    spec = find_spec(model)
+def attention_modules(model: nn.Module, spec: ArchSpec | None = None) -> list[tuple[nn.Module, nn.Linear, int]]:
+    """``(attention, output projection, num_heads)`` for every multi-head attention, as the model's spec lists them
+    (``spec``: the one the caller matched; default: matched here)."""
+    spec = spec if spec is not None else find_spec(model)
     return spec.attention_modules(model) if spec is not None and spec.attention_modules is not None else []
 
 
@@ -370,12 +371,12 @@ class PatchSimilarityObjective:
 
     def __init__(self, teacher: nn.Module, *, family: str, tv_weight: float, bandwidth: float, num_points: int,
                  generator: torch.Generator | None = None, host_rng: random.Random | None = None,
-                 iterations: int = 1000, precision: str = "fp32", kde: str = "auto"):
+                 iterations: int = 1000, precision: str = "fp32", kde: str = "auto", spec: ArchSpec | None = None):
         if kde not in KDE_FORMS:
             raise ConfigError(f"kde={kde!r} is not allowed; choose one of {list(KDE_FORMS)}")
         self.teacher = teacher
         self.precision, self.kde = precision, kde
-        self.blocks = attention_modules(teacher)
+        self.blocks = attention_modules(teacher, spec)
         if not self.blocks:
             raise ValueError("the teacher has no multi-head attention module")
         self.prefix = prefix_tokens(teacher, family)

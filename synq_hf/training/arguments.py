@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
-from ..config import LossSettings, ScheduleSettings, SynQConfig
+from ..config import LossSettings, ScheduleSettings, SynQConfig, check_field
 from ..errors import ConfigError
 from ..precision import training_precision
 
@@ -36,14 +36,7 @@ class SynQTrainingArguments(LossSettings, TrainingArguments):
             self.use_cpu = True  # bf16 autocast runs on CPU, but TrainingArguments wants that said explicitly
         super().__post_init__()
         for f in dataclasses.fields(LossSettings):
-            value = getattr(self, f.name)
-            choices, check = f.metadata.get("choices"), f.metadata.get("check")
-            if value is None and f.default is None:
-                continue
-            if choices and value not in choices:
-                raise ConfigError(f"{f.name}={value!r} is not allowed; choose one of {list(choices)}")
-            if check is not None:
-                check(f.name, value)
+            check_field(f, getattr(self, f.name))
 
     @classmethod
     def from_config(

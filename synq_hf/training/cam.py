@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..architectures import CamTarget, find_spec, supported_families
+from ..architectures import ArchSpec, CamTarget, find_spec, supported_families
 from ..config import LossSettings
 from ..errors import ConfigError, UnsupportedModelError
 from ..model_info import model_logits
@@ -30,19 +30,19 @@ __all__ = ["CamHook", "CamTarget", "compute_cam", "grad_cam_map", "resolve_cam_t
 Size = tuple[int, int]
 
 
-def resolve_cam_target(model: nn.Module, layer: str | None = None) -> CamTarget:
+def resolve_cam_target(model: nn.Module, layer: str | None = None, *, spec: ArchSpec | None = None) -> CamTarget:
     """The Grad-CAM target of ``model``, from its architecture spec (``synq_hf.architectures``).
 
     CNNs: the output of the last conv (``layer="last_conv"``, the authors') or the feature map entering global
     pooling (``"pool"``, classic CAM); ``None`` is the config's default ``cam_layer``. ViT/DeiT: the output of
     the last block's first LayerNorm (the last block's output reaches the head only through the class token);
     Swin: the last stage (``layer`` does not apply). Names refer to the float model and stay valid on its
-    quantized copy (in-place subclasses).
+    quantized copy (in-place subclasses). ``spec``: the model's spec when the caller already matched it.
     """
     layer = LossSettings.cam_layer if layer is None else layer
     if layer not in ("last_conv", "pool"):
         raise ConfigError(f"cam_layer={layer!r} is not allowed; choose one of ['last_conv', 'pool']")
-    spec = find_spec(model)
+    spec = spec if spec is not None else find_spec(model)
     if spec is None:
         raise UnsupportedModelError(
             f"cannot find a Grad-CAM target layer in {type(model).__name__}: supported are {supported_families()}"

@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..architectures import get_spec
+from ..architectures import ArchSpec, get_spec
 from ..errors import UnsupportedModelError
 
 
-def feature_modules(model: nn.Module) -> list[str]:
-    """Names of the residual / transformer blocks whose outputs HAST aligns (the spec's ``feature_blocks``)."""
-    spec = get_spec(model)
+def feature_modules(model: nn.Module, spec: ArchSpec | None = None) -> list[str]:
+    """Names of the residual / transformer blocks whose outputs HAST aligns (the spec's ``feature_blocks``;
+    ``spec``: the model's spec when the caller already matched it)."""
+    spec = spec if spec is not None else get_spec(model)
     names = spec.feature_blocks(model)
     if not names:
         raise UnsupportedModelError(

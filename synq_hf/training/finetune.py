@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 from torch import nn
 from transformers import TrainerCallback, TrainingArguments
 
-from ..architectures import get_spec
-from ..config import SynQConfig
+from ..architectures import ArchSpec
+from ..config import LossSettings, SynQConfig
 from ..model_info import LoadedModel
+from ..pipeline import match_spec, resolve_config
 from .arguments import SynQTrainingArguments
 from .frozen import frozen
 from .trainer import SynQTrainer
@@ -50,6 +52,7 @@ def finetune(
     progress: bool = True,
     save_final: bool = True,
     callbacks: list[TrainerCallback] | None = None,
+    spec: ArchSpec | None = None,
 ) -> nn.Module:
     """Calibrate the student's activation ranges (if it has none yet) and fine-tune it with SynQ; return it.
 
@@ -58,24 +61,31 @@ def finetune(
     ``TrainingArguments`` or a dict of overrides for :func:`build_training_args`. With ``save_final``
     the trained student's state dict goes to ``output_dir`` (``synq_student.safetensors``, main process
     only). ``augment`` overrides ``config.augment`` (``True``: shift + flip under 64 px, else crop + flip);
-    ``callbacks`` are added to the trainer.
+    ``callbacks`` are added to the trainer. ``config`` may be unresolved (it is resolved here, once, through
+    :func:`synq_hf.pipeline.resolve_config`); ``spec`` is the teacher's architecture spec when the caller already
+    matched it (default: the ``LoadedModel``'s, else matched here).
     """
     num_classes = image_shape = None
     if isinstance(teacher, LoadedModel):
         num_classes, image_shape = teacher.num_classes, tuple(teacher.data_config["input_size"])
+        spec = spec if spec is not None else teacher.spec
         teacher = teacher.model
     if isinstance(training_args, TrainingArguments):
         args = training_args
     else:
+        spec = match_spec(teacher, spec)
         size = image_shape[-1] if image_shape else _first_side(synthetic_dataset)
-        resolved = config.resolve(family=get_spec(teacher).family, input_size=size)
+        resolved = resolve_config(config, family=spec.family, input_size=size)
         args = build_training_args(resolved, output_dir, max_steps=max_steps, progress=progress,
                                    **(training_args or {}))
-        # overrides win: training_args={"bf16": True} selects bf16 fine-tuning (issue 24)
-        config = config.replace(finetune_precision=args.finetune_precision)
+        # overrides win: training_args={"bf16": True} selects bf16 fine-tuning (issue 24); a loss field the caller's
+        # config left to resolution follows args (its overrides included), a set one must agree (SynQTrainer checks)
+        unset = {f.name: getattr(args, f.name) for f in dataclasses.fields(LossSettings)
+                 if getattr(config, f.name) is None}
+        config = resolved.replace(finetune_precision=args.finetune_precision, **unset)
     with frozen(teacher):  # the caller's teacher gets its train/eval mode and requires_grad back
         trainer = SynQTrainer(student, teacher, args, synthetic_dataset, config, augment=augment,
-                              image_shape=image_shape, num_classes=num_classes, callbacks=callbacks)
+                              image_shape=image_shape, num_classes=num_classes, callbacks=callbacks, spec=spec)
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     if save_final:
         trainer.save_model(os.fspath(output_dir))

@@ -33,10 +33,11 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from ..architectures import get_spec
+from ..architectures import ArchSpec, find_spec, get_spec
 from ..config import CONFIG_NAME, LossSettings, SynQConfig
 from ..errors import CheckpointError, ConfigError, DataError, SynQError
 from ..model_info import model_logits, model_num_classes
+from ..pipeline import match_spec, resolve_config
 from ..precision import (
     autocast,
     check_precision,
@@ -210,7 +211,9 @@ class SynQTrainer(Trainer):
     SGD's momentum come from ``args`` when it is a :class:`SynQTrainingArguments` (as TRL's ``SFTTrainer``
     reads ``SFTConfig``), else from ``config``; ``config`` (default: the ``SynQConfig`` the student was
     quantized with) supplies the rest (calibration, seed for plain ``TrainingArguments``).
-    Family/size-dependent ``None`` fields are resolved from the teacher. With ``lpf_mode="once"`` (the default, as in the paper) the dataset is filtered here, before
+    Family/size-dependent ``None`` fields are resolved from the teacher (:func:`synq_hf.pipeline.resolve_config`;
+    a resolved config, as ``finetune`` and ``SynQQuantizer`` pass, is used as it is). ``spec`` is the teacher's
+    architecture spec when the caller already matched it. With ``lpf_mode="once"`` (the default, as in the paper) the dataset is filtered here, before
     training; ``"per_batch"`` filters each batch on the device after the optional ``augment``.
 
     KD temperature: ``config.kd_temperature`` defaults to 1, the paper's plain KL (the loss carries the
@@ -231,21 +234,24 @@ class SynQTrainer(Trainer):
         image_shape: tuple[int, int, int] | None = None,
         num_classes: int | None = None,
         callbacks: list[TrainerCallback] | None = None,
+        spec: ArchSpec | None = None,
         **kwargs: Any,
     ) -> None:
         config = trainer_config(model, args, config)
         config.validate()
         self.cam_target: CamTarget | None = None
-        target = resolve_cam_target(teacher, config.cam_layer) if config.lambda_cam > 0 else None
+        spec = spec if spec is not None else find_spec(teacher)
+        target = resolve_cam_target(teacher, config.cam_layer, spec=spec) if config.lambda_cam > 0 else None
         num_classes = num_classes or model_num_classes(teacher)
         image_shape = image_shape or model_image_shape(teacher)
         if num_classes is None:
             raise DataError(f"cannot tell how many classes {type(teacher).__name__} predicts: pass num_classes=")
         validate_synthetic_dataset(train_dataset, num_classes=num_classes, image_shape=image_shape)
         size = int(np.asarray(train_dataset.with_format("numpy")[0][PIXELS]).shape[-2])
-        spec = get_spec(teacher)
+        spec = match_spec(teacher, spec)
         family = spec.family
-        self.synq_config = config.resolve(family=family, input_size=size)
+        self.arch_spec = spec
+        self.synq_config = resolve_config(config, family=family, input_size=size)  # a no-op for a resolved config
         cfg = self.synq_config
         self.precision = training_precision(cfg.finetune_precision, args)  # issue 24: autocast of both forwards
         check_precision(self.precision, args.device, what="finetune_precision")
@@ -267,7 +273,7 @@ class SynQTrainer(Trainer):
         self._teacher_state = ModuleState.of(teacher)  # the caller's; train() gives it back
         self.teacher = teacher.eval().requires_grad_(False).to(self.args.device)
         self.cam_target = target
-        self.hast_modules = feature_modules(teacher) if cfg.hast_feature_alignment else []
+        self.hast_modules = feature_modules(teacher, spec) if cfg.hast_feature_alignment else []
         self._channels_last = spec.channels_last_features
         # issue 24: channels_last CNNs on CUDA, the divergence check without a host sync
         self._nhwc = wants_channels_last(family, self.args.device)
