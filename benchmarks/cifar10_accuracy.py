@@ -47,10 +47,10 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from synq_hf import SynQConfig, SynQQuantizer, evaluate_model, load_image_dataset, load_model  # noqa: E402
+from synq_hf.apply import calibrate, iter_batches, quantize_model  # noqa: E402
 from synq_hf.config import LOSS_PRESETS  # noqa: E402
 from synq_hf.data import build_eval_transform, detect_columns  # noqa: E402
 from synq_hf.errors import ConfigError  # noqa: E402
-from synq_hf.quant import calibrate, iter_batches, quantize_model  # noqa: E402
 from synq_hf.synthesis.dataset import synthesis_metadata  # noqa: E402
 from synq_hf.training import TrainingDiverged, calibration_images, finetune  # noqa: E402
 

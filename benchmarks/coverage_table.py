@@ -16,9 +16,10 @@ torch.set_num_threads(1)
 
 from test_architectures import ARCHS, UNSUPPORTED, W4A4, _float, _images  # noqa: E402
 
+from synq_hf.apply import quantize_model  # noqa: E402
 from synq_hf.architectures import get_spec  # noqa: E402
 from synq_hf.errors import UnsupportedModelError  # noqa: E402
-from synq_hf.quant import coverage_report, quantize_model  # noqa: E402
+from synq_hf.quant import coverage_report  # noqa: E402
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ bench = importlib.util.module_from_spec(_SPEC)
 sys.modules["cifar10_accuracy"] = bench
 _SPEC.loader.exec_module(bench)
 
-from synq_hf.quant import act_quantizers, quantize_model  # noqa: E402
+from synq_hf.apply import act_quantizers, quantize_model  # noqa: E402
 from synq_hf.training import SynQTrainer, TrainingDiverged, build_training_args  # noqa: E402
 
 

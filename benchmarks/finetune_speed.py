@@ -40,11 +40,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import synq_hf  # noqa: E402,F401  (registers cifar_resnet*)
+from synq_hf.apply import calibrate, quantize_model  # noqa: E402
 from synq_hf.architectures import get_spec  # noqa: E402
 from synq_hf.config import COMPILE_MODES, SynQConfig  # noqa: E402
 from synq_hf.model_info import model_logits  # noqa: E402
 from synq_hf.precision import autocast  # noqa: E402
-from synq_hf.quant import calibrate, quantize_model  # noqa: E402
 from synq_hf.training import SynQTrainer, build_training_args  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {"lossless": _top1(_logits(model, x, args.device), y)}
 
     images = bench.calibration_images(synthetic, cfg)
-    from synq_hf.quant import calibrate, iter_batches, quantize_model
+    from synq_hf.apply import calibrate, iter_batches, quantize_model
 
     student = quantize_model(copy.deepcopy(teacher.model), cfg.replace(**bench.SEARCH)).to(args.device)
     calibrate(student, iter_batches(images, cfg.calibration_batch_size), device=args.device, progress=False)

@@ -35,8 +35,8 @@ import cifar10_accuracy as base  # noqa: E402
 import torch  # noqa: E402
 
 from synq_hf import SynQConfig, SynQQuantizer, evaluate_model, load_image_dataset, load_model  # noqa: E402
+from synq_hf.apply import ptq  # noqa: E402
 from synq_hf.lowpass import low_pass_filter  # noqa: E402
-from synq_hf.quant import ptq  # noqa: E402
 from synq_hf.reconstruction import reconstruct_model  # noqa: E402
 from synq_hf.reconstruction.api import reconstruction_images  # noqa: E402
 

@@ -45,7 +45,7 @@ def worker(args: argparse.Namespace) -> None:
     from synq_hf.data import load_image_dataset
     from synq_hf.distributed import processes
     from synq_hf.evaluation import evaluate_model
-    from synq_hf.hub import load_model
+    from synq_hf.hub.loading import load_model
     from synq_hf.synthesis import generate_synthetic
 
     procs = processes()

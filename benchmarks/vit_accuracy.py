@@ -39,8 +39,8 @@ import cifar10_accuracy as base  # noqa: E402
 import torch  # noqa: E402
 
 from synq_hf import SynQConfig, SynQQuantizer, evaluate_model, load_image_dataset, load_model  # noqa: E402
+from synq_hf.apply import calibrate, iter_batches, quantize_model  # noqa: E402
 from synq_hf.model_info import model_logits  # noqa: E402
-from synq_hf.quant import calibrate, iter_batches, quantize_model  # noqa: E402
 
 DEFAULT_TEACHER = base.SHARED / "teachers" / "cifar10-vit-tiny"
 if not DEFAULT_TEACHER.exists():

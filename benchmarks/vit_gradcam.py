@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from synq_hf import SynQConfig, load_model  # noqa: E402
-from synq_hf.quant import calibrate, iter_batches, quantize_model  # noqa: E402
+from synq_hf.apply import calibrate, iter_batches, quantize_model  # noqa: E402
 from synq_hf.training.cam import compute_cam  # noqa: E402
 
 TEACHER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "teachers" / "cifar10-vit-tiny"

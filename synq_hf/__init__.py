@@ -37,14 +37,14 @@ from .errors import (
 from .version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - the names __getattr__ serves, for type checkers and IDEs
+    from .apply import calibrate, ptq, quantize_model
     from .config import SynQConfig
     from .data import load_image_dataset
     from .evaluation import evaluate_model
-    from .hub import load_model
+    from .hub.checkpoint import load_quantized, save_quantized
+    from .hub.loading import load_model
     from .lowpass import low_pass_filter
-    from .quant import calibrate, ptq, quantize_model
     from .quantizer import SynQQuantizer
-    from .serialization import load_quantized, save_quantized
     from .synthesis import synthesize
     from .training import SynQTrainer
 
@@ -52,14 +52,14 @@ _LAZY: dict[str, str] = {
     "SynQConfig": "config",
     "load_image_dataset": "data",
     "evaluate_model": "evaluation",
-    "load_model": "hub",
+    "load_model": "hub.loading",
     "low_pass_filter": "lowpass",
-    "calibrate": "quant",
-    "ptq": "quant",
-    "quantize_model": "quant",
+    "calibrate": "apply",
+    "ptq": "apply",
+    "quantize_model": "apply",
     "SynQQuantizer": "quantizer",
-    "load_quantized": "serialization",
-    "save_quantized": "serialization",
+    "load_quantized": "hub.checkpoint",
+    "save_quantized": "hub.checkpoint",
     "synthesize": "synthesis",
     "SynQTrainer": "training",
 }

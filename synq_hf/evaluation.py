@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 from .data import build_eval_transform, detect_columns, make_batch_transform, raw_images
 from .distributed import processes
 from .errors import DataError
-from .model_info import LoadedModel, model_logits, model_num_classes
+from .model_info import model_logits, model_num_classes
+from .pipeline import LoadedModel
 
 __all__ = ["check_labels", "evaluate_model", "topk_hits"]
 

@@ -9,7 +9,8 @@ twice) and :func:`match_spec` returns a given spec without walking the registry 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import nn
 
@@ -19,7 +20,42 @@ from .errors import SynQError
 if TYPE_CHECKING:
     from .architectures import ArchSpec
 
-__all__ = ["match_spec", "require_resolved", "resolve_config"]
+__all__ = ["Family", "Library", "LoadedModel", "match_spec", "require_resolved", "resolve_config"]
+
+Library = Literal["timm", "transformers"]
+Family = Literal["cnn", "vit", "swin"]
+
+
+@dataclass
+class LoadedModel:
+    """A loaded (float or quantized) image classifier and its metadata.
+
+    ``data_config`` holds the preprocessing the model expects: ``mean``, ``std`` (tuples of 3 floats),
+    ``input_size`` (C, H, W), ``interpolation`` (``"bilinear"``/``"bicubic"``...) and ``crop_pct``.
+    Synthetic images live in the space normalized by ``mean``/``std``. ``spec`` is the architecture spec
+    matched when the model was loaded (``None`` when built by hand: the pipeline then matches it once).
+    """
+
+    model: nn.Module
+    model_id: str
+    library: Library
+    family: Family
+    data_config: dict[str, Any]
+    num_classes: int
+    class_names: list[str] | None = None
+    synq_config: SynQConfig | None = None
+    base_model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    spec: ArchSpec | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def input_size(self) -> int:
+        """Image side in pixels (the height of ``data_config['input_size']``)."""
+        return int(self.data_config["input_size"][-2])
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.synq_config is not None
 
 
 def resolve_config(config: SynQConfig | None, *, family: str, input_size: int) -> SynQConfig:

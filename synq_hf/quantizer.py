@@ -18,13 +18,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .apply import calibrate, iter_batches, quantize_model
 from .config import SynQConfig
 from .distributed import default_device
 from .errors import AlreadyQuantizedError, DataError, SynQError
-from .model_info import LoadedModel
-from .outputs import is_local_name, public_name, write_output
-from .pipeline import match_spec, resolve_config
-from .quant import calibrate, iter_batches, quantize_model
+from .hub.outputs import is_local_name, public_name, write_output
+from .pipeline import LoadedModel, match_spec, resolve_config
 
 RESULTS_NAME = "results.json"
 Which = Literal["synq", "ptq", "reconstruct", "float"]
@@ -88,7 +87,7 @@ class SynQQuantizer:
         A folder that :meth:`save_pretrained` wrote is refused (``AlreadyQuantizedError``): load it with
         ``synq_hf.load_model``.
         """
-        from .hub import load_model
+        from .hub.loading import load_model
 
         config = (config or SynQConfig()).replace(**config_overrides) if config_overrides else config
         loaded = load_model(model_id, trust_remote_code=trust_remote_code, revision=revision, token=token,
@@ -334,7 +333,8 @@ class SynQQuantizer:
         ``synthetic`` (a synthetic dataset; default ``.synthetic``, synthesized now with ``reconstruct_num_images``
         images if absent) supplies the images and labels. Each finished block is saved to ``output_dir`` (a
         temporary folder when omitted); ``resume=True`` continues a run interrupted there at its next block.
-        Runs on one process. Returns the model (also ``.model``): an ordinary fake-quant model, rounding hard.
+        Runs on one process. Returns the model (also ``.model``): an ordinary fake-quant model, rounding hard. A
+        mixed-precision budget (``size_budget``/``avg_w_bits``) is allocated first (:meth:`allocate_bits`).
         """
         from .reconstruction import reconstruct_model
         from .reconstruction.api import reconstruction_config
@@ -349,6 +349,7 @@ class SynQQuantizer:
         if "pixel_values" not in columns or "label" not in columns:
             raise DataError("reconstruction needs a synthetic dataset with 'pixel_values' and 'label' columns "
                             "(written by synq-hf synthesize)")
+        self.allocate_bits(progress=progress)  # a size/average-bits budget: per-layer bits before any block
         data = self.synthetic.with_format("torch")[: self.config.reconstruct_num_images]
         images, labels = data["pixel_values"].float().to(self.device), data["label"].long().to(self.device)
         work = Path(output_dir) if output_dir is not None else None
@@ -466,10 +467,10 @@ class SynQQuantizer:
 
         The folder is assembled in a temporary sibling and moved into place, so a failure leaves no
         partial output; an existing non-empty folder is refused unless ``overwrite`` and it is an earlier
-        synq_hf output (see :mod:`synq_hf.outputs`).
+        synq_hf output (see :mod:`synq_hf.hub.outputs`).
         """
-        from .card import save_model_card
-        from .serialization import save_quantized
+        from .hub.card import save_model_card
+        from .hub.checkpoint import save_quantized
 
         if self.model is None:
             raise SynQError("nothing to save: run quantize() (or ptq()) first")
@@ -551,7 +552,7 @@ class SynQQuantizer:
         synthetic set goes to the dataset repo ``<repo_id>-synthetic``, linked from the card. Returns the
         commit (or pull request) URL.
         """
-        from .push import push_folder_to_hub
+        from .hub.push import push_folder_to_hub
 
         with _work_dir(save_dir) as work:
             folder = Path(work) / "model" if save_dir is None else Path(work)

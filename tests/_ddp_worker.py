@@ -18,8 +18,8 @@ import timm  # noqa: E402
 import torch  # noqa: E402
 
 import synq_hf  # noqa: E402,F401  (registers cifar_resnet*)
+from synq_hf.apply import quantize_model  # noqa: E402
 from synq_hf.config import SynQConfig  # noqa: E402
-from synq_hf.quant import quantize_model  # noqa: E402
 from synq_hf.training import build_training_args, finetune  # noqa: E402
 
 

@@ -20,8 +20,8 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 import synq_hf  # noqa: E402,F401  (registers cifar_resnet*)
+from synq_hf.apply import quantize_model  # noqa: E402
 from synq_hf.config import SynQConfig  # noqa: E402
-from synq_hf.quant import quantize_model  # noqa: E402
 from synq_hf.training import SynQTrainer, TrainingInterrupted, build_training_args  # noqa: E402
 
 

@@ -7,9 +7,7 @@ import torch
 from torch import nn
 
 from synq_hf import SynQConfig
-from synq_hf.architectures import ArchSpec, CamTarget, register_spec
-from synq_hf.errors import SynQError
-from synq_hf.quant import (
+from synq_hf.apply import (
     act_quantizers,
     calibrate,
     iter_batches,
@@ -18,7 +16,9 @@ from synq_hf.quant import (
     quantize_model,
     set_quant_mode,
 )
-from synq_hf.quant.placement.cnn import apply_after_relu
+from synq_hf.architectures import ArchSpec, CamTarget, register_spec
+from synq_hf.architectures.placement.cnn import apply_after_relu
+from synq_hf.errors import SynQError
 
 
 class TinyCNN(nn.Module):

@@ -171,7 +171,7 @@ def test_timm_model_preprocessing_is_timms_create_transform(pretrained_cfg: dict
 def test_transformers_model_preprocessing_is_its_image_processor(tmp_path: Path) -> None:
     import transformers as tf
 
-    from synq_hf.hub import load_model
+    from synq_hf.hub.loading import load_model
 
     config = tf.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                           intermediate_size=32, num_labels=3)

@@ -12,7 +12,7 @@ from torch import nn
 from synq_hf.data import build_eval_transform
 from synq_hf.errors import DataError
 from synq_hf.evaluation import evaluate_model, topk_hits
-from synq_hf.model_info import LoadedModel
+from synq_hf.pipeline import LoadedModel
 
 CFG = {
     "input_size": (3, 16, 16),

@@ -58,15 +58,15 @@ def _is_type_checking(node: ast.If) -> bool:
     return isinstance(node.test, (ast.Name, ast.Attribute)) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def _imports(path: Path, modules: set[str]) -> list[tuple[str, list[str]]]:
-    """(imported synq_hf module, imported names) for every import in ``path``, at any depth, except
-    those under ``if TYPE_CHECKING``."""
+def _imports(path: Path, modules: set[str], type_checking: bool) -> list[tuple[str, list[str]]]:
+    """(imported synq_hf module, imported names) for every import in ``path``, at any depth; those under
+    ``if TYPE_CHECKING`` only with ``type_checking``."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: list[tuple[str, list[str]]] = []
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if isinstance(node, ast.If) and _is_type_checking(node) and not type_checking:
             for child in node.orelse:
                 visit(child)
             return
@@ -91,14 +91,14 @@ def _imports(path: Path, modules: set[str]) -> list[tuple[str, list[str]]]:
     return [(t, n) for t, n in found if t in modules and t != name]
 
 
-def _graph() -> dict[str, list[tuple[str, list[str]]]]:
+def _graph(type_checking: bool = False) -> dict[str, list[tuple[str, list[str]]]]:
     files = sorted(PACKAGE.rglob("*.py"))
     modules = {_module_name(f) for f in files}
-    return {_module_name(f): _imports(f, modules) for f in files}
+    return {_module_name(f): _imports(f, modules, type_checking) for f in files}
 
 
-def test_the_package_has_no_import_cycle() -> None:
-    graph = {m: sorted({t for t, _ in edges}) for m, edges in _graph().items()}
+def test_the_package_has_no_import_cycle_not_even_for_type_hints() -> None:
+    graph = {m: sorted({t for t, _ in edges}) for m, edges in _graph(type_checking=True).items()}
     state: dict[str, int] = {}
     stack: list[str] = []
     cycles: list[list[str]] = []
@@ -124,3 +124,67 @@ def test_no_private_name_is_imported_from_another_module() -> None:
     crossing = [f"{m} imports {n} from {t}" for m, edges in _graph().items() for t, names in edges
                 for n in names if n.startswith("_") and not n.startswith("__")]
     assert not crossing, crossing
+
+
+# -- layers: imports point downward ----------------------------------------------------------------
+
+LAYERS: list[tuple[str, ...]] = [
+    ("synq_hf.errors", "synq_hf.version"),
+    ("synq_hf.config",),
+    ("synq_hf.model_info", "synq_hf.sources", "synq_hf.data", "synq_hf.lowpass", "synq_hf.models",
+     "synq_hf.distributed", "synq_hf.precision"),
+    ("synq_hf.quant",),
+    ("synq_hf.architectures",),
+    ("synq_hf.apply", "synq_hf.pipeline"),
+    ("synq_hf.hub", "synq_hf.evaluation", "synq_hf.export"),
+    ("synq_hf.synthesis", "synq_hf.mixed", "synq_hf.integrations"),
+    ("synq_hf.training", "synq_hf.hub.push"),
+    ("synq_hf.reconstruction",),
+    ("synq_hf.quantizer",),
+    ("synq_hf.recipe", "synq_hf.demo", "synq_hf.cli", "synq_hf.registration", "synq_hf"),
+]
+"""The package's layers, lowest first: a module may import its own layer and those below it, never one above.
+A module belongs to the layer of its longest listed prefix (``synq_hf.hub.push`` sits above ``synq_hf.hub``: a push
+also publishes the synthetic dataset)."""
+
+
+def _layer(module: str) -> int:
+    best, layer = -1, None
+    for i, prefixes in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > best:
+                best, layer = len(p), i
+    assert layer is not None, f"{module} is in no layer of LAYERS: add it"
+    return layer
+
+
+def test_every_import_points_to_the_same_or_a_lower_layer() -> None:
+    upward = [f"{m} (layer {_layer(m)}) imports {t} (layer {_layer(t)})"
+              for m, edges in _graph(type_checking=True).items() for t, _ in edges if _layer(t) > _layer(m)]
+    assert not upward, upward
+
+
+# -- function length -------------------------------------------------------------------------------
+
+MAX_FUNCTION_LINES = 80
+LONG_FUNCTIONS = {
+    "synq_hf/hub/card.py:render_model_card": "one flat mapping from the run records to the card template's "
+                                             "variables: every template name is filled in one place",
+    "synq_hf/synthesis/api.py:_run_plan": "its nested run_unit shares the progress bar, the image counter and the "
+                                          "results with the loop over units (restarts, resume, processes)",
+}
+"""Functions allowed over ``MAX_FUNCTION_LINES`` (signature and docstring included), each with its reason."""
+
+
+def test_no_function_is_longer_than_80_lines_without_a_reason() -> None:
+    long = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long[f"{path.relative_to(PACKAGE.parent).as_posix()}:{node.name}"] = lines
+    unexplained = {k: v for k, v in long.items() if k not in LONG_FUNCTIONS}
+    assert not unexplained, f"functions over {MAX_FUNCTION_LINES} lines without a reason: {unexplained}"
+    stale = sorted(set(LONG_FUNCTIONS) - set(long))
+    assert not stale, f"LONG_FUNCTIONS lists functions that are no longer long (remove them): {stale}"

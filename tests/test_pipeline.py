@@ -14,8 +14,7 @@ import synq_hf
 from synq_hf import SynQConfig, SynQQuantizer
 from synq_hf.architectures import find_spec, get_spec
 from synq_hf.config import RESOLVED_FIELDS, paper_defaults
-from synq_hf.model_info import LoadedModel
-from synq_hf.pipeline import match_spec, require_resolved, resolve_config
+from synq_hf.pipeline import LoadedModel, match_spec, require_resolved, resolve_config
 
 TINY = dict(num_images=8, synthesis_iterations=2, calibration_num_images=8, calibration_batch_size=8,
             train_batch_size=4, max_steps=2, lpf_d0=0.0)
@@ -140,8 +139,7 @@ def test_resolve_config_never_resolves_twice(resolve_calls: list[str]) -> None:
 
 
 def test_quantize_model_reads_the_resolved_weight_symmetry() -> None:
-    from synq_hf.quant import quantize_model
-    from synq_hf.quant.quantize import SYNQ_CONFIG_ATTR
+    from synq_hf.apply import SYNQ_CONFIG_ATTR, quantize_model
 
     vit = _tiny_vit().model
     spec = get_spec(vit)

@@ -15,9 +15,9 @@ from torch import nn
 from transformers import TrainerCallback, TrainingArguments
 
 from synq_hf import ConfigError, SynQConfig
+from synq_hf.apply import calibrate, quantize_model
 from synq_hf.model_info import model_logits
 from synq_hf.precision import autocast, check_precision, training_precision, wants_channels_last
-from synq_hf.quant import calibrate, quantize_model
 from synq_hf.synthesis import generate_synthetic
 from synq_hf.synthesis.cnn import BNStatsObjective, _GroupBNStatsLoss
 from synq_hf.synthesis.vit import (
@@ -227,7 +227,7 @@ def test_quantizer_math_stays_fp32_under_autocast(monkeypatch, learnable: bool):
     assert torch.isfinite(out.float()).all()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in student.parameters())
     # an activation quantizer given a bf16 tensor: float32 math, the result rounded to bf16 once
-    from synq_hf.quant import act_quantizers
+    from synq_hf.apply import act_quantizers
 
     q = act_quantizers(student)[1]
     a = torch.randn(2, 16, 8, 8).abs().to(torch.bfloat16)

@@ -91,7 +91,7 @@ def test_end_to_end_tiny(tiny_cnn_dir: Path, eval_parquet: Path, tmp_path: Path)
     values = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert values["accuracy"] == pytest.approx(metrics["top1"], abs=1e-3)
     # card.json: what the card came from, public, and it renders this very card again (a push re-renders it)
-    from synq_hf.card import card_for_hub, render_card_record
+    from synq_hf.hub.card import card_for_hub, render_card_record
 
     record = (out / "card.json").read_text()
     assert str(tmp_path) not in record and str(tiny_cnn_dir) not in record
@@ -126,7 +126,7 @@ def test_recorded_config_is_what_ran(tiny_cnn_dir: Path, tmp_path: Path) -> None
 def test_ptq_and_synq_calibrate_on_the_same_filtered_images(tiny_cnn_dir: Path) -> None:
     """Issue 21: the PTQ baseline calibrates on exactly the images SynQ calibrates on (low-pass filtered for CNNs),
     so "PTQ vs SynQ" compares fine-tuning, not two calibration sets; the records name the set."""
-    from synq_hf.quant import act_quantizers, calibrate, iter_batches, quantize_model
+    from synq_hf.apply import act_quantizers, calibrate, iter_batches, quantize_model
     from synq_hf.training import calibration_images, low_pass_dataset
 
     q = SynQQuantizer.from_pretrained(f"local-dir:{tiny_cnn_dir}", SynQConfig(**{**TINY, "lpf_d0": 4.0}))
@@ -173,7 +173,7 @@ def test_push_uploads_the_saved_folder(tiny_cnn_dir: Path) -> None:
         seen["repo"], seen["kwargs"] = repo_id, kwargs
         return "https://huggingface.co/me/x/commit/1"
 
-    with mock.patch("synq_hf.push.push_folder_to_hub", fake_push):
+    with mock.patch("synq_hf.hub.push.push_folder_to_hub", fake_push):
         assert q.push_to_hub("me/x", private=True).endswith("/commit/1")
     assert seen["repo"] == "me/x" and seen["kwargs"]["private"] is True
     assert "README.md" in seen["files"] and "model.safetensors" in seen["files"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..quant.placement.cnn import apply_layer_inputs
 from ._cnn import (
     CNN_RULES,
     blocks_by_class,
@@ -18,6 +17,7 @@ from ._cnn import (
     last_conv_cam_target,
     pool_cam_target,
 )
+from .placement.cnn import apply_layer_inputs
 from .spec import ArchSpec
 
 BLOCKS = frozenset({

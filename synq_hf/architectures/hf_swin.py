@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..quant.placement import hf_vit as placement
 from ._vit import psaq_vit_spec
+from .placement import hf_vit as placement
 from .spec import CamTarget
 
 

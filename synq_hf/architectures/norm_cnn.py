@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..quant.placement.cnn import apply_layer_inputs
 from ._cnn import CNN_RULES, blocks_by_class, first_last, last_conv_cam_target, pool_cam_target
+from .placement.cnn import apply_layer_inputs
 from .spec import ArchSpec, CamTarget
 
 _TIMM = ("ConvNeXt", "MambaOut", "EfficientNet")

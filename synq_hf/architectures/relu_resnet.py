@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..quant.placement.cnn import DeploySite, apply_after_relu, apply_deploy_sites
 from ..quant.policy import LayerPolicy
 from ._cnn import (
     CNN_RULES,
@@ -25,6 +24,7 @@ from ._cnn import (
     last_conv_cam_target,
     pool_cam_target,
 )
+from .placement.cnn import DeploySite, apply_after_relu, apply_deploy_sites
 from .spec import ArchSpec
 
 _PLAIN = frozenset({

@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import UnsupportedModelError
-from ..quant.placement import timm_vit as placement
 from ._vit import first_layernorm, psaq_vit_spec
+from .placement import timm_vit as placement
 from .spec import CamTarget
 
 

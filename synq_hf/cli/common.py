@@ -21,7 +21,7 @@ import torch
 
 from ..distributed import Processes, default_device, launched, processes
 from ..errors import CheckpointError, ConfigError
-from ..outputs import OutputError, check_output, output_error
+from ..hub.outputs import OutputError, check_output, output_error
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +378,7 @@ def writing_out(out: Path, flag: str = "--out") -> Iterator[None]:
 def load_cli_model(args: argparse.Namespace, device: torch.device | None = None) -> Any:
     """``load_model(MODEL)`` with the options of :func:`add_model_arguments`; with ``device``, small models on
     the CPU get one thread (:func:`pick_threads`)."""
-    from ..hub import load_model
+    from ..hub.loading import load_model
 
     loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, **hub_kwargs(args))
     if device is not None:

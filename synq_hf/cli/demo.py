@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..demo.run import DEMO_CONFIG, run_demo
-    from ..outputs import check_output, check_output_file
+    from ..hub.outputs import check_output, check_output_file
     from .common import result
 
     check_output(args.out, overwrite=args.overwrite, create_parents=False)  # before any work
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                  f"total {record['wall_s']:.0f} s on {record['hardware']}")
     result(args, f"  saved to {args.out} (model, config, results.json, model card)")
     if args.json:
-        from ..outputs import write_file
+        from ..hub.outputs import write_file
         from .common import writing_out
 
         with writing_out(args.json, flag="--json"):

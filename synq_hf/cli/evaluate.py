@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..outputs import check_output_file, write_file
+from ..hub.outputs import check_output_file, write_file
 from .common import add_model_arguments, load_cli_model, resolve_device, result, writing_out
 
 _EPILOG = """\

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..outputs import check_output_file
+from ..hub.outputs import check_output_file
 from .common import add_hub_arguments, hub_kwargs, writing_out
 
 _EPILOG = """\
@@ -54,7 +54,7 @@ def is_synq_onnx(path: Path) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Check ``--out``, load the quantized model, export it, print one line."""
     from ..export.onnx import DEFAULT_OPSET, export_onnx, require_onnx
-    from ..hub import load_model
+    from ..hub.loading import load_model
 
     require_onnx()  # fail before loading anything when the extra is missing
     check_output_file(args.out, overwrite=args.overwrite, ours=is_synq_onnx, kind="an ONNX export")

@@ -76,7 +76,7 @@ def _old_argument_order(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Push the folder and print the commit URL."""
-    from ..push import push_folder_to_hub
+    from ..hub.push import push_folder_to_hub
 
     if _old_argument_order(args):
         args.repo_id, args.folder = str(args.folder), Path(args.repo_id)

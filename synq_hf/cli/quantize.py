@@ -20,8 +20,8 @@ import torch
 
 from ..config import LOSS_PRESETS, SynQConfig
 from ..errors import AlreadyQuantizedError, ConfigError, DataError
-from ..model_info import LoadedModel
-from ..outputs import public_name
+from ..hub.outputs import public_name
+from ..pipeline import LoadedModel
 from ..quantizer import SynQQuantizer
 from .common import (
     PartClock,

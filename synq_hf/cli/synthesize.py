@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from ..config import SYNTHESIS_FIELDS
-from ..outputs import write_output
+from ..hub.outputs import write_output
 from .common import (
     add_config_arguments,
     add_deprecated_flag,
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     if args.push_to_hub:
-        from ..push import check_can_push
+        from ..hub.push import check_can_push
 
         check_can_push(args.push_to_hub, args.token)  # before the work, not after it (local: every process)
     device = resolve_device(args.device)
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace, dataset: object) -> None:
     """Publish the written dataset; a failure says that the folder is complete and how to push it again."""
-    from ..push import HubError
+    from ..hub.push import HubError
     from ..synthesis import push_synthetic_dataset
 
     try:

@@ -35,16 +35,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..apply import SYNQ_CONFIG_ATTR, is_quantized
 from ..architectures import get_spec
 from ..errors import ConfigError, SynQError
+from ..hub.outputs import write_file
 from ..model_info import model_logits
-from ..outputs import write_file
-from ..quant import ActQuantizer, QuantConv2d, QuantLinear, is_quantized, qrange
+from ..quant import ActQuantizer, QuantConv2d, QuantLinear, qrange
 from ..quant.fake_quant import quantize_dequantize
 from ..quant.integer_bias import fold_batchnorm
 from ..quant.layers import OutputQuantized
 from ..quant.packing import packed_layers, weight_codes
-from ..quant.quantize import SYNQ_CONFIG_ATTR
 
 logger = logging.getLogger(__name__)
 

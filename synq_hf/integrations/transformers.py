@@ -22,8 +22,9 @@ from typing import Any
 from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 
+from ..apply import act_quantizers, quantize_model
 from ..config import SynQConfig
-from ..quant import WeightQuantizer, act_quantizers, quantize_model
+from ..quant import WeightQuantizer
 from ..quant.packing import (
     QMAP_METADATA_KEY,
     expect_packed_weights,

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..apply import act_quantizers, calibrate, iter_batches, quant_mode, quantize_model
 from ..config import SynQConfig
 from ..model_info import model_logits
-from ..quant import ActQuantizer, QuantConv2d, QuantLinear, WeightQuantizer, act_quantizers, calibrate
-from ..quant.quantize import iter_batches, quant_mode, quantize_model
+from ..quant import ActQuantizer, QuantConv2d, QuantLinear, WeightQuantizer
 from .size import measurement_config
 
 logger = logging.getLogger(__name__)

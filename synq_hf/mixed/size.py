@@ -1,4 +1,4 @@
-"""The size arithmetic of a mixed-precision model: what ``synq_hf.serialization.save_quantized`` will store.
+"""The size arithmetic of a mixed-precision model: what ``synq_hf.hub.checkpoint.save_quantized`` will store.
 
 The size of a model counts every tensor the saved folder holds (``model.safetensors`` and, for timm,
 ``quantizers.safetensors``): each quantized layer's codes at their true bit-width (``ceil(numel * bits / 8)``
@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..apply import quantize_model
 from ..config import SynQConfig
 from ..quant.packing import code_bytes, pack_model, packed_layers
-from ..quant.quantize import quantize_model
 
 __all__ = ["SizeModel", "measurement_config", "stored_tensor_bytes"]
 

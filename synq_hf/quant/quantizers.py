@@ -248,7 +248,7 @@ class ActQuantizer(nn.Module):
         if not self._is_calibrated:
             raise SynQError(
                 f"activation quantizer {self.name or ''} has no range: calibrate the model "
-                "(synq_hf.quant.calibrate) before running it quantized"
+                "(synq_hf.apply.calibrate) before running it quantized"
             )
         if self.learnable:
             qmin, qmax = qrange(self.bits, self.symmetric)

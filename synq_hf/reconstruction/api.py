@@ -8,10 +8,10 @@ import os
 import torch
 from torch import nn
 
+from ..apply import calibrate, deploy_convert, iter_batches, quantize_model
 from ..config import SynQConfig
 from ..errors import DataError, SynQError
 from ..lowpass import low_pass_filter
-from ..quant import calibrate, deploy_convert, iter_batches, quantize_model
 from .engine import ReconstructionReport, reconstruct
 from .synq import SynQTerms, synq_network_phase
 

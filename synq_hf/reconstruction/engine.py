@@ -38,10 +38,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..apply import quant_mode
 from ..architectures import get_spec
 from ..config import SynQConfig
 from ..errors import CheckpointError, ConfigError, SynQError
-from ..quant import ActQuantizer, WeightQuantizer, quant_mode
+from ..quant import ActQuantizer, WeightQuantizer
 from .qdrop import MaskBank, qdrop_mix, training_quantizers
 from .rounding import AdaRoundQuantizer, RoundingSchedule, rectified_sigmoid, rounding_regularizer
 from .units import Unit, collect, reconstruction_units, run_unit
@@ -328,7 +329,7 @@ def reconstruct(
 ) -> ReconstructionReport:
     """Reconstruct calibrated fake-quant ``student`` unit by unit against float ``teacher`` on ``images``, in place.
 
-    ``student`` must come from :func:`synq_hf.quant.quantize_model` with ``learnable_weight_scale`` and
+    ``student`` must come from :func:`synq_hf.apply.quantize_model` with ``learnable_weight_scale`` and
     ``learnable_act_scale`` and be calibrated (the ranges the reconstruction starts from). ``images`` is
     (N, C, H, W) in the teacher's normalized space, on the models' device. With ``work_dir`` every finished unit
     is saved there and a later call with the same arguments resumes after the last one saved.

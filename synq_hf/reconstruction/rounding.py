@@ -47,7 +47,7 @@ class AdaRoundQuantizer(nn.Module):
     """Soft-rounding stand-in for a layer's learnable weight quantizer during reconstruction.
 
     ``layer`` is a ``QuantConv2d``/``QuantLinear`` whose ``weight_quantizer`` is learnable (LSQ ``scale``
-    initialised by :func:`synq_hf.quant.calibrate`). :meth:`attach` swaps this quantizer in; the wrapped
+    initialised by :func:`synq_hf.apply.calibrate`). :meth:`attach` swaps this quantizer in; the wrapped
     quantizer's ``scale`` stays the trained parameter, ``V`` (``self.logits``) is the rounding variable.
     ``soft=False`` gives the hard rounding ``[V >= 0]`` (what :meth:`harden` writes).
     """

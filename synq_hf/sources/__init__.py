@@ -1,4 +1,4 @@
-"""Where a model comes from, one job per module (``synq_hf.hub.load_model`` puts them together).
+"""Where a model comes from, one job per module (``synq_hf.hub.loading.load_model`` puts them together).
 
 * :mod:`.ids`: a model id string -> timm registry model, Hub repo or local folder (no network);
 * :mod:`.folders`: reading a model folder (``config.json``, what kind of model, are the weights whole);

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
@@ -17,37 +16,20 @@ from tqdm.auto import tqdm
 from ..architectures import SPECS, ArchSpec, find_spec
 from ..config import SynQConfig
 from ..distributed import Processes, processes
-from ..errors import ConfigError, SynQError, UnsupportedModelError
+from ..errors import ConfigError, UnsupportedModelError
+from ..hub.outputs import public_name
 from ..model_info import model_num_classes
-from ..outputs import public_name
 from ..pipeline import resolve_config
 from ..precision import check_precision, wants_channels_last
 from .cnn import BNStatsObjective
 from .engine import run_groups
+from .types import SynthesisDivergedError, SyntheticImages
 from .vit import PatchSimilarityObjective
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED = "CNNs with BatchNorm (BN-statistics synthesis) and ViT/DeiT/Swin attention models (patch-similarity synthesis)"
 MAX_RESTARTS = 3
-
-
-class SynthesisDivergedError(SynQError):
-    """A group of synthetic images kept producing NaN/Inf losses after every restart."""
-
-
-@dataclass
-class SyntheticImages:
-    """Synthetic pixels ``(N, C, H, W)`` in the teacher's normalized space, their labels and how they were made."""
-
-    pixels: torch.Tensor
-    labels: torch.Tensor
-    family: str
-    config: SynQConfig
-    seed: int
-    restarts: int = 0
-    calibration_centres: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def synthesis_family(teacher: nn.Module, family: str | None = None, *, spec: ArchSpec | None = None) -> str:
@@ -235,36 +217,12 @@ def _run_plan(teacher, cfg, spec, input_size, data_config, labels_plan, batch, n
     host_rng = random.Random(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed)
     family = spec.family
-    if spec.synthesis == "bn_stats":
-        objective = BNStatsObjective(teacher, beta=cfg.synthesis_ce_beta, gamma=cfg.synthesis_ce_gamma,
-                                     augment=cfg.synthesis_augment, generator=aug_gen, host_rng=host_rng,
-                                     precision=cfg.synthesis_precision,
-                                     channels_last=wants_channels_last(family, device),
-                                     reduction=cfg.synthesis_bn_reduction)
-        clamp = None
-    else:
-        objective = PatchSimilarityObjective(teacher, family=family, tv_weight=cfg.synthesis_tv_weight,
-                                             bandwidth=cfg.synthesis_kde_bandwidth,
-                                             num_points=cfg.synthesis_kde_points, generator=aug_gen,
-                                             host_rng=host_rng, iterations=iters, precision=cfg.synthesis_precision,
-                                             spec=spec)
-        lo, hi = _valid_range(data_config, device)
-        clamp = (lo, hi)
-
+    objective, clamp = _objective(teacher, cfg, spec, data_config, device, aug_gen, host_rng)
     units = _chunks(list(range(len(labels_plan))), labels_plan, per_forward)
     # The main process decides which units are finished, so that every process shares out the same list.
     done = set(procs.from_main(sorted(store.done()) if store is not None and procs.is_main else []))
-    finished = [u for u, unit in enumerate(units) if done.issuperset(unit)]
     todo = procs.share([u for u, unit in enumerate(units) if not done.issuperset(unit)])
-    results: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
-    histories: dict[int, list[dict[str, float]]] = {}
-    if finished and procs.is_main:
-        for u in finished:
-            for g in units[u]:
-                results[g] = store.load(g)
-            histories[u] = store.history(units[u][0])
-        logger.info("synthesis: resuming, %d of %d groups already done",
-                    sum(len(units[u]) for u in finished), len(labels_plan))
+    results, histories = _load_finished(units, done, store, procs, len(labels_plan))
     total_images = sum(batch if lab is None else len(lab) for lab in labels_plan)
     bar = tqdm(total=len(todo) * iters, disable=not (progress and procs.is_main), desc="synthesizing", unit="it")
     shown: dict[str, Any] = {}
@@ -337,12 +295,42 @@ def _run_plan(teacher, cfg, spec, input_size, data_config, labels_plan, batch, n
             results.update(part_results)
             histories.update(part_histories)
     order = range(len(labels_plan))
-    pixels = torch.cat([results[g][0] for g in order])
-    labels = torch.cat([results[g][1] for g in order])
-    history = [entry for u in range(len(units)) for entry in histories[u]]
-    return SyntheticImages(pixels=pixels, labels=labels, family=family, config=cfg, seed=cfg.seed,
-                           restarts=sum(results[g][2] for g in order), calibration_centres=centres,
-                           history=history)
+    return SyntheticImages(pixels=torch.cat([results[g][0] for g in order]),
+                           labels=torch.cat([results[g][1] for g in order]), family=family, config=cfg,
+                           seed=cfg.seed, restarts=sum(results[g][2] for g in order), calibration_centres=centres,
+                           history=[entry for u in range(len(units)) for entry in histories[u]])
+
+
+def _objective(teacher: nn.Module, cfg: SynQConfig, spec: ArchSpec, data_config: dict[str, Any], device: Any,
+               aug_gen: torch.Generator, host_rng: random.Random) -> tuple[Any, tuple | None]:
+    """The spec's synthesis objective (BN statistics or PSAQ-ViT's patch similarity) and the pixel clamp range
+    (ViTs keep pixels in the valid image range; CNNs are not clamped)."""
+    if spec.synthesis == "bn_stats":
+        return BNStatsObjective(teacher, beta=cfg.synthesis_ce_beta, gamma=cfg.synthesis_ce_gamma,
+                                augment=cfg.synthesis_augment, generator=aug_gen, host_rng=host_rng,
+                                precision=cfg.synthesis_precision,
+                                channels_last=wants_channels_last(spec.family, device),
+                                reduction=cfg.synthesis_bn_reduction), None
+    objective = PatchSimilarityObjective(teacher, family=spec.family, tv_weight=cfg.synthesis_tv_weight,
+                                         bandwidth=cfg.synthesis_kde_bandwidth, num_points=cfg.synthesis_kde_points,
+                                         generator=aug_gen, host_rng=host_rng, iterations=cfg.synthesis_iterations,
+                                         precision=cfg.synthesis_precision, spec=spec)
+    return objective, _valid_range(data_config, device)
+
+
+def _load_finished(units: list[list[int]], done: set[int], store: Any, procs: Processes, groups: int
+                   ) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor, int]], dict[int, list[dict[str, float]]]]:
+    """The groups (and unit histories) an earlier run finished, loaded from ``store`` on the main process."""
+    results: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+    histories: dict[int, list[dict[str, float]]] = {}
+    finished = [u for u, unit in enumerate(units) if done.issuperset(unit)]
+    if finished and procs.is_main:
+        for u in finished:
+            for g in units[u]:
+                results[g] = store.load(g)
+            histories[u] = store.history(units[u][0])
+        logger.info("synthesis: resuming, %d of %d groups already done", sum(len(units[u]) for u in finished), groups)
+    return results, histories
 
 
 def _chunks(groups: list[int], plan: list, per_forward: int) -> list[list[int]]:

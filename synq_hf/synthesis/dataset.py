@@ -9,11 +9,11 @@ import datasets
 import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from ..outputs import public_name
+from ..hub.outputs import public_name
 from ..version import __version__
 
 if TYPE_CHECKING:
-    from .api import SyntheticImages
+    from .types import SyntheticImages
 
 INFO_KEY = "synq_hf"
 
@@ -138,7 +138,7 @@ def _hub_card(dataset: datasets.Dataset, repo_id: str, base_data: DatasetCardDat
               model_repo: str | None) -> DatasetCard:
     """The card of a pushed synthetic dataset: :func:`synthetic_dataset_card` (or, for images synq_hf did not
     make, a short one), linking to ``model_repo``, local paths and tokens scrubbed."""
-    from ..card import sanitize
+    from ..hub.card import sanitize
 
     link = f"[{model_repo}](https://huggingface.co/{model_repo})" if model_repo else None
     if synthesis_metadata(dataset):

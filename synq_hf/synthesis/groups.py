@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..outputs import write_file
+from ..hub.outputs import write_file
 
 __all__ = ["GroupStore"]
 

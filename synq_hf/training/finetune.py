@@ -11,8 +11,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from ..architectures import ArchSpec
 from ..config import LossSettings, SynQConfig
-from ..model_info import LoadedModel
-from ..pipeline import match_spec, resolve_config
+from ..pipeline import LoadedModel, match_spec, resolve_config
 from .arguments import SynQTrainingArguments
 from .frozen import frozen
 from .trainer import SynQTrainer
@@ -56,7 +55,7 @@ def finetune(
 ) -> nn.Module:
     """Calibrate the student's activation ranges (if it has none yet) and fine-tune it with SynQ; return it.
 
-    ``student`` is the fake-quantized copy of ``teacher`` (``synq_hf.quant.quantize_model``);
+    ``student`` is the fake-quantized copy of ``teacher`` (``synq_hf.apply.quantize_model``);
     ``synthetic_dataset`` comes from ``synq_hf.synthesis.synthesize``. ``training_args`` is a ready
     ``TrainingArguments`` or a dict of overrides for :func:`build_training_args`. With ``save_final``
     the trained student's state dict goes to ``output_dir`` (``synq_student.safetensors``, main process

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from ..apply import SYNQ_CONFIG_ATTR, act_quantizers, calibrate, deploy_convert, iter_batches
 from ..architectures import ArchSpec, find_spec, get_spec
 from ..config import CONFIG_NAME, LossSettings, SynQConfig
 from ..errors import CheckpointError, ConfigError, DataError, SynQError
@@ -46,7 +47,6 @@ from ..precision import (
     uncompile_blocks,
     wants_channels_last,
 )
-from ..quant.quantize import SYNQ_CONFIG_ATTR, act_quantizers, calibrate, deploy_convert, iter_batches
 from .arguments import SynQTrainingArguments
 from .cam import CamHook, CamTarget, resolve_cam_target, student_cam, teacher_forward_cam
 from .collator import (

@@ -18,10 +18,11 @@ from _grad_cam_reference import textbook_grad_cam
 from torch import nn
 
 from synq_hf import SynQConfig
+from synq_hf.apply import calibrate, quantize_model
 from synq_hf.architectures import find_spec, get_spec
 from synq_hf.errors import UnsupportedModelError
 from synq_hf.model_info import model_logits
-from synq_hf.quant import QuantConv2d, QuantLinear, calibrate, coverage_report, quantize_model
+from synq_hf.quant import QuantConv2d, QuantLinear, coverage_report
 from synq_hf.quant.layers import OutputQuantized
 from synq_hf.synthesis import generate_synthetic
 from synq_hf.training.cam import compute_cam, resolve_cam_target
@@ -175,7 +176,7 @@ def test_grad_cam_and_feature_blocks(arch: Arch) -> None:
 
 @pytest.mark.parametrize("arch_row", [a for a in ARCHS if a.reload], ids=[a.id for a in ARCHS if a.reload])
 def test_save_reload_gives_identical_logits(arch_row: Arch, tmp_path, one_thread: None) -> None:
-    from synq_hf.serialization import load_quantized, save_quantized
+    from synq_hf.hub.checkpoint import load_quantized, save_quantized
 
     model = _float(arch_row)
     x = _images(arch_row)
@@ -260,7 +261,7 @@ def test_a_gap_is_refused_or_warned() -> None:
 def test_the_psaq_vit_families_come_from_one_spec_factory() -> None:
     from synq_hf.architectures import SPECS, supported_families
     from synq_hf.architectures._vit import PSAQ_RULES, psaq_vit_spec
-    from synq_hf.quant.placement import timm_vit as placement
+    from synq_hf.architectures.placement import timm_vit as placement
 
     supported_families()  # loads the built-in specs
     psaq = {s.name: s for s in SPECS if s.placement == "psaq_vit"}

@@ -21,12 +21,13 @@ from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from synq_hf import SynQConfig
+from synq_hf.apply import ptq, quantize_model
 from synq_hf.architectures.relu_resnet import DEPLOY_BITS
 from synq_hf.errors import UnsupportedModelError
+from synq_hf.hub.checkpoint import load_quantized, save_quantized
 from synq_hf.model_info import model_logits
-from synq_hf.quant import coverage_report, ptq, quantize_model
+from synq_hf.quant import coverage_report
 from synq_hf.quant.layers import OutputQuantized
-from synq_hf.serialization import load_quantized, save_quantized
 
 INT8 = SynQConfig(w_bits=4, a_bits=4, deploy_placement="int8")
 

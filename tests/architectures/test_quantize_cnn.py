@@ -10,16 +10,9 @@ import torch
 from torch import nn
 
 from synq_hf import SynQConfig
+from synq_hf.apply import act_quantizers, is_quantized, ptq, quant_mode, quantize_model
 from synq_hf.errors import SynQError, UnsupportedModelError
-from synq_hf.quant import (
-    QuantConv2d,
-    QuantLinear,
-    act_quantizers,
-    is_quantized,
-    ptq,
-    quant_mode,
-    quantize_model,
-)
+from synq_hf.quant import QuantConv2d, QuantLinear
 from synq_hf.quant.layers import OutputQuantized
 
 # (timm name, test image side): small inputs keep each forward in milliseconds

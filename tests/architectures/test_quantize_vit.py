@@ -23,19 +23,10 @@ from transformers import (
 )
 
 from synq_hf import SynQConfig, UnsupportedModelError
+from synq_hf.apply import act_quantizers, calibrate, is_quantized, quant_mode, quantize_model
 from synq_hf.architectures import find_spec
 from synq_hf.model_info import model_logits
-from synq_hf.quant import (
-    ActQuantizer,
-    QuantConv2d,
-    QuantLinear,
-    WeightQuantizer,
-    act_quantizers,
-    calibrate,
-    is_quantized,
-    quant_mode,
-    quantize_model,
-)
+from synq_hf.quant import ActQuantizer, QuantConv2d, QuantLinear, WeightQuantizer
 from synq_hf.quant.layers import OutputQuantized
 
 ATTN = ("q_quantizer", "k_quantizer", "v_quantizer", "score_quantizer")

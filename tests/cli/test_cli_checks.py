@@ -22,7 +22,7 @@ from timm.models import save_for_hf
 
 import synq_hf  # noqa: F401  (registers cifar_resnet20 with timm)
 from synq_hf.cli import build_parser, main
-from synq_hf.outputs import OutputError
+from synq_hf.hub.outputs import OutputError
 from synq_hf.quantizer import SynQQuantizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

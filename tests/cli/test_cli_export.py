@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from synq_hf import SynQConfig
+from synq_hf.apply import ptq
 from synq_hf.cli import main
-from synq_hf.quant import ptq
-from synq_hf.serialization import save_quantized
+from synq_hf.hub.checkpoint import save_quantized
 
 pytest.importorskip("onnx")
 

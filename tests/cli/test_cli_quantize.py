@@ -17,12 +17,12 @@ from torch import nn
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 import synq_hf  # noqa: F401  (registers cifar_resnet20 with timm)
+from synq_hf.apply import ptq
 from synq_hf.cli import main
 from synq_hf.cli.quantize import sample_indices
 from synq_hf.data import build_eval_transform, collate_images
 from synq_hf.errors import ConfigError, DataError
-from synq_hf.hub import load_model
-from synq_hf.quant import ptq
+from synq_hf.hub.loading import load_model
 
 
 def _randomize_bn(model: nn.Module) -> nn.Module:
@@ -127,7 +127,7 @@ def test_output_folder_rules(cifar_model: Path, images: Path, tmp_path: Path, ca
 def test_failure_leaves_no_partial_output(
     cifar_model: Path, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    import synq_hf.serialization as serialization
+    import synq_hf.hub.checkpoint as serialization
 
     real_save = serialization.save_quantized
 

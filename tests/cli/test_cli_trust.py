@@ -26,7 +26,7 @@ from timm.models import save_for_hf
 
 import synq_hf  # noqa: F401  (registers cifar_resnet20)
 from synq_hf.cli import main
-from synq_hf.hub import load_model
+from synq_hf.hub.loading import load_model
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = json.dumps({"train_batch_size": 4, "calibration_num_images": 8, "calibration_batch_size": 4})

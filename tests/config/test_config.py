@@ -164,7 +164,7 @@ def test_folders_saved_by_main_load_with_identical_logits(name: str) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from synq_hf.serialization import load_quantized
+    from synq_hf.hub.checkpoint import load_quantized
 
     expected = load_file(str(FIXTURES / f"{name}_expected.safetensors"))
     loaded = load_quantized(FIXTURES / name)

@@ -12,12 +12,12 @@ import timm
 import torch
 
 from synq_hf import SynQConfig
+from synq_hf.apply import ptq
 from synq_hf.cli import main
 from synq_hf.errors import SynQError
 from synq_hf.export import export_onnx
+from synq_hf.hub.checkpoint import save_quantized
 from synq_hf.model_info import model_logits
-from synq_hf.quant import ptq
-from synq_hf.serialization import save_quantized
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -214,7 +214,7 @@ def test_batchnorm_is_folded_on_the_export_copy(placement: str, tmp_path: Path, 
     no BatchNormalization, one QuantizeLinear per activation quantizer, and the model passed in is not modified."""
     from _synq_tiny import tiny_cifar_resnet, trained_batchnorm
 
-    from synq_hf.quant import act_quantizers
+    from synq_hf.apply import act_quantizers
 
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     q = ptq(trained_batchnorm(tiny_cifar_resnet()), SynQConfig(w_bits=4, a_bits=4, deploy_placement=placement), x,

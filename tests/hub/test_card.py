@@ -8,7 +8,10 @@ import torch
 from huggingface_hub import ModelCard
 
 from synq_hf import ConfigError, SynQConfig
-from synq_hf.card import (
+from synq_hf.apply import ptq
+from synq_hf.demo import digits as D
+from synq_hf.evaluation import evaluate_model
+from synq_hf.hub.card import (
     CARD_RECORD,
     card_for_hub,
     render_model_card,
@@ -17,10 +20,7 @@ from synq_hf.card import (
     save_model_card,
     template_text,
 )
-from synq_hf.demo import digits as D
-from synq_hf.evaluation import evaluate_model
-from synq_hf.quant import ptq
-from synq_hf.serialization import load_quantized, save_quantized
+from synq_hf.hub.checkpoint import load_quantized, save_quantized
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123"
@@ -243,7 +243,7 @@ def test_snippet_runs_on_a_saved_quantized_model(tmp_path, monkeypatch, capsys):
 
 
 def test_card_states_the_activation_coverage_and_only_claims_true_bits():
-    from synq_hf.card import render_model_card
+    from synq_hf.hub.card import render_model_card
 
     cfg = SynQConfig(w_bits=4, a_bits=4)
     coverage = {"placement": "layer_inputs", "weight_bits": [4], "input_bits": [4], "quantized_layers": "82/82",
@@ -382,7 +382,7 @@ def test_card_of_a_run_states_only_what_results_json_records(method, ranges, sou
              "last part": " (the last part only of a resumed run)"}
     assert record.get("resumed") == {"no": None, "summed": {"parts": 3, "summed": True},
                                      "last part": {"parts": None, "summed": False}}[resumed]
-    from synq_hf.card import format_seconds
+    from synq_hf.hub.card import format_seconds
     assert compute[f"Total wall time{notes[resumed]}"].strip() == format_seconds(record["total_s"])
     for key, label in (("synthesis_s", "Synthesis wall time"), ("finetune_s", "Fine-tuning wall time")):
         if record.get(key) is not None:
@@ -394,7 +394,7 @@ def test_card_of_a_run_states_only_what_results_json_records(method, ranges, sou
 
 def test_wall_times_round_like_results_json_at_the_boundary() -> None:
     """The card formats a time from its 0.1-s rounding, as results.json stores it: the two never disagree."""
-    from synq_hf.card import format_seconds
+    from synq_hf.hub.card import format_seconds
 
     for raw in (122.55, 122.45, 59.96, 3599.95, 7.04):
         assert format_seconds(raw) == format_seconds(round(raw, 1)), raw

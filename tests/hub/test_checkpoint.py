@@ -16,10 +16,9 @@ from torch import nn
 from transformers import ViTConfig, ViTForImageClassification
 
 from synq_hf import SynQConfig
+from synq_hf.apply import act_quantizers, ptq, quantize_model
 from synq_hf.errors import CheckpointError, ConfigError, SynQError
-from synq_hf.model_info import model_logits
-from synq_hf.quant import act_quantizers, ptq, quantize_model
-from synq_hf.serialization import (
+from synq_hf.hub.checkpoint import (
     FORMAT_VERSION,
     QUANTIZERS_FILE,
     WEIGHTS_FILE,
@@ -27,6 +26,7 @@ from synq_hf.serialization import (
     load_quantized,
     save_quantized,
 )
+from synq_hf.model_info import model_logits
 
 HF_TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                intermediate_size=64, num_labels=10)
@@ -161,7 +161,7 @@ def test_processor_config_is_copied_verbatim(tmp_path: Path) -> None:
 
 
 def test_hub_load_model_delegates(tmp_path: Path) -> None:
-    from synq_hf.hub import load_model
+    from synq_hf.hub.loading import load_model
 
     q, x = _save_case(CASES[0], tmp_path)
     loaded = load_model(str(tmp_path))

@@ -13,7 +13,13 @@ from torch import nn
 
 import synq_hf
 from synq_hf.errors import CheckpointError, ModelLoadError, UnsupportedModelError
-from synq_hf.hub import ResolvedId, detect_family, load_model, resolve_model_id, transformers_data_config
+from synq_hf.hub.loading import (
+    ResolvedId,
+    detect_family,
+    load_model,
+    resolve_model_id,
+    transformers_data_config,
+)
 from synq_hf.model_info import LoadedModel, model_logits
 
 CIFAR_LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -171,9 +177,9 @@ def test_not_a_model_folder(tmp_path: Path) -> None:
 
 def test_synq_folder_is_delegated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
-    fake = types.ModuleType("synq_hf.serialization")
+    fake = types.ModuleType("synq_hf.hub.checkpoint")
     fake.load_quantized = lambda path: calls.append(Path(path)) or "quantized"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "synq_hf.serialization", fake)
+    monkeypatch.setitem(sys.modules, "synq_hf.hub.checkpoint", fake)
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "config.json").write_text(
         json.dumps({"architecture": "test_resnet", "synq": {"w_bits": 4}})
@@ -428,9 +434,9 @@ def test_hub_transformers_repo_passes_the_options_to_from_pretrained(tmp_path: P
 
 def test_hub_quantized_repo_snapshot_gets_the_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
-    fake = types.ModuleType("synq_hf.serialization")
+    fake = types.ModuleType("synq_hf.hub.checkpoint")
     fake.load_quantized = lambda path: calls.append(Path(path)) or "quantized"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "synq_hf.serialization", fake)
+    monkeypatch.setitem(sys.modules, "synq_hf.hub.checkpoint", fake)
     (tmp_path / "config.json").write_text(json.dumps({"architecture": "test_resnet", "synq": {"w_bits": 4}}))
     hub = FakeHub(tmp_path).install(monkeypatch)
     assert load_model("org/quantized", revision="abc", token="t") == "quantized"
@@ -471,7 +477,7 @@ def test_cli_revision_and_token_reach_load_model(monkeypatch: pytest.MonkeyPatch
         seen.append(kwargs)
         raise ModelLoadError("stop here")
 
-    monkeypatch.setattr("synq_hf.hub.load_model", fake_load)
+    monkeypatch.setattr("synq_hf.hub.loading.load_model", fake_load)
     for argv in (["evaluate", "org/m", "--data", str(tmp_path)], ["export", "org/m", "--out", str(tmp_path / "m.onnx")],
                  ["synthesize", "org/m", "--out", str(tmp_path / "s")], ["quantize", "org/m", "--out", str(tmp_path / "q"),
                                                                          "--w-bits", "4", "--a-bits", "4"]):

@@ -14,7 +14,7 @@ from timm.models import save_for_hf
 
 import synq_hf  # noqa: F401  (registers cifar_resnet20)
 from synq_hf.cli import main
-from synq_hf.outputs import OutputError, check_output, is_synq_output, public_name, write_output
+from synq_hf.hub.outputs import OutputError, check_output, is_synq_output, public_name, write_output
 
 
 def _fake_output(folder: Path) -> Path:
@@ -145,7 +145,7 @@ def test_public_name_never_keeps_a_path() -> None:
 
 
 def test_write_file_is_whole_or_not_at_all(tmp_path) -> None:
-    from synq_hf.outputs import write_file
+    from synq_hf.hub.outputs import write_file
 
     target = tmp_path / "f.bin"
     write_file(target, lambda tmp: tmp.write_bytes(b"old"))

@@ -23,12 +23,12 @@ from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
 from synq_hf import CheckpointError, ConfigError, SynQConfig
-from synq_hf.card import CARD_RECORD, render_card_record, save_model_card
+from synq_hf.apply import ptq
 from synq_hf.cli import main
 from synq_hf.demo import digits as D
-from synq_hf.push import HubError, push_folder_to_hub
-from synq_hf.quant import ptq
-from synq_hf.serialization import load_quantized, save_quantized
+from synq_hf.hub.card import CARD_RECORD, render_card_record, save_model_card
+from synq_hf.hub.checkpoint import load_quantized, save_quantized
+from synq_hf.hub.push import HubError, push_folder_to_hub
 
 REPO = "me/digits-w4a4"
 

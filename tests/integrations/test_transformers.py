@@ -13,8 +13,9 @@ from transformers import AutoModelForImageClassification, ViTConfig, ViTForImage
 
 import synq_hf  # noqa: F401  (registers quant_method="synq")
 from synq_hf import SynQConfig
+from synq_hf.apply import act_quantizers, calibrate, is_quantized
 from synq_hf.integrations.transformers import SynQHfQuantizer, register
-from synq_hf.quant import QuantLinear, act_quantizers, calibrate, is_quantized
+from synq_hf.quant import QuantLinear
 
 
 @pytest.fixture(scope="module")

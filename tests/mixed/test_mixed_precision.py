@@ -16,8 +16,10 @@ from safetensors import safe_open
 
 import synq_hf  # noqa: F401  (registers cifar_resnet*)
 from synq_hf import SynQConfig
+from synq_hf.apply import act_quantizers, ptq, quantize_model
 from synq_hf.config import DefaultBits, is_set, parse_size_budget
 from synq_hf.errors import ConfigError, SynQError
+from synq_hf.hub.checkpoint import WEIGHTS_FILE, load_quantized, save_quantized
 from synq_hf.mixed import (
     SENSITIVITY_FILE,
     SizeModel,
@@ -29,9 +31,7 @@ from synq_hf.mixed import (
 )
 from synq_hf.mixed import sensitivity as sensitivity_module
 from synq_hf.model_info import model_logits
-from synq_hf.quant import act_quantizers, ptq, quantize_model
 from synq_hf.quant.packing import packed_layers
-from synq_hf.serialization import WEIGHTS_FILE, load_quantized, save_quantized
 
 
 def resnet20(seed: int = 0) -> torch.nn.Module:
@@ -301,7 +301,7 @@ def test_onnx_export_has_per_layer_qdq(tmp_path: Path, one_thread) -> None:
 
 
 def test_card_shows_the_per_layer_table_and_the_budget(one_thread) -> None:
-    from synq_hf.card import render_model_card
+    from synq_hf.hub.card import render_model_card
 
     model = tiny_cifar_resnet()
     images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -318,7 +318,7 @@ def test_card_shows_the_per_layer_table_and_the_budget(one_thread) -> None:
 
 def test_quantizer_refuses_a_bad_budget_before_synthesis(monkeypatch) -> None:
     from synq_hf import SynQQuantizer
-    from synq_hf.model_info import LoadedModel
+    from synq_hf.pipeline import LoadedModel
 
     teacher = LoadedModel(model=tiny_cifar_resnet(), model_id="tiny", library="timm", family="cnn",
                           data_config={"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3},
@@ -331,7 +331,7 @@ def test_quantizer_refuses_a_bad_budget_before_synthesis(monkeypatch) -> None:
 
 def test_quantizer_allocates_then_fine_tunes_saves_and_reloads(tmp_path: Path, one_thread) -> None:
     from synq_hf import SynQQuantizer
-    from synq_hf.model_info import LoadedModel
+    from synq_hf.pipeline import LoadedModel
 
     teacher = LoadedModel(model=resnet20(), model_id="tiny", library="timm", family="cnn",
                           data_config={"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3},
@@ -420,7 +420,7 @@ def test_cli_flags_come_from_the_config_fields(capsys) -> None:
 
 
 def test_card_of_hand_set_per_layer_bits_names_their_range() -> None:
-    from synq_hf.card import render_model_card
+    from synq_hf.hub.card import render_model_card
 
     card = render_model_card(base_model="tiny", library="timm", synq_config=SynQConfig(layer_w_bits=MIXED))
     assert "W2-8A4 mixed (mixed precision: weights 2, 3, 4, 5, 8-bit per layer" in str(card)

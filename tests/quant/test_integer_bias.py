@@ -18,9 +18,10 @@ from _synq_tiny import tiny_cifar_resnet, trained_batchnorm
 from torch import nn
 
 from synq_hf import SynQConfig
+from synq_hf import apply as quantize_module
+from synq_hf.apply import deploy_convert, ptq, quantize_model
 from synq_hf.errors import SynQError
-from synq_hf.quant import deploy_convert, ptq, quantize_model, snap_biases_to_int32_grid
-from synq_hf.quant import quantize as quantize_module
+from synq_hf.quant import snap_biases_to_int32_grid
 
 
 def _model() -> nn.Module:

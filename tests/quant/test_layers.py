@@ -14,8 +14,8 @@ import torch
 from _synq_tiny import cnn_pair, hf_vit_pair
 from torch import nn
 
+from synq_hf.apply import calibrate, iter_batches
 from synq_hf.model_info import model_logits
-from synq_hf.quant import calibrate, iter_batches
 from synq_hf.quant.layers import (
     OutputQuantized,
     OutputQuantizedQuantLinear,

@@ -12,11 +12,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from synq_hf import SynQConfig
+from synq_hf.apply import ptq
+from synq_hf.hub.checkpoint import QUANTIZERS_FILE, WEIGHTS_FILE, load_quantized, save_quantized
 from synq_hf.model_info import model_logits
-from synq_hf.quant import ptq
 from synq_hf.quant.fake_quant import qrange
 from synq_hf.quant.packing import FrozenWeightQuantizer, code_bytes, pack_codes, unpack_codes
-from synq_hf.serialization import QUANTIZERS_FILE, WEIGHTS_FILE, load_quantized, save_quantized
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7, 8])

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from synq_hf.apply import act_quantizers, calibrate, quantize_model
 from synq_hf.config import SynQConfig
-from synq_hf.quant import act_quantizers, calibrate, quantize_model
 from synq_hf.quant.fake_quant import minmax_qparams, qrange
 from synq_hf.quant.range_search import HIST_BINS, search_hist_range, search_weight_clip
 

@@ -12,9 +12,10 @@ from _synq_tiny import tiny_cifar_resnet, trained_batchnorm
 from torch import nn
 
 from synq_hf import SynQConfig
+from synq_hf.apply import calibrate, iter_batches, quantize_model
 from synq_hf.errors import CheckpointError, ConfigError, SynQError
 from synq_hf.model_info import model_logits
-from synq_hf.quant import QuantConv2d, QuantLinear, calibrate, iter_batches, quantize_model
+from synq_hf.quant import QuantConv2d, QuantLinear
 from synq_hf.quant.packing import weight_codes
 from synq_hf.reconstruction import (
     AdaRoundQuantizer,
@@ -318,7 +319,7 @@ def test_quantizer_reconstructs_saves_packs_and_reloads_with_identical_logits(tm
     from timm.models import save_for_hf
 
     from synq_hf import SynQQuantizer
-    from synq_hf.hub import load_model
+    from synq_hf.hub.loading import load_model
 
     torch.manual_seed(0)
     teacher = trained_batchnorm(timm.create_model("cifar_resnet20", num_classes=10).eval())
@@ -348,6 +349,38 @@ def test_quantizer_reconstructs_saves_packs_and_reloads_with_identical_logits(tm
     assert "Block reconstruction" in card and "AdaRound" in card and "QDrop" in card
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["method"] == "reconstruct" and results["reconstruction"]["iterations_per_unit"] == 4
+
+
+def test_quantizer_reconstructs_under_a_size_budget(tmp_path):
+    """method="reconstruct" with size_budget: the bits are allocated from the synthetic images first, every layer
+    is reconstructed at its chosen bits, and the saved folder stores the budget arithmetic and reloads exactly."""
+    import timm
+    from _synq_tiny import synthetic_dataset
+
+    from synq_hf import SynQQuantizer
+    from synq_hf.hub.loading import load_model
+    from synq_hf.mixed import SizeModel
+    from synq_hf.pipeline import LoadedModel
+
+    torch.manual_seed(0)
+    teacher = trained_batchnorm(timm.create_model("cifar_resnet20", num_classes=10).eval())
+    loaded = LoadedModel(teacher, "cifar_resnet20", "timm", "cnn", {"input_size": (3, 32, 32), "mean": (0.5,) * 3,
+                                                                     "std": (0.5,) * 3}, 10)
+    config = SynQConfig(size_budget="w3", a_bits=4, method="reconstruct", reconstruct_iterations=2,
+                        reconstruct_batch_size=4, reconstruct_num_images=8, calibration_num_images=8,
+                        calibration_batch_size=4, sensitivity_num_images=8)
+    q = SynQQuantizer(loaded, config, device="cpu")
+    model = q.quantize(synthetic_dataset(8), output_dir=tmp_path / "work", progress=False)
+    chosen = q.config.layer_w_bits
+    assert q.mixed_plan is not None and set(chosen) == set(q.mixed_size.numel) and len(set(chosen.values())) > 1
+    bits = {n: m.weight_quantizer.bits for n, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))}
+    assert bits == chosen
+    assert q.mixed_plan.weight_bytes <= SizeModel.of(teacher, config).total_bytes({n: 3 for n in chosen})
+    q.save_pretrained(tmp_path / "out")
+    x = _images(4, seed=1)
+    with torch.no_grad():
+        assert torch.equal(model_logits(model, x), model_logits(load_model(str(tmp_path / "out")).model, x))
+    assert "mixed_precision" in json.loads((tmp_path / "out" / "results.json").read_text())
 
 
 def test_synq_terms_run_at_the_last_block_and_in_the_network_phase():
@@ -451,7 +484,7 @@ def test_cli_quantize_method_reconstruct(tmp_path, capsys):
     from timm.models import save_for_hf
 
     from synq_hf.cli import main
-    from synq_hf.hub import load_model
+    from synq_hf.hub.loading import load_model
 
     torch.manual_seed(0)
     save_for_hf(trained_batchnorm(timm.create_model("cifar_resnet20", num_classes=10).eval()),

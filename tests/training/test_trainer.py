@@ -8,9 +8,9 @@ import torch
 from _synq_tiny import cnn_pair, make_trainer, synthetic_dataset
 from transformers import TrainingArguments
 
+from synq_hf.apply import act_quantizers
 from synq_hf.config import SynQConfig
 from synq_hf.errors import CheckpointError, ConfigError, DataError
-from synq_hf.quant import act_quantizers
 from synq_hf.training import SynQTrainer, build_training_args, load_student, save_student
 
 
@@ -76,8 +76,8 @@ def test_low_pass_filter_once_filters_the_dataset(tmp_path):
 
 @pytest.mark.parametrize("lpf_mode", ["once", "per_batch"])
 def test_calibration_images_follow_calibrate_filtered(tmp_path, lpf_mode):
+    from synq_hf.apply import calibrate, iter_batches
     from synq_hf.lowpass import low_pass_filter
-    from synq_hf.quant import calibrate, iter_batches
 
     ds = synthetic_dataset(8)
     raw = torch.as_tensor(np.stack(ds.with_format("numpy")["pixel_values"]))

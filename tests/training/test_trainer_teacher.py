@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from synq_hf import ConfigError
-from synq_hf.quant import quantize_model
+from synq_hf.apply import quantize_model
 from synq_hf.training import finetune
 from synq_hf.training.frozen import ModuleState, frozen
 

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from _grad_cam_reference import textbook_grad_cam
 from _synq_tiny import tiny_cifar_resnet, trained_batchnorm
 
+from synq_hf.apply import quantize_model
 from synq_hf.config import SynQConfig
 from synq_hf.lowpass import low_pass_filter
-from synq_hf.quant import quantize_model
 from synq_hf.training import BatchTransform, SynQTrainer, SyntheticCollator, build_training_args
 from synq_hf.training.cam import resolve_cam_target
 from synq_hf.training.extras import FeatureCapture, feature_alignment_loss

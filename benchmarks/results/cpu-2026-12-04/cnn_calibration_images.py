@@ -13,10 +13,10 @@ import cifar10_accuracy as base
 import torch
 
 from synq_hf import SynQConfig, SynQQuantizer, load_image_dataset, load_model
+from synq_hf.apply import calibrate, iter_batches, quantize_model
 from synq_hf.data import build_eval_transform, detect_columns
 from synq_hf.lowpass import low_pass_filter
 from synq_hf.model_info import model_logits
-from synq_hf.quant import calibrate, iter_batches, quantize_model
 
 torch.set_num_threads(1)
 teacher = load_model(f"local-dir:{base.SHARED / 'teachers' / 'cifar10-resnet20'}")

@@ -19,10 +19,10 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 
 from synq_hf import SynQConfig, SynQQuantizer, load_image_dataset, load_model  # noqa: E402
+from synq_hf.apply import calibrate, iter_batches, quantize_model  # noqa: E402
 from synq_hf.data import build_eval_transform, detect_columns  # noqa: E402
 from synq_hf.lowpass import low_pass_filter  # noqa: E402
 from synq_hf.model_info import model_logits  # noqa: E402
-from synq_hf.quant import calibrate, iter_batches, quantize_model  # noqa: E402
 
 
 def load(name: str, transform: object) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,7 +4,7 @@
 with a single ``HfApi.create_commit``: each file of the folder is a ``CommitOperationAdd`` of its path (the
 folder's files as ``upload_folder`` lists them, ``.git`` and ``.cache/huggingface`` left out by the same
 ``filter_repo_objects`` patterns) and the card is added from bytes: re-rendered for the repo id by
-:func:`synq_hf.card.card_for_hub`. Like ``hf upload`` and ``push_to_hub`` in transformers, it deletes nothing in the
+:func:`synq_hf.hub.card.card_for_hub`. Like ``hf upload`` and ``push_to_hub`` in transformers, it deletes nothing in the
 repo unless asked (``delete_patterns``: a ``CommitOperationDelete`` in the same commit for each matching repo file,
 ``.gitattributes`` and the files being sent excepted), and it never modifies the local folder nor writes anything
 else to disk. Optionally the synthetic images go first to a dataset repo ``<repo>-synthetic`` linked from the card,
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError, ConfigError, DataError, SynQError
 from .card import card_for_hub
-from .errors import CheckpointError, ConfigError, DataError, SynQError
 
 __all__ = ["HubError", "SYNTHETIC_SUFFIX", "check_can_push", "push_folder_to_hub", "retry_command"]
 
@@ -63,7 +63,7 @@ def retry_command(folder: str | os.PathLike, repo_id: str, *, private: bool = Fa
 
 
 def _check_folder(folder: Path) -> None:
-    from .serialization import is_synq_folder
+    from .checkpoint import is_synq_folder
 
     if not folder.is_dir():
         raise CheckpointError(f"{str(folder)!r} is not a folder: pass the folder written by save_pretrained")
@@ -92,7 +92,7 @@ def check_can_push(repo_id: str, token: str | None = None) -> str:
     token is at hand (``token``, ``HF_TOKEN`` or ``hf auth login``; returned) and the Hub is not switched off."""
     import huggingface_hub
 
-    from .sources.download import hub_offline
+    from ..sources.download import hub_offline
 
     _check_repo_id(repo_id)
     token = token or huggingface_hub.get_token()
@@ -167,7 +167,7 @@ def push_folder_to_hub(
     The repo is created if needed (``private`` applies to new repos). Files already in the repo stay unless
     they match ``delete_patterns`` (e.g. ``"*"`` to mirror the folder exactly); files of the same name are
     replaced. ``revision`` names the branch to commit to (created if missing); ``create_pr`` opens a pull
-    request against the default branch instead. The card sent is :func:`~synq_hf.card.card_for_hub`'s: rendered
+    request against the default branch instead. The card sent is :func:`~synq_hf.hub.card.card_for_hub`'s: rendered
     again for ``repo_id`` (a README.md edited by hand keeps its edits). The local folder is never modified.
     ``dataset`` (a ``datasets.Dataset``, a ``save_to_disk`` folder or a parquet file of the synthetic images) is first
     published to the dataset repo ``<repo_id>-synthetic`` by :func:`~synq_hf.synthesis.push_synthetic_dataset`
@@ -178,7 +178,7 @@ def push_folder_to_hub(
     import huggingface_hub
     from huggingface_hub import constants
 
-    from .synthesis import push_synthetic_dataset
+    from ..synthesis import push_synthetic_dataset
 
     folder = Path(os.fspath(folder))
     _check_folder(folder)
@@ -192,7 +192,7 @@ def push_folder_to_hub(
     token = token or huggingface_hub.get_token()
     if api is None:
         token = check_can_push(repo_id, token)
-        from .version import __version__
+        from ..version import __version__
 
         api = huggingface_hub.HfApi(token=token, library_name="synq-hf", library_version=__version__)
     dataset_path = None if dataset is None or hasattr(dataset, "to_parquet") else dataset

@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from ...errors import UnsupportedModelError
-from ..policy import LayerPolicy
+from ...quant.policy import LayerPolicy
 from ._common import PsaqSites, classifier_names, place_transformer_quantizers
 
 _VIT_CLASSES = (

@@ -27,17 +27,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import QUANTIZATION_FIELDS, SynQConfig
-from .errors import CheckpointError, ConfigError, SynQError
-from .model_info import LoadedModel
-from .models.quantized_guard import GUARD_ARCHITECTURE
-from .outputs import is_local_name, public_name
-from .quant import ActQuantizer, WeightQuantizer, act_quantizers, is_quantized, quantize_model
-from .quant.packing import QMAP_METADATA_KEY, pack_model, read_qmap, unpack_state_dict
-from .quant.quantize import SYNQ_CONFIG_ATTR
-from .sources.folders import is_synq_folder, read_json
-from .sources.ids import resolve_model_id
-from .sources.preprocessing import (
+from ..apply import SYNQ_CONFIG_ATTR, act_quantizers, is_quantized, quantize_model
+from ..config import QUANTIZATION_FIELDS, SynQConfig
+from ..errors import CheckpointError, ConfigError, SynQError
+from ..models.quantized_guard import GUARD_ARCHITECTURE
+from ..pipeline import LoadedModel
+from ..quant import ActQuantizer, WeightQuantizer
+from ..quant.packing import QMAP_METADATA_KEY, pack_model, read_qmap, unpack_state_dict
+from ..sources.folders import is_synq_folder, read_json
+from ..sources.ids import resolve_model_id
+from ..sources.preprocessing import (
     PROCESSOR_FILE,
     id2label_class_names,
     processor_from_data_config,
@@ -46,7 +45,8 @@ from .sources.preprocessing import (
     timm_data_config,
     transformers_data_config,
 )
-from .version import __version__
+from ..version import __version__
+from .outputs import is_local_name, public_name
 
 __all__ = [
     "FORMAT_VERSION",
@@ -383,7 +383,7 @@ def load_quantized(path: str | os.PathLike, *, device: str | torch.device | None
         model = _build_timm(folder, block)
     else:
         model = _build_transformers(folder, data)
-    from .architectures import get_spec
+    from ..architectures import get_spec
 
     spec = get_spec(model)  # matched once: quantize_model and the LoadedModel take it
     family = spec.family

@@ -13,16 +13,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..architectures import ArchSpec
-from ..config import SynQConfig, has_weight_budget, weight_symmetric_default
-from ..errors import SynQError, UnsupportedModelError
-from ..model_info import model_logits
-from ..pipeline import match_spec
-from .coverage import COVERAGE_ATTR, example_input, static_coverage, trace_coverage
-from .integer_bias import snap_biases_to_int32_grid
-from .layers import OutputQuantized, QuantConv2d, QuantLinear
-from .policy import LayerPolicy
-from .quantizers import ActQuantizer, Mode
+from .architectures import ArchSpec
+from .config import SynQConfig, has_weight_budget, weight_symmetric_default
+from .errors import SynQError, UnsupportedModelError
+from .model_info import model_logits
+from .pipeline import match_spec
+from .quant.coverage import COVERAGE_ATTR, example_input, static_coverage, trace_coverage
+from .quant.integer_bias import snap_biases_to_int32_grid
+from .quant.layers import OutputQuantized, QuantConv2d, QuantLinear
+from .quant.policy import LayerPolicy
+from .quant.quantizers import ActQuantizer, Mode
 
 SYNQ_CONFIG_ATTR = "synq_config"
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def quantize_model(
         raise SynQError(f"on_gap={on_gap!r} is not allowed; choose 'error' or 'warn'")
     spec = match_spec(model, spec)
     if config.deploy_placement != "off" and spec.deploy is None:
-        from ..architectures import SPECS
+        from .architectures import SPECS
 
         offered = ", ".join(s.name for s in SPECS if s.deploy is not None)
         raise UnsupportedModelError(

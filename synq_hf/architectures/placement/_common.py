@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from ...errors import UnsupportedModelError
-from ..layers import QuantConv2d, QuantLinear, attach_output_quantizer
-from ..policy import LayerPolicy
+from ...quant.layers import QuantConv2d, QuantLinear, attach_output_quantizer
+from ...quant.policy import LayerPolicy
 
 
 def policy_name(policy: LayerPolicy, name: str, heads: tuple[str, ...]) -> str:

@@ -22,8 +22,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ConfigError, SynQError
-from .sources.folders import is_synq_config
+from ..errors import ConfigError, SynQError
+from ..sources.folders import is_synq_config
 
 __all__ = [
     "OUTPUT_PATTERNS", "OutputError", "check_output", "check_output_file", "is_local_name", "is_synq_output", "make_shareable",

@@ -14,12 +14,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ModelLoadError
-from .model_info import LoadedModel
-from .sources.download import hub_download_kwargs, hub_error, hub_errors, hub_file, hub_snapshot, hub_weights
-from .sources.folders import check_weights, config_kind, read_folder_config, read_json
-from .sources.ids import ResolvedId, resolve_model_id
-from .sources.preprocessing import (
+from ..errors import CheckpointError, ModelLoadError
+from ..pipeline import LoadedModel
+from ..sources.download import hub_download_kwargs, hub_error, hub_errors, hub_file, hub_snapshot, hub_weights
+from ..sources.folders import check_weights, config_kind, read_folder_config, read_json
+from ..sources.ids import ResolvedId, resolve_model_id
+from ..sources.preprocessing import (
     id2label_class_names,
     read_image_processor_config,
     timm_class_names,
@@ -40,14 +40,14 @@ __all__ = [
 def detect_family(model: nn.Module) -> Literal["cnn", "vit", "swin"]:
     """The config-defaults family (``cnn``/``vit``/``swin``) of the model's architecture spec; a one-line
     ``UnsupportedModelError`` naming the supported families when no spec recognises it."""
-    from .architectures import get_spec
+    from ..architectures import get_spec
 
     return get_spec(model).family
 
 
 def _spec_fields(model: nn.Module) -> dict[str, Any]:
     """``family`` and ``spec`` of a ``LoadedModel``: the registry is asked once, when the model is loaded."""
-    from .architectures import get_spec
+    from ..architectures import get_spec
 
     spec = get_spec(model)
     return {"family": spec.family, "spec": spec}
@@ -176,10 +176,10 @@ def _load_transformers(
 
 def _load_quantized(folder: Path, original: str) -> LoadedModel:
     try:
-        from .serialization import load_quantized
+        from .checkpoint import load_quantized
     except ImportError as e:  # pragma: no cover - the module ships with the package
         raise ModelLoadError(
-            f"{original!r} is a synq-quantized folder but synq_hf.serialization is missing"
+            f"{original!r} is a synq-quantized folder but synq_hf.hub.checkpoint is missing"
         ) from e
     return load_quantized(folder)
 

@@ -24,7 +24,7 @@ from timm.models.vision_transformer import Block, ResPostBlock, VisionTransforme
 from torch import nn
 
 from ...errors import UnsupportedModelError
-from ..policy import LayerPolicy
+from ...quant.policy import LayerPolicy
 from ._attention import quantized_attention
 from ._common import PsaqSites, classifier_names, place_transformer_quantizers
 

@@ -22,9 +22,9 @@ from importlib import resources
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from .config import SynQConfig, budget_replaces
-from .errors import ConfigError, ModelLoadError, SynQError
-from .sources.ids import is_repo_id
+from ..config import SynQConfig, budget_replaces
+from ..errors import ConfigError, ModelLoadError, SynQError
+from ..sources.ids import is_repo_id
 
 __all__ = [
     "CARD_RECORD",
@@ -165,7 +165,7 @@ def sanitize(value: Any) -> Any:
 
 def hub_base_model(base_model: str) -> str | None:
     """The Hub repo id behind ``base_model`` (timm names map to their weights' repo), or None if local/unknown."""
-    from .sources.ids import resolve_model_id
+    from ..sources.ids import resolve_model_id
 
     raw = base_model.strip()
     try:
@@ -643,7 +643,7 @@ def render_model_card(
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .version import __version__
+    from ..version import __version__
 
     _check_card_inputs(library, repo_id, dataset_repo, base_model)
     cfg = synq_config if isinstance(synq_config, SynQConfig) else SynQConfig.from_dict(dict(synq_config))
@@ -751,7 +751,7 @@ def save_model_card(folder: str | os.PathLike, **fields: Any) -> Any:
     The record is scrubbed like the card (no token, no local path: a local base model is kept by its folder name)
     and names the model as the card does, so re-rendering it with a ``repo_id`` changes only what points at the repo.
     """
-    from .version import __version__
+    from ..version import __version__
 
     card = render_model_card(**fields)
     inputs = {k: v for k, v in fields.items() if v is not None}

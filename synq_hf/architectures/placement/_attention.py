@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..policy import LayerPolicy
+from ...quant.policy import LayerPolicy
 
 ATTENTION_QUANTIZERS = ("q_quantizer", "k_quantizer", "v_quantizer", "score_quantizer")
 

@@ -17,8 +17,8 @@ from typing import Literal
 from torch import nn
 
 from ...errors import UnsupportedModelError
-from ..layers import OutputQuantized, QuantConv2d, QuantLinear, attach_output_quantizer
-from ..policy import LayerPolicy
+from ...quant.layers import OutputQuantized, QuantConv2d, QuantLinear, attach_output_quantizer
+from ...quant.policy import LayerPolicy
 
 _ACTS = (nn.ReLU, nn.ReLU6)
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
