@@ -188,3 +188,16 @@ def test_no_function_is_longer_than_80_lines_without_a_reason() -> None:
     assert not unexplained, f"functions over {MAX_FUNCTION_LINES} lines without a reason: {unexplained}"
     stale = sorted(set(LONG_FUNCTIONS) - set(long))
     assert not stale, f"LONG_FUNCTIONS lists functions that are no longer long (remove them): {stale}"
+
+
+def test_the_line_count_benchmark_reports_the_same_long_functions() -> None:
+    """benchmarks/line_counts.py (BENCHMARKS.md, "One house") counts as this test does."""
+    import importlib.util
+
+    path = PACKAGE.parent / "benchmarks" / "line_counts.py"
+    spec = importlib.util.spec_from_file_location("line_counts", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.counts(PACKAGE.parent, top=3)
+    assert set(report["functions_over_80"]) == set(LONG_FUNCTIONS)
+    assert report["files"] == len(list(PACKAGE.rglob("*.py"))) and len(report["largest_files"]) == 3
