@@ -20,7 +20,8 @@ from synq_hf.hub.loading import (
     resolve_model_id,
     transformers_data_config,
 )
-from synq_hf.model_info import LoadedModel, model_logits
+from synq_hf.model_info import model_logits
+from synq_hf.pipeline import LoadedModel
 
 CIFAR_LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
