@@ -7,6 +7,8 @@
 set -euo pipefail
 SET=${SET:-/work/cache/syn/r20-cpu-seed0}
 VIT_SET=${VIT_SET:-/work/cache/r25/vit-syn-s0}
+VIT128_SET=${VIT128_SET:-/work/cache/r25/vit-syn128-s0}   # synthesized by the vit128 row when absent (128 x 1,000)
+SET1=${SET1:-/work/cache/syn/r20-cpu-seed1}               # synthesized by the seed1 rows when absent (512 x 200)
 OUT=${OUT:-benchmarks/results/cpu-2026-12-07/reconstruction}
 LR="--set reconstruct_lr=0.01 --set reconstruct_lr_weight_scale=1e-3 --set reconstruct_lr_act_scale=4e-4"
 B="python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress --synthetic $SET $LR"
@@ -30,5 +32,19 @@ case "${1:-}" in
                        --export "${EXPORT_DIR:-/tmp/export-w4a4}" ;;
   vit-recon)         row vit-w4-recon $V --variants recon ;;
   vit-synq)          row vit-w4-synq $V --variants recon_synq $LAST ;;
+  vit128)            row vit128-w4 python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress \
+                       --synthetic "$VIT128_SET" --budget vit-cpu-128 --teacher ../shared/data/teachers/cifar10-vit-tiny \
+                       --bits W4A4 --rules uniform --data lossless,jpeg --variants recon,recon_synq $LAST ;;
+  vit128-ablation)   row vit128-ablation python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress \
+                       --synthetic "$VIT128_SET" --budget vit-cpu-128 --teacher ../shared/data/teachers/cifar10-vit-tiny \
+                       --bits W4A4 --rules uniform --data lossless,jpeg --variants recon_synq_raw,recon_lpf $LAST ;;
+  seed1-w3)          row seed1-w3 python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress --seed 1 \
+                       --synthetic "$SET1" $LR $LAST $D --bits W3A3 --rules uniform,genie --variants recon,recon_synq ;;
+  seed1-w2w4)        row seed1-w2w4 python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress --seed 1 \
+                       --synthetic "$SET1" $LR $LAST $D --bits W2A4,W4A4 --rules uniform,genie --variants recon,recon_synq ;;
+  mixed-w4-recon)    # the W4-size allocation of the mixed-precision section (its mixed-w4 row), reconstructed
+                     LW=$(python -c "import json; d = json.load(open('benchmarks/results/cpu-2026-12-06/mixed_precision/mixed-w4.json')); print(json.dumps({l['name']: l['w_bits'] for l in d['plan']['layers']}))")
+                     row mixed-w4-recon $B --bits W4A4 --rules uniform --variants recon,recon_synq $LAST $D \
+                       --set "layer_w_bits=$LW" ;;
   *) echo "usage: run.sh ROW (see the case list)" >&2; exit 2 ;;
 esac

@@ -44,3 +44,24 @@ for bits in ("W4A4", "W3A3", "W2A4"):
             cpu = rc["reconstruct_cpu_seconds"] if rc else None
             print(f"| {bits} | {rule} | {data} | {ptq} | {fmt(val(rc))} | {fmt(val(sq))} | "
                   f"{'—' if d is None else f'{d:+.2f}'} | {fmt(val(ce))} | {fmt(qat)} | {cpu if cpu else '—'} |")
+
+# Seed 1 (its own cpu-budget synthetic set), beside seed 0's reconstruction and + SynQ: does SynQ on top hold up?
+SEED0 = ({"w4w2-recon", "w3-recon-j", "w3-genie-recon"}, {"w4w2-synq", "w3-synq-last-lpf", "w3-genie-synq"})
+SEED1 = {"seed1-w3", "seed1-w2w4"}
+print()
+print("| bits | rule | test set | seed 0: recon / + SynQ (diff) | seed 1: recon / + SynQ (diff) | mean diff |")
+print("|---|---|---|---|---|---|")
+for bits in ("W4A4", "W3A3", "W2A4"):
+    for rule in ("uniform", "genie"):
+        for data in ("lossless", "jpeg"):
+            cells, diffs = [], []
+            for rc_files, sq_files in (SEED0, (SEED1, SEED1)):
+                rc = get(bits, rule, "recon", data=data, files=rc_files)
+                sq = get(bits, rule, "recon_synq", data=data, files=sq_files)
+                if rc is None or sq is None:
+                    cells.append("—")
+                    continue
+                diffs.append(val(sq) - val(rc))
+                cells.append(f"{fmt(val(rc))} / {fmt(val(sq))} ({diffs[-1]:+.2f})")
+            mean = f"{sum(diffs) / len(diffs):+.2f}" if len(diffs) == 2 else "—"
+            print(f"| {bits} | {rule} | {data} | {cells[0]} | {cells[1]} | {mean} |")
