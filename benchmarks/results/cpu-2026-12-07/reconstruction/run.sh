@@ -32,6 +32,8 @@ case "${1:-}" in
                        --export "${EXPORT_DIR:-/tmp/export-w4a4}" ;;
   vit-recon)         row vit-w4-recon $V --variants recon ;;
   vit-synq)          row vit-w4-synq $V --variants recon_synq $LAST ;;
+  synqraw-w4)        row synqraw-w4 $B --bits W4A4 --rules uniform --variants recon_synq_raw $LAST $D ;;
+  synqraw-w2)        row synqraw-w2 $B --bits W2A4 --rules uniform --variants recon_synq_raw $LAST $D ;;
   vit128)            row vit128-w4 python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress \
                        --synthetic "$VIT128_SET" --budget vit-cpu-128 --teacher ../shared/data/teachers/cifar10-vit-tiny \
                        --bits W4A4 --rules uniform --data lossless,jpeg --variants recon,recon_synq $LAST ;;
