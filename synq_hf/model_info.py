@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -26,3 +28,17 @@ def model_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"cannot find logits in the output of {type(model).__name__}: {type(out).__name__}")
     return logits
+
+
+def hooked_forward(model: nn.Module, example: torch.Tensor, handles: Iterable[torch.utils.hooks.RemovableHandle]
+                   ) -> None:
+    """One eval-mode forward of ``example`` for the hooks behind ``handles`` to observe; then the hooks are removed
+    and the model's train/eval mode restored, also when the forward raises."""
+    was_training = model.training
+    try:
+        model.eval()
+        model_logits(model, example)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()

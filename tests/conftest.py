@@ -33,3 +33,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init CIFAR ResNet-20 saved in timm's local-dir layout (32 px inputs keep it fast)."""
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    model = timm.create_model("cifar_resnet20", num_classes=10).eval()
+    folder = tmp_path_factory.mktemp("teacher")
+    save_for_hf(model, str(folder), safe_serialization=True)
+    return folder

@@ -10,7 +10,6 @@ from unittest import mock
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from timm.models import save_for_hf
 
 import synq_hf
 from synq_hf import SynQConfig, SynQError, SynQQuantizer
@@ -18,18 +17,6 @@ from synq_hf.distributed import default_device
 
 TINY = dict(num_images=8, synthesis_batch_size=8, synthesis_iterations=2, calibration_num_images=8,
             calibration_batch_size=8, train_batch_size=4, max_steps=2, lpf_d0=0.0)
-
-
-@pytest.fixture(scope="module")
-def tiny_cnn_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-init CIFAR ResNet-20 saved in timm's local-dir layout (32 px inputs keep it fast)."""
-    import timm
-
-    torch.manual_seed(0)
-    model = timm.create_model("cifar_resnet20", num_classes=10).eval()
-    folder = tmp_path_factory.mktemp("teacher")
-    save_for_hf(model, str(folder), safe_serialization=True)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import SynQError
-from ..model_info import model_logits
+from ..model_info import hooked_forward
 from .coverage import example_input
 from .layers import QuantConv2d, QuantLinear
 from .quantizers import ActQuantizer
@@ -116,14 +116,7 @@ def _trace(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, ActQuanti
             handles.append(m.register_forward_hook(after_layer(name)))
         elif isinstance(m, nn.BatchNorm2d):
             handles.append(m.register_forward_pre_hook(before_bn(name)))
-    was_training = model.training
-    try:
-        model.eval()
-        model_logits(model, example)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    hooked_forward(model, example, handles)
     for name, n in calls.items():
         if n > 1:
             inputs[name] = f"it runs {n} times in one forward"

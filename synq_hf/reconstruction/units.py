@@ -29,7 +29,7 @@ from torch import nn
 
 from ..architectures import get_spec
 from ..errors import UnsupportedModelError
-from ..model_info import model_logits
+from ..model_info import hooked_forward, model_logits
 from ..quant import ActQuantizer, QuantConv2d, QuantLinear
 
 __all__ = ["Unit", "collect", "reconstruction_units", "run_unit"]
@@ -148,14 +148,7 @@ class _UnitTracer:
             handles.append(m[name].register_forward_hook(self.block_post(name)))
         handles += [m[name].register_forward_pre_hook(self.element(name)) for name in self.layers | self.quantizers]
         handles += [m[name].register_forward_hook(self.layer_post(name)) for name in self.layers]
-        was_training = model.training
-        try:
-            model.eval()
-            model_logits(model, example)
-        finally:
-            model.train(was_training)
-            for h in handles:
-                h.remove()
+        hooked_forward(model, example, handles)
 
 
 @torch.no_grad()
