@@ -349,10 +349,8 @@ __all__ = [
     "budget_replaces",
     "check_field",
     "has_weight_budget",
-    "int_at_least",
     "is_set",
     "paper_defaults",
     "weight_symmetric_default",
     "parse_size_budget",
-    "setting",
 ]
