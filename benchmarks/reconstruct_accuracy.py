@@ -5,7 +5,9 @@ layer at 8 bits), on one synthetic set (``--synthetic DIR``: loaded, or synthesi
 
 * ``ptq_search_top1``: PTQ with the searched ranges, calibrated on the images reconstruction starts from;
 * ``recon_top1``: reconstruction (``method="reconstruct"``) on the raw synthetic images;
-* ``recon_synq_top1`` (variant ``recon_synq``): reconstruction + SynQ (filtered images, SynQ's output terms);
+* ``recon_synq_both_top1`` (variant ``recon_synq_both``, a CNN's default): reconstruction + SynQ on each image raw
+  and low-pass filtered, with SynQ's output terms; ``recon_synq`` the same on the filtered images only,
+  ``recon_synq_raw`` on the raw ones only (a ViT's default), ``recon_lpf`` plain reconstruction on the filtered ones;
 * ``ceiling_top1`` (``--ceiling``): the same reconstruction on N real *training* images (``train-jpeg-q75.parquet``,
   never used by the zero-shot path).
 
@@ -38,7 +40,7 @@ from synq_hf import SynQConfig, SynQQuantizer, evaluate_model, load_image_datase
 from synq_hf.apply import ptq  # noqa: E402
 from synq_hf.lowpass import low_pass_filter  # noqa: E402
 from synq_hf.reconstruction import reconstruct_model  # noqa: E402
-from synq_hf.reconstruction.api import reconstruction_images  # noqa: E402
+from synq_hf.reconstruction.api import image_copies, reconstruction_images  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,13 @@ BUDGETS: dict[str, Budget] = {
 }
 VARIANTS = {
     "recon": {"reconstruct_synq": False},
-    "recon_synq": {"reconstruct_synq": True},
+    "recon_synq": {"reconstruct_synq": True, "reconstruct_synq_images": "filtered"},
     # ablations of SynQ on top: only its filter (plain reconstruction on the filtered images), only its terms
     # (reconstruct_synq on the raw images)
     "recon_lpf": {"reconstruct_synq": False},
     "recon_synq_raw": {"reconstruct_synq": True, "lpf_d0": 0.0},
+    # SynQ on top with each image twice, raw and filtered
+    "recon_synq_both": {"reconstruct_synq": True, "reconstruct_synq_images": "both"},
 }
 
 
@@ -135,8 +139,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     raw_images = images
                     if variant == "recon_lpf":
                         images = low_pass_filter(images, config.lpf_d0)
-                    ptq_model = ptq(teacher.model, cfg, reconstruction_images(images, cfg), progress=False,
-                                    device=args.device)
+                    starts_from = reconstruction_images(images, cfg)  # "both": the raw ones, as calibration
+                    starts_from = starts_from[: len(starts_from) // image_copies(cfg)[1]]
+                    ptq_model = ptq(teacher.model, cfg, starts_from, progress=False, device=args.device)
                     ptq_top1 = evaluate(ptq_model)
                     del ptq_model
                     work = os.path.join(args.work_dir, f"W{w_bits}A{a_bits}-{rule}-{variant}-{source}") \
@@ -242,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     parser.add_argument("--bits", default="W4A4,W3A3,W2A4", help="comma-separated bit-widths, e.g. W4A4,W3A3")
     parser.add_argument("--rules", default="uniform,genie", help="layer rules: uniform, genie (comma-separated)")
-    parser.add_argument("--variants", default="recon,recon_synq", help=f"comma-separated subset of {sorted(VARIANTS)}")
+    parser.add_argument("--variants", default="recon,recon_synq_both", help=f"comma-separated subset of {sorted(VARIANTS)}")
     parser.add_argument("--teacher", default=str(base.DEFAULT_TEACHER), help="teacher folder or model id")
     parser.add_argument("--data", default="lossless", help="test files: lossless, jpeg or both (comma-separated)")
     parser.add_argument("--seed", type=int, default=0, help="seed of synthesis and reconstruction")

@@ -23,8 +23,10 @@ RECIPE = Recipe(
         reconstruct_num_images=512, reconstruct_iterations=1000, reconstruct_batch_size=32,
         reconstruct_round_weight=1.0, reconstruct_beta_start=20.0, reconstruct_beta_end=2.0, reconstruct_warmup=0.2,
         reconstruct_qdrop=0.5, reconstruct_lr=1e-2, reconstruct_lr_weight_scale=1e-3, reconstruct_lr_act_scale=4e-4,
-        # SynQ on top: filtered images (D0 = 8 at 32 px), selective CE + Grad-CAM alignment in the last block's loss
-        reconstruct_synq=True, reconstruct_synq_stage="last_block", reconstruct_synq_steps=300,
+        # SynQ on top: each image raw and filtered (D0 = 8 at 32 px), selective CE + Grad-CAM alignment in the last
+        # block's loss
+        reconstruct_synq=True, reconstruct_synq_images="both", reconstruct_synq_stage="last_block",
+        reconstruct_synq_steps=300,
         lpf_d0=8.0, tau=0.7, lambda_ce=0.5, lambda_cam=50.0, kd_temperature=1.0,
         # unused by reconstruction, recorded for completeness (the recipe checks expect them)
         learning_rate=1e-3, train_batch_size=128, seed=0,

@@ -337,7 +337,7 @@ class SynQQuantizer:
         mixed-precision budget (``size_budget``/``avg_w_bits``) is allocated first (:meth:`allocate_bits`).
         """
         from .reconstruction import reconstruct_model
-        from .reconstruction.api import reconstruction_config
+        from .reconstruction.api import image_copies, reconstruction_config
 
         self.config = reconstruction_config(self.config.replace(method="reconstruct"))
         if synthetic is not None:
@@ -367,11 +367,14 @@ class SynQQuantizer:
         self.method = "reconstruct"
         self.timings["reconstruct_s"] = time.perf_counter() - start
         cfg = self.config
-        filtered = bool(cfg.reconstruct_synq and cfg.lpf_d0)
+        filtered, copies = image_copies(cfg)
+        both = copies == 2  # raw images first, then their filtered copies: calibration sees the raw ones
         self.record["calibration"] = {"source": "synthetic", "num_images": min(cfg.calibration_num_images,
-                                                                              len(images)), "filtered": filtered}
+                                                                              len(images)),
+                                      "filtered": filtered and not both}
         self.record["reconstruction"] = {
-            "num_images": len(images), "filtered": filtered, "iterations_per_unit": cfg.reconstruct_iterations,
+            "num_images": len(images), "filtered": filtered, "raw_and_filtered": both,
+            "iterations_per_unit": cfg.reconstruct_iterations,
             "batch_size": cfg.reconstruct_batch_size, "units": [u["unit"] for u in report.units],
             "synq": cfg.reconstruct_synq, "synq_stage": cfg.reconstruct_synq_stage if cfg.reconstruct_synq else None,
             "layer_rule": cfg.layer_rule, "wall_time_s": self.timings["reconstruct_s"],

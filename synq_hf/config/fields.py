@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-CONFIG_VERSION = 7
+CONFIG_VERSION = 8
 """Schema version written into every saved config; bump it (and add the old meaning to ``MIGRATIONS``) on breaking
 changes."""
 

@@ -130,9 +130,19 @@ class FinetuneSettings(ScheduleSettings, LossSettings):
     reconstruct_lr_act_scale: float = setting(4e-5, "Reconstruction: Adam learning rate of the LSQ activation ranges, "
                                          "cosine decay (Genie: 4e-5; 0 keeps them).", check=number_in(),
                                          group="reconstruction")
-    reconstruct_synq: bool = setting(False, "Reconstruction + SynQ: reconstruct on the low-pass filtered images (lpf_d0) "
-                                "and add SynQ's output terms (selective CE, Grad-CAM alignment; see "
-                                "reconstruct_synq_stage).", check=check_bool, group="reconstruction")
+    reconstruct_synq: bool = setting(False, "Reconstruction + SynQ: reconstruct on the low-pass filtered images "
+                                "(lpf_d0, reconstruct_synq_images) and add SynQ's output terms (selective CE, "
+                                "Grad-CAM alignment; see reconstruct_synq_stage).", check=check_bool,
+                                group="reconstruction")
+    reconstruct_synq_images: Literal["both", "filtered", "raw"] | None = setting(
+        None,
+        "Reconstruction + SynQ: the images it reconstructs on: 'both' each image raw and then low-pass filtered "
+        "(twice the images; the ranges calibrated on the raw ones, as in plain reconstruction), 'filtered' only the "
+        "filtered ones (SynQ's filter as its fine-tuning applies it), 'raw' the unfiltered ones (SynQ's output terms "
+        "only). None: 'both' for CNNs, 'raw' for ViTs (measured: BENCHMARKS.md, block reconstruction).",
+        ("both", "filtered", "raw"),
+        group="reconstruction",
+    )
     reconstruct_synq_stage: Literal["last_block", "network"] = setting(
         "last_block",
         "Reconstruction + SynQ: where SynQ's terms act: 'last_block' adds lambda_ce x selective CE and lambda_cam x "

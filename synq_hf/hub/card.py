@@ -464,7 +464,7 @@ def _texts(cfg: SynQConfig, method: str, synthetic: Mapping[str, Any], training:
             f"{_fmt(n)} images were generated from the base model alone, without any real image: starting from "
             f"Gaussian noise with random labels, the pixels were optimized for {_fmt(iters)} iterations{lr} to "
             f"{objective}, plus a hard-sample cross-entropy toward the labels. "
-            + (lpf if METHOD_CARDS[method].trained and (method != "reconstruct" or cfg.reconstruct_synq) else "")
+            + (lpf if METHOD_CARDS[method].trained and method != "reconstruct" else "")
         ).strip()
     else:
         synthesis = "None: no images were synthesized for this model."
@@ -536,17 +536,27 @@ def _reconstruction_text(cfg: SynQConfig, training: Mapping[str, Any]) -> str:
     if cfg.reconstruct_synq:
         tau = f"{cfg.tau:g}" if cfg.tau is not None else "auto"
         if cfg.reconstruct_synq_stage == "last_block":
-            text += (f" SynQ on top: the images were low-pass filtered, and the last block's loss added "
+            text += (f" SynQ on top: {_reconstruction_images_phrase(cfg)}, and the last block's loss added "
                      f"{cfg.lambda_ce:g} × selective cross-entropy (τ = {tau}) and {cfg.lambda_cam:g} × Grad-CAM "
                      "alignment on the network output (the CAM term only where the Grad-CAM target lies inside the "
                      "block's trained layers; not on ViTs).")
         else:
-            text += (f" SynQ on top: the images were low-pass filtered, and after the last unit "
+            text += (f" SynQ on top: {_reconstruction_images_phrase(cfg)}, and after the last unit "
                      f"{cfg.reconstruct_synq_steps} steps of SynQ's loss on the whole network ({cfg.kd_weight:g} × KD at "
                      f"T = {cfg.kd_temperature:g}, {cfg.lambda_ce:g} × selective cross-entropy with τ = {tau}, "
                      f"{cfg.lambda_cam:g} × Grad-CAM alignment) trained the step sizes, activation ranges, biases "
                      "and normalization affines, every integer weight kept.")
     return text + f" Seed {cfg.seed}."
+
+
+def _reconstruction_images_phrase(cfg: SynQConfig) -> str:
+    """What reconstruction + SynQ ran on: the filtered images, each image raw and filtered, or the raw ones."""
+    if not cfg.lpf_d0 or cfg.reconstruct_synq_images == "raw":
+        return "the images were not low-pass filtered"
+    if cfg.reconstruct_synq_images == "both":
+        return (f"each image was used twice, as synthesized and low-pass filtered (Gaussian, D0 = {cfg.lpf_d0:g}; "
+                "the ranges were calibrated on the unfiltered ones)")
+    return f"the images were low-pass filtered (Gaussian, D0 = {cfg.lpf_d0:g})"
 
 
 def _synthetic_dataset_text(dataset_repo: str | None) -> str:

@@ -15,7 +15,8 @@ from ..lowpass import low_pass_filter
 from .engine import ReconstructionReport, reconstruct
 from .synq import SynQTerms, synq_network_phase
 
-__all__ = ["reconstruct_model", "reconstruction_config", "reconstruction_images"]
+__all__ = ["image_copies", "reconstruct_model", "reconstruction_config", "reconstruction_images",
+           "reconstruction_labels"]
 
 
 def reconstruction_config(config: SynQConfig) -> SynQConfig:
@@ -24,14 +25,30 @@ def reconstruction_config(config: SynQConfig) -> SynQConfig:
     return config.replace(learnable_weight_scale=True, learnable_act_scale=True)
 
 
+def image_copies(config: SynQConfig) -> tuple[bool, int]:
+    """Whether reconstruction low-pass filters its images, and how many copies of each image it runs on (2: raw,
+    then filtered)."""
+    filtered = bool(config.reconstruct_synq and config.lpf_d0) and config.reconstruct_synq_images != "raw"
+    return filtered, 2 if filtered and config.reconstruct_synq_images == "both" else 1
+
+
 def reconstruction_images(images: torch.Tensor, config: SynQConfig) -> torch.Tensor:
-    """The first ``reconstruct_num_images`` images, low-pass filtered (``lpf_d0``) for reconstruction + SynQ."""
+    """The images reconstruction runs on: the first ``reconstruct_num_images``, low-pass filtered (``lpf_d0``) for
+    reconstruction + SynQ; with ``reconstruct_synq_images="both"`` the raw ones followed by their filtered copies."""
     if images.dim() != 4 or len(images) == 0:
         raise DataError(f"reconstruction needs a batch of images (N, C, H, W), got shape {tuple(images.shape)}")
     images = images[: config.reconstruct_num_images].float()
-    if config.reconstruct_synq and config.lpf_d0:
-        images = low_pass_filter(images, config.lpf_d0)
+    filtered, copies = image_copies(config)
+    if filtered:
+        low = low_pass_filter(images, config.lpf_d0)
+        images = torch.cat([images, low]) if copies == 2 else low
     return images
+
+
+def reconstruction_labels(labels: torch.Tensor, config: SynQConfig) -> torch.Tensor:
+    """The labels of :func:`reconstruction_images`' output: the first ``reconstruct_num_images``, repeated for the
+    filtered copies."""
+    return labels[: config.reconstruct_num_images].repeat(image_copies(config)[1])
 
 
 def reconstruct_model(
@@ -58,15 +75,15 @@ def reconstruct_model(
     if processes().world > 1:
         raise SynQError("block reconstruction runs on one process; start it with python, not accelerate launch "
                         "or torchrun")
-    if config.tau is None or config.lpf_d0 is None:
+    if not config.is_resolved():
         raise SynQError("reconstruct_model needs a resolved config: call config.resolve(family=..., input_size=...)")
     config = reconstruction_config(config)
     images = reconstruction_images(images, config)
     if labels is not None:
-        labels = labels[: len(images)]
+        labels = reconstruction_labels(labels, config)
     teacher.eval()
     student = quantize_model(copy.deepcopy(teacher), config).eval()
-    calib = images[: config.calibration_num_images]
+    calib = images[: min(config.calibration_num_images, len(images) // image_copies(config)[1])]  # "both": raw ones
     calibrate(student, iter_batches(calib, config.calibration_batch_size), progress=progress,
               total=-(-len(calib) // config.calibration_batch_size))
     factory, finish = None, None

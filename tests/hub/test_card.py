@@ -118,6 +118,26 @@ def test_card_says_which_images_calibrated_the_ranges(filtered, phrase):
         assert "filtered synthetic" not in text
 
 
+@pytest.mark.parametrize(("changes", "says", "never"), [
+    ({}, "Block reconstruction", "SynQ on top"),
+    ({"reconstruct_synq": True, "reconstruct_synq_images": "filtered"},
+     "SynQ on top: the images were low-pass filtered (Gaussian, D0 = 8)", "used twice"),
+    ({"reconstruct_synq": True},
+     "SynQ on top: each image was used twice, as synthesized and low-pass filtered (Gaussian, D0 = 8", "were low-pass"),
+    ({"reconstruct_synq": True, "lpf_d0": 0.0}, "SynQ on top: the images were not low-pass filtered", "D0 ="),
+    ({"reconstruct_synq": True, "reconstruct_synq_images": "raw"}, "SynQ on top: the images were not low-pass",
+     "D0 ="),
+])
+def test_reconstruction_card_says_which_images_it_ran_on(changes, says, never):
+    """A reconstruction card names the images as they were used: raw, filtered, or both, and never claims a filter
+    that was off."""
+    cfg = SynQConfig(**{"w_bits": 4, "a_bits": 4, "method": "reconstruct", "lpf_d0": 8.0, **changes})
+    cfg = cfg.resolve(family="cnn", input_size=16)
+    text = _card(synq_config=cfg, method="reconstruct",
+                 results=dict(fp_top1=91.6, ptq_top1=88.4, synq_top1=91.2, dataset="cifar10")).text
+    assert says in text and never not in text
+
+
 def test_timm_name_maps_to_its_hub_repo():
     import timm
 

@@ -399,6 +399,52 @@ def test_synq_terms_run_at_the_last_block_and_in_the_network_phase():
         reconstruct_model(teacher, images, _config(reconstruct_synq=True), progress=False)
 
 
+@pytest.mark.parametrize(("changes", "copies"), [
+    ({}, "raw"),
+    ({"reconstruct_synq": True, "reconstruct_synq_images": "filtered"}, "filtered"),
+    ({"reconstruct_synq": True}, "both"),  # a CNN's default
+    ({"reconstruct_synq": True, "reconstruct_synq_images": "raw"}, "raw"),  # a ViT's default
+    ({"reconstruct_synq": True, "reconstruct_synq_images": "both", "lpf_d0": 0.0}, "raw"),
+])
+def test_synq_on_top_reconstructs_on_the_filtered_images_or_on_both(monkeypatch, changes, copies):
+    """What each setting feeds calibration, SynQ's terms and the units: plain reconstruction the raw images;
+    + SynQ the low-pass filtered ones, or (``reconstruct_synq_images="both"``) the raw ones followed by their filtered
+    copies, labels repeated, the ranges calibrated on the raw ones as in plain reconstruction."""
+    from synq_hf.lowpass import low_pass_filter
+    from synq_hf.reconstruction import api
+
+    config, images, labels = _config(**changes), _images(12), torch.arange(12) % 10
+    seen: dict[str, torch.Tensor] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_calibrate(student, batches, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen["calibration"] = torch.cat(list(batches))
+
+    class Terms(api.SynQTerms):
+        def __init__(self, teacher, images, labels, config, **kwargs):  # noqa: ANN001, ANN003
+            seen["labels"] = labels
+            super().__init__(teacher, images, labels, config, **kwargs)
+
+    def fake_reconstruct(teacher, student, images, config, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen["images"] = images
+        raise Stop
+
+    monkeypatch.setattr(api, "calibrate", fake_calibrate)
+    monkeypatch.setattr(api, "SynQTerms", Terms)
+    monkeypatch.setattr(api, "reconstruct", fake_reconstruct)
+    with pytest.raises(Stop):
+        api.reconstruct_model(_teacher(), images, config, labels=labels, progress=False)
+    raw, low = images[:8], low_pass_filter(images[:8], config.lpf_d0 or 1.0)
+    expected = {"raw": raw, "filtered": low, "both": torch.cat([raw, low])}[copies]
+    assert torch.equal(seen["images"], expected)
+    assert torch.equal(seen["calibration"], low if copies == "filtered" else raw)
+    if "labels" in seen:
+        assert torch.equal(seen["labels"], labels[:8].repeat(2 if copies == "both" else 1))
+    assert ("labels" in seen) == bool(config.reconstruct_synq)
+
+
 def test_synq_last_block_on_a_vit_trains_selective_ce_and_leaves_out_the_cam_term_it_cannot_train():
     """A ViT's Grad-CAM target (the last block's first LayerNorm) is fed by the block's cached input, so at the
     last-block stage the CAM term has nothing to train: CE acts, CAM is left out (not an autograd error)."""
@@ -472,7 +518,23 @@ def test_config_version_7_migrates_older_configs_to_the_uniform_rule():
         old = {k: v for k, v in SynQConfig().to_dict().items() if k != "layer_rule"}
         old["version"] = version
         cfg = SynQConfig.from_dict(old)
-        assert cfg.layer_rule == "uniform" and cfg.version == CONFIG_VERSION == 7
+        assert cfg.layer_rule == "uniform" and cfg.version == CONFIG_VERSION
+
+
+def test_config_version_8_reads_older_reconstruction_with_synq_as_filtered_only():
+    """Before version 8 reconstruction + SynQ ran on the filtered images only: an old config keeps that meaning
+    (its card must not claim the raw images too); a new one resolves per family (CNN: raw and filtered; ViT: raw)."""
+    from synq_hf.config import CONFIG_VERSION
+
+    new = SynQConfig(reconstruct_synq=True)
+    assert CONFIG_VERSION == 8 and new.reconstruct_synq_images is None
+    assert new.resolve(family="cnn", input_size=32).reconstruct_synq_images == "both"
+    assert new.resolve(family="vit", input_size=224).reconstruct_synq_images == "raw"
+    for version in (6, 7):
+        old = {k: v for k, v in new.to_dict().items() if k != "reconstruct_synq_images"}
+        old["version"] = version
+        assert SynQConfig.from_dict(old).resolve(family="cnn", input_size=32).reconstruct_synq_images == "filtered"
+    assert SynQConfig.from_dict(new.to_dict()).resolve(family="cnn", input_size=32).reconstruct_synq_images == "both"
 
 
 # -- the command line ----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ SET=${SET:-/work/cache/syn/r20-cpu-seed0}
 VIT_SET=${VIT_SET:-/work/cache/r25/vit-syn-s0}
 VIT128_SET=${VIT128_SET:-/work/cache/r25/vit-syn128-s0}   # synthesized by the vit128 row when absent (128 x 1,000)
 SET1=${SET1:-/work/cache/syn/r20-cpu-seed1}               # synthesized by the seed1 rows when absent (512 x 200)
+SET2=${SET2:-/work/cache/syn/r20-cpu-seed2}               # synthesized by the seed2 row when absent (512 x 200)
 OUT=${OUT:-benchmarks/results/cpu-2026-12-07/reconstruction}
 LR="--set reconstruct_lr=0.01 --set reconstruct_lr_weight_scale=1e-3 --set reconstruct_lr_act_scale=4e-4"
 B="python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress --synthetic $SET $LR"
@@ -48,5 +49,18 @@ case "${1:-}" in
                      LW=$(python -c "import json; d = json.load(open('benchmarks/results/cpu-2026-12-06/mixed_precision/mixed-w4.json')); print(json.dumps({l['name']: l['w_bits'] for l in d['plan']['layers']}))")
                      row mixed-w4-recon $B --bits W4A4 --rules uniform --variants recon,recon_synq $LAST $D \
                        --set "layer_w_bits=$LW" ;;
+  both-s0)           row both-s0 $B --bits W4A4,W3A3,W2A4 --rules uniform --variants recon_synq_both $LAST $D ;;
+  both-s1)           row both-s1 python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress --seed 1 \
+                       --synthetic "$SET1" $LR $LAST $D --bits W4A4,W3A3,W2A4 --rules uniform --variants recon_synq_both ;;
+  vit128-both)       row vit128-both python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress \
+                       --synthetic "$VIT128_SET" --budget vit-cpu-128 --teacher ../shared/data/teachers/cifar10-vit-tiny \
+                       --bits W4A4 --rules uniform --data lossless,jpeg --variants recon_synq_both $LAST ;;
+  both-genie-s0)     row both-genie-s0 $B --bits W4A4,W3A3,W2A4 --rules genie --variants recon_synq_both $LAST $D ;;
+  both-genie-s1)     row both-genie-s1 python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress \
+                       --seed 1 --synthetic "$SET1" $LR $LAST $D --bits W4A4,W3A3,W2A4 --rules genie \
+                       --variants recon_synq_both ;;
+  seed2)             row seed2 python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress --seed 2 \
+                       --synthetic "$SET2" $LR $LAST $D --bits W4A4,W3A3,W2A4 --rules uniform \
+                       --variants recon,recon_synq_both ;;
   *) echo "usage: run.sh ROW (see the case list)" >&2; exit 2 ;;
 esac

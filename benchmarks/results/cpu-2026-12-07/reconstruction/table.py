@@ -65,3 +65,32 @@ for bits in ("W4A4", "W3A3", "W2A4"):
                 cells.append(f"{fmt(val(rc))} / {fmt(val(sq))} ({diffs[-1]:+.2f})")
             mean = f"{sum(diffs) / len(diffs):+.2f}" if len(diffs) == 2 else "—"
             print(f"| {bits} | {rule} | {data} | {cells[0]} | {cells[1]} | {mean} |")
+
+# SynQ on top on each image raw and filtered (reconstruct_synq_images="both"), seeds 0-2, against reconstruction;
+# the last column is the filtered-only + SynQ of the table above (seeds 0-1) for comparison
+RECON = {0: SEED0[0], 1: SEED1, 2: {"seed2"}}
+BOTH = {0: {"both-s0", "both-genie-s0"}, 1: {"both-s1", "both-genie-s1"}, 2: {"seed2"}}
+print()
+print("| bits | rule | test set | seed 0: recon / both (diff) | seed 1 | seed 2 | mean diff, both | mean diff, filtered (seeds 0–1) |")
+print("|---|---|---|---|---|---|---|---|")
+for bits in ("W4A4", "W3A3", "W2A4"):
+    for rule in ("uniform", "genie"):
+        for data in ("lossless", "jpeg"):
+            cells, diffs = [], []
+            for seed in (0, 1, 2):
+                rc = get(bits, rule, "recon", data=data, files=RECON[seed])
+                sq = get(bits, rule, "recon_synq_both", data=data, files=BOTH[seed])
+                if rc is None or sq is None:
+                    cells.append("—")
+                    continue
+                diffs.append(val(sq) - val(rc))
+                cells.append(f"{fmt(val(rc))} / {fmt(val(sq))} ({diffs[-1]:+.2f})")
+            filtered = []
+            for rc_files, sq_files in (SEED0, (SEED1, SEED1)):
+                rc, sq = get(bits, rule, "recon", data=data, files=rc_files), get(bits, rule, "recon_synq", data=data,
+                                                                                  files=sq_files)
+                if rc is not None and sq is not None:
+                    filtered.append(val(sq) - val(rc))
+            mean = f"{sum(diffs) / len(diffs):+.2f} ({len(diffs)})" if diffs else "—"
+            fmean = f"{sum(filtered) / len(filtered):+.2f}" if filtered else "—"
+            print(f"| {bits} | {rule} | {data} | {cells[0]} | {cells[1]} | {cells[2]} | {mean} | {fmean} |")
