@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parents[2]
 QAT = {(r["bits"], r["data"]): r["synq_top1"]
        for r in json.load(open(RESULTS / "cpu-2026-12-07" / "fidelity" / "lastconv_sum_s0.json"))["rows"]}
 QAT[("W2A4", "lossless")] = json.load(open(RESULTS / "cpu-2026-12-06" / "mixed_precision" / "uniform-w2a4.json"))["synq_top1"]
-print("| bits | rule | test set | PTQ searched (raw / filtered) | reconstruction | + SynQ | SynQ − recon | ceiling (1,024 real) | QAT-style SynQ | recon CPU s |")
+print("| bits | rule | test set | PTQ searched (raw / filtered) | reconstruction | + SynQ (filtered) | SynQ − recon | ceiling (1,024 real) | QAT-style SynQ | recon CPU s |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for bits in ("W4A4", "W3A3", "W2A4"):
     for rule in ("uniform", "genie"):
@@ -49,7 +49,7 @@ for bits in ("W4A4", "W3A3", "W2A4"):
 SEED0 = ({"w4w2-recon", "w3-recon-j", "w3-genie-recon"}, {"w4w2-synq", "w3-synq-last-lpf", "w3-genie-synq"})
 SEED1 = {"seed1-w3", "seed1-w2w4"}
 print()
-print("| bits | rule | test set | seed 0: recon / + SynQ (diff) | seed 1: recon / + SynQ (diff) | mean diff |")
+print("| bits | rule | test set | seed 0: recon / + SynQ filtered (diff) | seed 1: recon / + SynQ filtered (diff) | mean diff |")
 print("|---|---|---|---|---|---|")
 for bits in ("W4A4", "W3A3", "W2A4"):
     for rule in ("uniform", "genie"):
@@ -94,3 +94,15 @@ for bits in ("W4A4", "W3A3", "W2A4"):
             mean = f"{sum(diffs) / len(diffs):+.2f} ({len(diffs)})" if diffs else "—"
             fmean = f"{sum(filtered) / len(filtered):+.2f}" if filtered else "—"
             print(f"| {bits} | {rule} | {data} | {cells[0]} | {cells[1]} | {cells[2]} | {mean} | {fmean} |")
+
+# mean top-1 over the seeds each has (uniform rule): reconstruction and + SynQ on raw and filtered images
+print()
+print("| bits | test set | reconstruction, seeds 0 / 1 / 2 (mean) | + SynQ both, seeds 0 / 1 / 2 (mean) |")
+print("|---|---|---|---|")
+for bits in ("W4A4", "W3A3", "W2A4"):
+    for data in ("lossless", "jpeg"):
+        cells = []
+        for variant, files in (("recon", RECON), ("recon_synq_both", BOTH)):
+            v = [val(get(bits, "uniform", variant, data=data, files=files[s])) for s in (0, 1, 2)]
+            cells.append(" / ".join(fmt(x) for x in v) + f" ({sum(v) / 3:.2f})")
+        print(f"| {bits} | {data} | {cells[0]} | {cells[1]} |")
