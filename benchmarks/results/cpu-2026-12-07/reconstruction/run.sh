@@ -10,6 +10,7 @@ VIT_SET=${VIT_SET:-/work/cache/r25/vit-syn-s0}
 VIT128_SET=${VIT128_SET:-/work/cache/r25/vit-syn128-s0}   # synthesized by the vit128 row when absent (128 x 1,000)
 SET1=${SET1:-/work/cache/syn/r20-cpu-seed1}               # synthesized by the seed1 rows when absent (512 x 200)
 SET2=${SET2:-/work/cache/syn/r20-cpu-seed2}               # synthesized by the seed2 row when absent (512 x 200)
+VIT128_SET1=${VIT128_SET1:-/work/cache/r25/vit-syn128-s1} # synthesized by the vit128-s1-recon row when absent
 OUT=${OUT:-benchmarks/results/cpu-2026-12-07/reconstruction}
 LR="--set reconstruct_lr=0.01 --set reconstruct_lr_weight_scale=1e-3 --set reconstruct_lr_act_scale=4e-4"
 B="python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress --synthetic $SET $LR"
@@ -62,5 +63,20 @@ case "${1:-}" in
   seed2)             row seed2 python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress --seed 2 \
                        --synthetic "$SET2" $LR $LAST $D --bits W4A4,W3A3,W2A4 --rules uniform \
                        --variants recon,recon_synq_both ;;
+  seed2-genie)       row seed2-genie python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress \
+                       --seed 2 --synthetic "$SET2" $LR $LAST $D --bits W4A4,W3A3,W2A4 --rules genie \
+                       --variants recon,recon_synq_both ;;
+  vit128-s1-recon)   row vit128-s1-recon python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress \
+                       --seed 1 --synthetic "$VIT128_SET1" --budget vit-cpu-128 \
+                       --teacher ../shared/data/teachers/cifar10-vit-tiny --bits W4A4 --rules uniform \
+                       --data lossless,jpeg --variants recon $LAST ;;
+  vit128-s1-raw)     row vit128-s1-raw python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress \
+                       --seed 1 --synthetic "$VIT128_SET1" --budget vit-cpu-128 \
+                       --teacher ../shared/data/teachers/cifar10-vit-tiny --bits W4A4 --rules uniform \
+                       --data lossless,jpeg --variants recon_synq_raw $LAST ;;
+  vit128-s1-both)    row vit128-s1-both python benchmarks/reconstruct_accuracy.py --json --threads 1 --no-progress \
+                       --seed 1 --synthetic "$VIT128_SET1" --budget vit-cpu-128 \
+                       --teacher ../shared/data/teachers/cifar10-vit-tiny --bits W4A4 --rules uniform \
+                       --data lossless,jpeg --variants recon_synq_both $LAST ;;
   *) echo "usage: run.sh ROW (see the case list)" >&2; exit 2 ;;
 esac

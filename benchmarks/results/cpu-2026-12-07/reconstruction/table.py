@@ -68,8 +68,8 @@ for bits in ("W4A4", "W3A3", "W2A4"):
 
 # SynQ on top on each image raw and filtered (reconstruct_synq_images="both"), seeds 0-2, against reconstruction;
 # the last column is the filtered-only + SynQ of the table above (seeds 0-1) for comparison
-RECON = {0: SEED0[0], 1: SEED1, 2: {"seed2"}}
-BOTH = {0: {"both-s0", "both-genie-s0"}, 1: {"both-s1", "both-genie-s1"}, 2: {"seed2"}}
+RECON = {0: SEED0[0], 1: SEED1, 2: {"seed2", "seed2-genie"}}
+BOTH = {0: {"both-s0", "both-genie-s0"}, 1: {"both-s1", "both-genie-s1"}, 2: {"seed2", "seed2-genie"}}
 print()
 print("| bits | rule | test set | seed 0: recon / both (diff) | seed 1 | seed 2 | mean diff, both | mean diff, filtered (seeds 0–1) |")
 print("|---|---|---|---|---|---|---|---|")
@@ -106,3 +106,16 @@ for bits in ("W4A4", "W3A3", "W2A4"):
             v = [val(get(bits, "uniform", variant, data=data, files=files[s])) for s in (0, 1, 2)]
             cells.append(" / ".join(fmt(x) for x in v) + f" ({sum(v) / 3:.2f})")
         print(f"| {bits} | {data} | {cells[0]} | {cells[1]} |")
+
+# the shared ViT at W4A4 with 128 synthetic images: reconstruction and SynQ on top with each choice of images
+VIT = {0: {"recon": "vit128-w4", "recon_synq": "vit128-w4", "recon_synq_both": "vit128-both",
+           "recon_synq_raw": "vit128-ablation"},
+       1: {"recon": "vit128-s1-recon", "recon_synq_both": "vit128-s1-both", "recon_synq_raw": "vit128-s1-raw"}}
+print()
+print("| ViT W4A4, 128 images | test set | reconstruction | + SynQ raw (a ViT's default) | + SynQ both | + SynQ filtered |")
+print("|---|---|---|---|---|---|")
+for seed, files in VIT.items():
+    for data in ("lossless", "jpeg"):
+        cells = [fmt(val(get("W4A4", "uniform", v, data=data, files={files[v]}) if v in files else None))
+                 for v in ("recon", "recon_synq_raw", "recon_synq_both", "recon_synq")]
+        print(f"| seed {seed} | {data} | " + " | ".join(cells) + " |")
