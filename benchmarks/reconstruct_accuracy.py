@@ -38,9 +38,10 @@ import torch  # noqa: E402
 
 from synq_hf import SynQConfig, SynQQuantizer, evaluate_model, load_image_dataset, load_model  # noqa: E402
 from synq_hf.apply import ptq  # noqa: E402
+from synq_hf.config import reconstruction_image_copies  # noqa: E402
 from synq_hf.lowpass import low_pass_filter  # noqa: E402
 from synq_hf.reconstruction import reconstruct_model  # noqa: E402
-from synq_hf.reconstruction.api import image_copies, reconstruction_images  # noqa: E402
+from synq_hf.reconstruction.api import reconstruction_images  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     if variant == "recon_lpf":
                         images = low_pass_filter(images, config.lpf_d0)
                     starts_from = reconstruction_images(images, cfg)  # "both": the raw ones, as calibration
-                    starts_from = starts_from[: len(starts_from) // image_copies(cfg)[1]]
+                    starts_from = starts_from[: len(starts_from) // reconstruction_image_copies(cfg)[1]]
                     ptq_model = ptq(teacher.model, cfg, starts_from, progress=False, device=args.device)
                     ptq_top1 = evaluate(ptq_model)
                     del ptq_model

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .apply import calibrate, iter_batches, quantize_model
-from .config import SynQConfig
+from .config import SynQConfig, reconstruction_image_copies
 from .distributed import default_device
 from .errors import AlreadyQuantizedError, DataError, SynQError
 from .hub.outputs import is_local_name, public_name, write_output
@@ -337,7 +337,7 @@ class SynQQuantizer:
         mixed-precision budget (``size_budget``/``avg_w_bits``) is allocated first (:meth:`allocate_bits`).
         """
         from .reconstruction import reconstruct_model
-        from .reconstruction.api import image_copies, reconstruction_config
+        from .reconstruction.api import reconstruction_config
 
         self.config = reconstruction_config(self.config.replace(method="reconstruct"))
         if synthetic is not None:
@@ -367,7 +367,7 @@ class SynQQuantizer:
         self.method = "reconstruct"
         self.timings["reconstruct_s"] = time.perf_counter() - start
         cfg = self.config
-        filtered, copies = image_copies(cfg)
+        filtered, copies = reconstruction_image_copies(cfg)
         both = copies == 2  # raw images first, then their filtered copies: calibration sees the raw ones
         self.record["calibration"] = {"source": "synthetic", "num_images": min(cfg.calibration_num_images,
                                                                               len(images)),

@@ -251,6 +251,14 @@ def has_weight_budget(config: Any) -> bool:
     return config.size_budget is not None or config.avg_w_bits is not None
 
 
+def reconstruction_image_copies(config: Any) -> tuple[bool, int]:
+    """Whether block reconstruction low-pass filters its images (``reconstruct_synq`` with ``lpf_d0`` and
+    ``reconstruct_synq_images`` other than ``"raw"``), and how many copies of each image it runs on (2: raw, then
+    filtered)."""
+    filtered = bool(config.reconstruct_synq and config.lpf_d0) and config.reconstruct_synq_images != "raw"
+    return filtered, 2 if filtered and config.reconstruct_synq_images == "both" else 1
+
+
 def budget_replaces(config: Any) -> tuple[str, ...]:
     """The uniform bit fields a budget of ``config`` replaces (``w_bits`` and/or ``a_bits``)."""
     return (("w_bits",) if has_weight_budget(config) else ()) + (("a_bits",) if config.avg_a_bits is not None else ())
@@ -351,6 +359,7 @@ __all__ = [
     "has_weight_budget",
     "is_set",
     "paper_defaults",
+    "reconstruction_image_copies",
     "weight_symmetric_default",
     "parse_size_budget",
 ]

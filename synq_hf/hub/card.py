@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from ..config import SynQConfig, budget_replaces
+from ..config import SynQConfig, budget_replaces, reconstruction_image_copies
 from ..errors import ConfigError, ModelLoadError, SynQError
 from ..sources.ids import is_repo_id
 
@@ -551,9 +551,10 @@ def _reconstruction_text(cfg: SynQConfig, training: Mapping[str, Any]) -> str:
 
 def _reconstruction_images_phrase(cfg: SynQConfig) -> str:
     """What reconstruction + SynQ ran on: the filtered images, each image raw and filtered, or the raw ones."""
-    if not cfg.lpf_d0 or cfg.reconstruct_synq_images == "raw":
+    filtered, copies = reconstruction_image_copies(cfg)
+    if not filtered:
         return "the images were not low-pass filtered"
-    if cfg.reconstruct_synq_images == "both":
+    if copies == 2:
         return (f"each image was used twice, as synthesized and low-pass filtered (Gaussian, D0 = {cfg.lpf_d0:g}; "
                 "the ranges were calibrated on the unfiltered ones)")
     return f"the images were low-pass filtered (Gaussian, D0 = {cfg.lpf_d0:g})"

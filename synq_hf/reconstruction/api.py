@@ -9,14 +9,13 @@ import torch
 from torch import nn
 
 from ..apply import calibrate, deploy_convert, iter_batches, quantize_model
-from ..config import SynQConfig
+from ..config import SynQConfig, reconstruction_image_copies
 from ..errors import DataError, SynQError
 from ..lowpass import low_pass_filter
 from .engine import ReconstructionReport, reconstruct
 from .synq import SynQTerms, synq_network_phase
 
-__all__ = ["image_copies", "reconstruct_model", "reconstruction_config", "reconstruction_images",
-           "reconstruction_labels"]
+__all__ = ["reconstruct_model", "reconstruction_config", "reconstruction_images", "reconstruction_labels"]
 
 
 def reconstruction_config(config: SynQConfig) -> SynQConfig:
@@ -25,30 +24,24 @@ def reconstruction_config(config: SynQConfig) -> SynQConfig:
     return config.replace(learnable_weight_scale=True, learnable_act_scale=True)
 
 
-def image_copies(config: SynQConfig) -> tuple[bool, int]:
-    """Whether reconstruction low-pass filters its images, and how many copies of each image it runs on (2: raw,
-    then filtered)."""
-    filtered = bool(config.reconstruct_synq and config.lpf_d0) and config.reconstruct_synq_images != "raw"
-    return filtered, 2 if filtered and config.reconstruct_synq_images == "both" else 1
-
-
 def reconstruction_images(images: torch.Tensor, config: SynQConfig) -> torch.Tensor:
     """The images reconstruction runs on: the first ``reconstruct_num_images``, low-pass filtered (``lpf_d0``) for
     reconstruction + SynQ; with ``reconstruct_synq_images="both"`` the raw ones followed by their filtered copies."""
     if images.dim() != 4 or len(images) == 0:
         raise DataError(f"reconstruction needs a batch of images (N, C, H, W), got shape {tuple(images.shape)}")
     images = images[: config.reconstruct_num_images].float()
-    filtered, copies = image_copies(config)
+    filtered, copies = reconstruction_image_copies(config)
     if filtered:
         low = low_pass_filter(images, config.lpf_d0)
         images = torch.cat([images, low]) if copies == 2 else low
     return images
 
 
-def reconstruction_labels(labels: torch.Tensor, config: SynQConfig) -> torch.Tensor:
-    """The labels of :func:`reconstruction_images`' output: the first ``reconstruct_num_images``, repeated for the
-    filtered copies."""
-    return labels[: config.reconstruct_num_images].repeat(image_copies(config)[1])
+def reconstruction_labels(labels: torch.Tensor, images: torch.Tensor, config: SynQConfig) -> torch.Tensor:
+    """The labels of :func:`reconstruction_images`' output ``images``: one per raw image, repeated for the filtered
+    copies."""
+    copies = reconstruction_image_copies(config)[1]
+    return labels[: len(images) // copies].repeat(copies)
 
 
 def reconstruct_model(
@@ -80,10 +73,10 @@ def reconstruct_model(
     config = reconstruction_config(config)
     images = reconstruction_images(images, config)
     if labels is not None:
-        labels = reconstruction_labels(labels, config)
+        labels = reconstruction_labels(labels, images, config)
     teacher.eval()
     student = quantize_model(copy.deepcopy(teacher), config).eval()
-    calib = images[: min(config.calibration_num_images, len(images) // image_copies(config)[1])]  # "both": raw ones
+    calib = images[: min(config.calibration_num_images, len(images) // reconstruction_image_copies(config)[1])]  # "both": raw ones
     calibrate(student, iter_batches(calib, config.calibration_batch_size), progress=progress,
               total=-(-len(calib) // config.calibration_batch_size))
     factory, finish = None, None
